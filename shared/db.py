@@ -1,0 +1,27 @@
+"""Async engine and session factory."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from shared.settings import BaseServiceSettings
+
+
+def create_engine(settings: BaseServiceSettings, *, pool_size: int | None = None) -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url,
+        pool_size=pool_size or settings.db_pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        # A runaway statement must not hold locks forever; each session gets a server-side limit.
+        connect_args={"options": f"-c statement_timeout={settings.db_statement_timeout_ms}"},
+    )
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)

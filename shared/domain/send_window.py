@@ -1,0 +1,62 @@
+"""Send windows: the hours of the client's local day in which a mailing may reach them.
+
+A window is `[start, end)` in local wall-clock time and may wrap midnight (22:00-06:00).
+The scheduler and sender evaluate the same rules in SQL (see `shared.sql`); tests compare both.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+@dataclass(frozen=True, slots=True)
+class SendWindow:
+    start: time
+    end: time
+
+    def __post_init__(self) -> None:
+        if self.start == self.end:
+            raise ValueError("send window start and end must differ")
+
+    @property
+    def wraps_midnight(self) -> bool:
+        return self.end < self.start
+
+
+def parse_hhmm(value: str) -> time:
+    match = _HHMM.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a time of day as HH:MM (00:00-23:59)")
+    return time(int(match[1]), int(match[2]))
+
+
+def parse_send_window(start: str, end: str) -> SendWindow:
+    return SendWindow(parse_hhmm(start), parse_hhmm(end))
+
+
+def is_open_at(window: SendWindow, local: time) -> bool:
+    if window.wraps_midnight:
+        return local >= window.start or local < window.end
+    return window.start <= local < window.end
+
+
+def is_window_open(window: SendWindow | None, timezone: str, now: datetime) -> bool:
+    if window is None:
+        return True
+    return is_open_at(window, now.astimezone(ZoneInfo(timezone)).time())
+
+
+def next_window_open(window: SendWindow | None, timezone: str, now: datetime) -> datetime:
+    """`now` if the window is open, otherwise the next moment it opens (timezone-aware)."""
+    if window is None or is_window_open(window, timezone, now):
+        return now
+    zone = ZoneInfo(timezone)
+    local = now.astimezone(zone)
+    opening_day = local.date() if local.time() < window.start else local.date() + timedelta(days=1)
+    # Wall-clock arithmetic, as PostgreSQL's `AT TIME ZONE` does it.
+    return datetime.combine(opening_day, window.start, tzinfo=zone)

@@ -1,0 +1,188 @@
+"""Database schema: clients, mailings, messages and per-mailing status counters.
+
+The migrations in `shared/migrations` are the source of truth for the database;
+these models mirror them for queries and for the migration autogenerate check.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    Time,
+    UniqueConstraint,
+    func,
+    text as sql,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.domain.statuses import MESSAGE_OPEN_STATUSES, MailingStatus, MessageStatus
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _sql_in(values: object) -> str:
+    return ", ".join(f"'{value}'" for value in values)  # type: ignore[attr-defined]
+
+
+OPEN_STATUSES_SQL = _sql_in(MESSAGE_OPEN_STATUSES)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+TimestampTZ = DateTime(timezone=True)
+
+
+class Client(Base):
+    __tablename__ = "client"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    phone: Mapped[str] = mapped_column(Text)
+    operator_code: Mapped[str] = mapped_column(Text)
+    tag: Mapped[str] = mapped_column(Text, server_default="")
+    timezone: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    deleted_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+
+    __table_args__ = (
+        CheckConstraint(r"phone ~ '^7[0-9]{10}$'", name="phone_format"),
+        CheckConstraint(r"operator_code ~ '^[0-9]{3}$'", name="operator_code_format"),
+        Index(
+            "uq_client_phone_live", "phone", unique=True, postgresql_where=sql("deleted_at IS NULL")
+        ),
+        # Serves the filter preview and list filters on live clients.
+        Index(
+            "ix_client_operator_code_tag",
+            "operator_code",
+            "tag",
+            postgresql_where=sql("deleted_at IS NULL"),
+        ),
+    )
+
+
+class Mailing(Base):
+    __tablename__ = "mailing"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    start_at: Mapped[datetime] = mapped_column(TimestampTZ)
+    end_at: Mapped[datetime] = mapped_column(TimestampTZ)
+    text: Mapped[str] = mapped_column(Text)
+    filter_operator_codes: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=sql("'{}'::text[]")
+    )
+    filter_tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=sql("'{}'::text[]"))
+    send_window_start: Mapped[time | None] = mapped_column(Time)
+    send_window_end: Mapped[time | None] = mapped_column(Time)
+    status: Mapped[str] = mapped_column(Text, server_default=MailingStatus.SCHEDULED.value)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    idempotency_fingerprint: Mapped[str | None] = mapped_column(Text)
+    # Fan-out: the highest client id when the mailing started (the recipient snapshot) and
+    # the highest client id already turned into messages.
+    fanout_max_client_id: Mapped[int | None] = mapped_column(BigInteger)
+    fanout_cursor: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    fanout_done_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    completed_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    deleted_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+
+    __table_args__ = (
+        CheckConstraint("end_at > start_at", name="end_after_start"),
+        CheckConstraint(
+            f"status IN ({_sql_in(s.value for s in MailingStatus)})", name="status_known"
+        ),
+        CheckConstraint(
+            "(send_window_start IS NULL) = (send_window_end IS NULL)", name="send_window_pair"
+        ),
+        Index(
+            "uq_mailing_idempotency_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=sql("idempotency_key IS NOT NULL"),
+        ),
+        # The scheduler's look-ups: due scheduled mailings and the running ones.
+        Index(
+            "ix_mailing_status_start_at",
+            "status",
+            "start_at",
+            postgresql_where=sql("status IN ('scheduled', 'running')"),
+        ),
+    )
+
+
+class Message(Base):
+    __tablename__ = "message"
+
+    # The provider's msgId.
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    mailing_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("mailing.id"))
+    client_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("client.id"))
+    status: Mapped[str] = mapped_column(Text, server_default=MessageStatus.PENDING.value)
+    # Fencing token of the current lease: a job carrying another token is stale.
+    token: Mapped[int | None] = mapped_column(BigInteger)
+    lease_until: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    not_before: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    queued_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    sent_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    updated_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("mailing_id", "client_id"),
+        CheckConstraint(
+            f"status IN ({_sql_in(s.value for s in MessageStatus)})", name="status_known"
+        ),
+        Index("ix_message_mailing_id_status_id", "mailing_id", "status", "id"),
+        Index("ix_message_mailing_id_id", "mailing_id", "id"),
+        # What the scheduler leases next: pending messages whose time has come.
+        Index(
+            "ix_message_due",
+            "mailing_id",
+            "not_before",
+            postgresql_where=sql("status = 'pending'"),
+        ),
+        # Live leases: the window count and the reaper.
+        Index(
+            "ix_message_lease_until",
+            "lease_until",
+            postgresql_where=sql("status IN ('queued', 'sending', 'retrying')"),
+        ),
+        # Cancelling a deleted client's undelivered messages.
+        Index(
+            "ix_message_client_id_open",
+            "client_id",
+            postgresql_where=sql(f"status IN ({OPEN_STATUSES_SQL})"),
+        ),
+    )
+
+
+class MessageCount(Base):
+    """Messages per mailing and status, kept by statement-level triggers on `message`."""
+
+    __tablename__ = "message_count"
+
+    mailing_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("mailing.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, server_default="0")

@@ -1,0 +1,96 @@
+"""Configuration from the environment (and an optional `.env`), one class per service on a shared base."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+class BaseServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/mailing"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # Prefixes every exchange and queue, so deployments and test runs sharing a broker don't collide.
+    amqp_namespace: str = "mailing"
+    db_pool_size: int = Field(10, ge=1)
+    db_statement_timeout_ms: int = Field(30_000, ge=100)
+    log_level: str = "INFO"
+    log_format: str = Field("auto", pattern="^(auto|json|console)$")
+    # Port of the /healthz, /readyz and /metrics endpoint for services that are not the API.
+    metrics_port: int = Field(9100, ge=0, le=65535)
+
+
+class ApiSettings(BaseServiceSettings):
+    api_host: str = "0.0.0.0"  # noqa: S104 - the API is meant to be reachable in its container
+    api_port: int = Field(8000, ge=1, le=65535)
+    # Comma-separated bearer tokens accepted by the admin API; empty means every request is refused.
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    max_page_size: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value
+
+
+class SchedulerSettings(BaseServiceSettings):
+    metrics_port: int = Field(9101, ge=0, le=65535)
+    poll_interval_s: float = Field(2.0, gt=0)
+    fanout_chunk_size: int = Field(20_000, ge=1)
+    # Live leases (queued + sending) the scheduler keeps in the broker; the database holds the rest.
+    send_window: int = Field(5_000, ge=1)
+    lease_batch_size: int = Field(1_000, ge=1)
+    lease_ttl_s: float = Field(120.0, gt=0)
+    sweep_batch_size: int = Field(50_000, ge=1)
+
+
+class SenderSettings(BaseServiceSettings):
+    metrics_port: int = Field(9102, ge=0, le=65535)
+    provider_url: str = "http://127.0.0.1:8090"
+    provider_token: SecretStr | None = SecretStr("stub-token")
+    provider_token_file: Path | None = None
+    provider_timeout_s: float = Field(10.0, gt=0)
+    # Never start a request closer than this to the mailing's end time (about the provider's p99).
+    end_safety_margin_s: float = Field(2.0, ge=0)
+    max_connections: int = Field(256, ge=1)
+    prefetch: int = Field(512, ge=1)
+    batch_size: int = Field(100, ge=1)
+    batch_linger_ms: float = Field(5.0, ge=0)
+    batches_in_flight: int = Field(8, ge=1)
+    max_attempts: int = Field(20, ge=1)
+    retry_delays_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0]
+    )
+    rate_limit_per_s: float | None = Field(None, gt=0)
+    breaker_failure_threshold: int = Field(20, ge=1)
+    breaker_cooldown_s: float = Field(5.0, gt=0)
+    breaker_max_cooldown_s: float = Field(60.0, gt=0)
+    # How long a claimed ('sending') message is protected from the reaper; must exceed the timeout.
+    sending_lease_s: float = Field(60.0, gt=0)
+
+    @field_validator("retry_delays_s", mode="before")
+    @classmethod
+    def _split_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("retry_delays_s")
+    @classmethod
+    def _sorted_delays(cls, value: list[float]) -> list[float]:
+        if not value or any(delay <= 0 for delay in value) or value != sorted(value):
+            raise ValueError("retry delays must be positive and ascending")
+        return value
+
+
+@lru_cache
+def api_settings() -> ApiSettings:
+    return ApiSettings()
