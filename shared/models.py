@@ -22,6 +22,8 @@ from sqlalchemy import (
     Time,
     UniqueConstraint,
     func,
+)
+from sqlalchemy import (
     text as sql,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column

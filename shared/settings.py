@@ -1,13 +1,13 @@
-"""Configuration from the environment (and an optional `.env`), one class per service on a shared base."""
+"""Configuration from the environment (and an optional `.env`): one class per service."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 
 class BaseServiceSettings(BaseSettings):
@@ -15,7 +15,7 @@ class BaseServiceSettings(BaseSettings):
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/mailing"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    # Prefixes every exchange and queue, so deployments and test runs sharing a broker don't collide.
+    # Prefixes every exchange and queue so deployments and test runs sharing a broker never collide.
     amqp_namespace: str = "mailing"
     db_pool_size: int = Field(10, ge=1)
     db_statement_timeout_ms: int = Field(30_000, ge=100)

@@ -7,6 +7,7 @@ changes faults and reads what was received. See DESIGN.md, "External sending API
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -172,6 +173,7 @@ class StubState:
     def __init__(self, config: StubConfig) -> None:
         self.config = config
         self.auth_header = f"Bearer {config.token}"
+        self.closing = asyncio.Event()  # set on shutdown to release hung requests
         self.reset()
 
     def reset(self) -> None:
@@ -200,9 +202,7 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> w
     return web.Response(status=status, body=json.dumps(payload), content_type=JSON, headers=headers)
 
 
-def _fail(
-    status: int, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
+def _fail(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return _json(status, {"code": status, "message": message}, headers)
 
 
@@ -270,7 +270,8 @@ async def send(request: web.Request) -> web.StreamResponse:
         roll -= faults.garbage_rate
         if roll < faults.hang_rate:
             counts["hang"] += 1
-            await asyncio.sleep(faults.hang_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.closing.wait(), faults.hang_seconds)
             # Nothing is recorded: whoever waited this long sees a failure, not a delivery.
             return _fail(504, "hung")
 
@@ -325,6 +326,11 @@ def create_app(config: StubConfig | None = None) -> web.Application:
     state = StubState(config)
     state.faults = config.faults
     app[STATE_KEY] = state
+
+    async def release_hung(app: web.Application) -> None:
+        state.closing.set()
+
+    app.on_shutdown.append(release_hung)
     app.router.add_post("/send/{msg_id}", send)
     app.router.add_get("/_control/faults", get_faults)
     app.router.add_put("/_control/faults", put_faults)
@@ -350,10 +356,8 @@ async def start_stub(
 ) -> RunningStub:
     """Serve the stub in the running event loop; ``port=0`` picks a free port."""
     app = create_app(config)
-    # Cancelling handlers when the client goes away ends hung requests, so close() is quick.
-    runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
-    )
+    # Cancelling handlers of clients that went away keeps hung requests from piling up.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     bound_host, bound_port = runner.addresses[0][:2]

@@ -201,7 +201,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "status IN ('pending', 'queued', 'sending', 'sent', 'retrying', 'failed', 'expired', 'cancelled')",
+            "status IN ('pending', 'queued', 'sending', 'sent', 'retrying', "
+            "'failed', 'expired', 'cancelled')",
             name=op.f("ck_message_status_known"),
         ),
         sa.ForeignKeyConstraint(

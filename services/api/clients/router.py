@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from services.api.clients import service
+from services.api.clients.schemas import ClientCreate, ClientOut, ClientPatch, OperatorCode, Phone
+from services.api.deps import AdminDep, SessionDep
+from services.api.pagination import AfterId, Limit, ResourceId, next_after_id
+from services.api.schemas import ERROR_RESPONSES, Page
+
+router = APIRouter(
+    prefix="/clients", tags=["clients"], dependencies=[AdminDep], responses=ERROR_RESPONSES
+)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientOut)
+async def create_client(body: ClientCreate, session: SessionDep) -> ClientOut:
+    """Add a client to the directory. A phone already used by a live client is 409."""
+    return ClientOut.model_validate(await service.create_client(session, body))
+
+
+@router.get("", response_model=Page[ClientOut])
+async def list_clients(
+    session: SessionDep,
+    limit: Limit = 100,
+    after_id: AfterId = 0,
+    operator_code: Annotated[OperatorCode | None, Query()] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    phone: Annotated[Phone | None, Query()] = None,
+) -> Page[ClientOut]:
+    """Live clients in id order, optionally filtered; keyset-paginated with `after_id`."""
+    clients = await service.list_clients(
+        session, limit=limit, after_id=after_id, operator_code=operator_code, tag=tag, phone=phone
+    )
+    return Page[ClientOut](
+        items=[ClientOut.model_validate(c) for c in clients],
+        next_after_id=next_after_id([c.id for c in clients], limit),
+    )
+
+
+@router.get("/{client_id}", response_model=ClientOut)
+async def get_client(client_id: ResourceId, session: SessionDep) -> ClientOut:
+    return ClientOut.model_validate(await service.get_client(session, client_id))
+
+
+@router.patch("/{client_id}", response_model=ClientOut)
+async def patch_client(client_id: ResourceId, body: ClientPatch, session: SessionDep) -> ClientOut:
+    """Change the given attributes. The operator code is not re-derived from a new phone."""
+    return ClientOut.model_validate(await service.patch_client(session, client_id, body))
+
+
+@router.put("/{client_id}", response_model=ClientOut)
+async def replace_client(
+    client_id: ResourceId, body: ClientCreate, session: SessionDep
+) -> ClientOut:
+    """Replace every attribute; a missing operator code is derived from the phone."""
+    return ClientOut.model_validate(await service.replace_client(session, client_id, body))
+
+
+@router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_client(client_id: ResourceId, session: SessionDep) -> Response:
+    """Remove the client; its undelivered messages are cancelled, its history is kept."""
+    await service.delete_client(session, client_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,110 @@
+"""The client directory: create, read, update and soft-delete clients."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.api.clients.schemas import ClientCreate, ClientPatch
+from services.api.errors import Conflict, NotFound
+from shared.domain.clients import default_operator_code
+from shared.domain.statuses import MESSAGE_OPEN_STATUSES, MessageStatus
+from shared.models import Client, Message
+
+
+def _duplicate_phone(phone: str) -> Conflict:
+    return Conflict(f"a client with phone {phone} already exists")
+
+
+async def get_client(session: AsyncSession, client_id: int) -> Client:
+    client = await session.scalar(
+        select(Client).where(Client.id == client_id, Client.deleted_at.is_(None))
+    )
+    if client is None:
+        raise NotFound("client", client_id)
+    return client
+
+
+async def list_clients(
+    session: AsyncSession,
+    *,
+    limit: int,
+    after_id: int,
+    operator_code: str | None,
+    tag: str | None,
+    phone: str | None,
+) -> list[Client]:
+    query = select(Client).where(Client.deleted_at.is_(None), Client.id > after_id)
+    if operator_code is not None:
+        query = query.where(Client.operator_code == operator_code)
+    if tag is not None:
+        query = query.where(Client.tag == tag)
+    if phone is not None:
+        query = query.where(Client.phone == phone)
+    return list(await session.scalars(query.order_by(Client.id).limit(limit)))
+
+
+async def create_client(session: AsyncSession, data: ClientCreate) -> Client:
+    client = Client(
+        phone=data.phone,
+        operator_code=data.operator_code or default_operator_code(data.phone),
+        tag=data.tag,
+        timezone=data.timezone,
+    )
+    session.add(client)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise _duplicate_phone(data.phone) from exc
+    return client
+
+
+async def update_client(
+    session: AsyncSession, client_id: int, changes: dict[str, object]
+) -> Client:
+    client = await get_client(session, client_id)
+    for name, value in changes.items():
+        setattr(client, name, value)
+    client.updated_at = func.now()  # type: ignore[assignment]
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise _duplicate_phone(str(changes.get("phone"))) from exc
+    await session.refresh(client)
+    return client
+
+
+async def patch_client(session: AsyncSession, client_id: int, data: ClientPatch) -> Client:
+    changes = data.model_dump(exclude_unset=True)
+    # null for a field means "leave it", like leaving it out; no attribute may become null.
+    changes = {name: value for name, value in changes.items() if value is not None}
+    return await update_client(session, client_id, changes)
+
+
+async def replace_client(session: AsyncSession, client_id: int, data: ClientCreate) -> Client:
+    return await update_client(
+        session,
+        client_id,
+        {
+            "phone": data.phone,
+            "operator_code": data.operator_code or default_operator_code(data.phone),
+            "tag": data.tag,
+            "timezone": data.timezone,
+        },
+    )
+
+
+async def delete_client(session: AsyncSession, client_id: int) -> None:
+    """Soft delete: the client disappears from the API, its undelivered messages are cancelled
+    in the same transaction, and its history stays for the stats of past mailings."""
+    client = await get_client(session, client_id)
+    client.deleted_at = func.now()  # type: ignore[assignment]
+    await session.execute(
+        update(Message)
+        .where(Message.client_id == client_id, Message.status.in_(MESSAGE_OPEN_STATUSES))
+        .values(status=MessageStatus.CANCELLED, token=None, lease_until=None, updated_at=func.now())
+    )
+    await session.commit()

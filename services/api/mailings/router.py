@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from services.api.deps import AdminDep, EventsDep, SessionDep
+from services.api.mailings import service, stats
+from services.api.mailings.schemas import (
+    MailingCreate,
+    MailingOut,
+    MailingPatch,
+    MailingPreview,
+    MailingStatsDetail,
+    MessageOut,
+    PreviewOut,
+    StatsPage,
+)
+from services.api.pagination import AfterId, Limit, ResourceId, next_after_id
+from services.api.schemas import ERROR_RESPONSES, Page
+from shared.domain.statuses import MailingStatus, MessageStatus
+
+router = APIRouter(
+    prefix="/mailings", tags=["mailings"], dependencies=[AdminDep], responses=ERROR_RESPONSES
+)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=255,
+        description="Retrying a create with the same key returns the first mailing, never a second",
+    ),
+]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=MailingOut)
+async def create_mailing(
+    body: MailingCreate,
+    session: SessionDep,
+    events: EventsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> MailingOut:
+    """Create a mailing. It starts by itself at `start_at` (at once if that has passed) and
+    sends nothing after `end_at`."""
+    mailing, replayed = await service.create_mailing(session, body, idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        await events.mailing_changed("created", mailing.id)
+    return MailingOut.of(mailing)
+
+
+@router.get("", response_model=Page[MailingOut])
+async def list_mailings(
+    session: SessionDep,
+    limit: Limit = 100,
+    after_id: AfterId = 0,
+    status: Annotated[MailingStatus | None, Query()] = None,
+) -> Page[MailingOut]:
+    mailings = await service.list_mailings(session, limit=limit, after_id=after_id, status=status)
+    return Page[MailingOut](
+        items=[MailingOut.of(m) for m in mailings],
+        next_after_id=next_after_id([m.id for m in mailings], limit),
+    )
+
+
+@router.post("/preview", response_model=PreviewOut)
+async def preview_mailing(body: MailingPreview, session: SessionDep) -> PreviewOut:
+    """How many live clients a filter matches now."""
+    return PreviewOut(matching_clients=await service.count_matching_clients(session, body.filter))
+
+
+@router.get("/stats", response_model=StatsPage)
+async def all_stats(session: SessionDep, limit: Limit = 100, after_id: AfterId = 0) -> StatsPage:
+    """Every live mailing with its message counts by status, plus totals over all of them."""
+    return await stats.stats_page(session, limit=limit, after_id=after_id)
+
+
+@router.get("/{mailing_id}", response_model=MailingOut)
+async def get_mailing(mailing_id: ResourceId, session: SessionDep) -> MailingOut:
+    return MailingOut.of(await service.get_mailing(session, mailing_id))
+
+
+@router.patch("/{mailing_id}", response_model=MailingOut)
+async def patch_mailing(
+    mailing_id: ResourceId, body: MailingPatch, session: SessionDep, events: EventsDep
+) -> MailingOut:
+    """Change a mailing. Text and end time apply to messages not yet sent; start time, filter
+    and send window can change only before the mailing starts (409 after)."""
+    mailing = await service.patch_mailing(session, mailing_id, body)
+    await events.mailing_changed("updated", mailing.id)
+    return MailingOut.of(mailing)
+
+
+@router.delete("/{mailing_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_mailing(
+    mailing_id: ResourceId, session: SessionDep, events: EventsDep
+) -> Response:
+    """Cancel and remove a mailing: nothing more is sent; its history stays for audit."""
+    await service.delete_mailing(session, mailing_id)
+    await events.mailing_changed("deleted", mailing_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{mailing_id}/pause", response_model=MailingOut)
+async def pause_mailing(
+    mailing_id: ResourceId, session: SessionDep, events: EventsDep
+) -> MailingOut:
+    """Stop delivery; messages already at the provider may still arrive."""
+    mailing = await service.pause_mailing(session, mailing_id)
+    await events.mailing_changed("updated", mailing.id)
+    return MailingOut.of(mailing)
+
+
+@router.post("/{mailing_id}/resume", response_model=MailingOut)
+async def resume_mailing(
+    mailing_id: ResourceId, session: SessionDep, events: EventsDep
+) -> MailingOut:
+    mailing = await service.resume_mailing(session, mailing_id)
+    await events.mailing_changed("updated", mailing.id)
+    return MailingOut.of(mailing)
+
+
+@router.get("/{mailing_id}/stats", response_model=MailingStatsDetail)
+async def mailing_stats(mailing_id: ResourceId, session: SessionDep) -> MailingStatsDetail:
+    return await stats.mailing_stats(session, mailing_id)
+
+
+@router.get("/{mailing_id}/messages", response_model=Page[MessageOut])
+async def list_messages(
+    mailing_id: ResourceId,
+    session: SessionDep,
+    limit: Limit = 100,
+    after_id: AfterId = 0,
+    status: Annotated[MessageStatus | None, Query()] = None,
+) -> Page[MessageOut]:
+    messages = await service.list_messages(
+        session, mailing_id, status=status, limit=limit, after_id=after_id
+    )
+    return Page[MessageOut](
+        items=[MessageOut.model_validate(m, from_attributes=True) for m in messages],
+        next_after_id=next_after_id([m.id for m in messages], limit),
+    )

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+from datetime import datetime, time
+from typing import Annotated, Self
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
+
+from services.api.clients.schemas import OperatorCode, Tag
+from services.api.schemas import InputModel
+from shared.domain.send_window import parse_send_window
+from shared.domain.statuses import MailingStatus, MessageStatus
+from shared.domain.text import MAX_TEXT_LENGTH, segment_text
+from shared.models import Mailing
+
+MAX_FILTER_VALUES = 100
+
+
+def _no_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text must not be blank")
+    return value
+
+
+MailingText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_TEXT_LENGTH,
+        description=f"1 to {MAX_TEXT_LENGTH} characters",
+        examples=["Скидка 20% до воскресенья"],
+    ),
+    AfterValidator(_no_blank),
+]
+
+
+class MailingFilter(InputModel):
+    """Which clients receive the mailing. A client matches when it matches both lists;
+    an empty list matches any value."""
+
+    operator_codes: list[OperatorCode] = Field(
+        default_factory=list, max_length=MAX_FILTER_VALUES, examples=[["912", "916"]]
+    )
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_FILTER_VALUES, examples=[["vip"]])
+
+
+class SendWindowModel(InputModel):
+    """Hours of the client's local day when sending is allowed, [start, end); may wrap midnight."""
+
+    start: str = Field(examples=["09:00"], description="HH:MM, 24-hour clock")
+    end: str = Field(examples=["21:00"], description="HH:MM, 24-hour clock; may be before start")
+
+    @model_validator(mode="after")
+    def _parse(self) -> Self:
+        parse_send_window(self.start, self.end)
+        return self
+
+    def as_times(self) -> tuple[time, time]:
+        window = parse_send_window(self.start, self.end)
+        return window.start, window.end
+
+
+class MailingCreate(InputModel):
+    start_at: AwareDatetime = Field(description="ISO 8601 with an offset")
+    end_at: AwareDatetime = Field(description="ISO 8601 with an offset; after start_at, in future")
+    text: MailingText
+    filter: MailingFilter = Field(default_factory=MailingFilter)
+    send_window: SendWindowModel | None = None
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Self:
+        if self.end_at <= self.start_at:
+            raise ValueError("end_at must be after start_at")
+        return self
+
+
+class MailingPatch(InputModel):
+    """Only the fields given change. Once a mailing has started, start_at, filter and
+    send_window are fixed (409); text and end_at may change at any time."""
+
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+    text: MailingText | None = None
+    filter: MailingFilter | None = None
+    send_window: SendWindowModel | None = Field(
+        None, description="null removes the window (only before the start)"
+    )
+
+
+class MailingPreview(InputModel):
+    filter: MailingFilter = Field(default_factory=MailingFilter)
+
+
+class PreviewOut(BaseModel):
+    matching_clients: int = Field(examples=[1250])
+
+
+class TextInfo(BaseModel):
+    encoding: str = Field(examples=["UCS-2"], description="GSM-7 or UCS-2")
+    length: int = Field(description="septets (GSM-7) or UTF-16 code units (UCS-2)")
+    segments: int = Field(description="SMS segments the text takes", examples=[1])
+
+
+class MailingOut(BaseModel):
+    id: int
+    start_at: datetime
+    end_at: datetime
+    text: str
+    text_info: TextInfo
+    filter: MailingFilter
+    send_window: SendWindowModel | None
+    status: MailingStatus
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, m: Mailing) -> MailingOut:
+        seg = segment_text(m.text)
+        window = None
+        if m.send_window_start is not None and m.send_window_end is not None:
+            window = SendWindowModel(
+                start=m.send_window_start.strftime("%H:%M"),
+                end=m.send_window_end.strftime("%H:%M"),
+            )
+        return cls(
+            id=m.id,
+            start_at=m.start_at,
+            end_at=m.end_at,
+            text=m.text,
+            text_info=TextInfo(encoding=seg.encoding, length=seg.units, segments=seg.segments),
+            filter=MailingFilter(operator_codes=m.filter_operator_codes, tags=m.filter_tags),
+            send_window=window,
+            status=MailingStatus(m.status),
+            created_at=m.created_at,
+            updated_at=m.updated_at,
+            started_at=m.started_at,
+            completed_at=m.completed_at,
+        )
+
+
+StatusCounts = dict[MessageStatus, int]
+
+
+class MailingStats(BaseModel):
+    mailing_id: int
+    status: MailingStatus
+    start_at: datetime
+    end_at: datetime
+    total: int = Field(description="Messages created for the mailing so far")
+    counts: StatusCounts = Field(
+        description="Messages in each status; every status is present",
+        examples=[{s.value: 0 for s in MessageStatus} | {"sent": 10}],
+    )
+
+
+class MailingStatsDetail(MailingStats):
+    created_at: datetime
+    started_at: datetime | None
+    fanout_done_at: datetime | None
+    completed_at: datetime | None
+
+
+class StatsPage(BaseModel):
+    items: list[MailingStats]
+    next_after_id: int | None
+    totals: StatusCounts = Field(description="Messages in each status over all live mailings")
+    mailings_by_status: dict[MailingStatus, int]
+
+
+class MessageOut(BaseModel):
+    id: int
+    client_id: int
+    status: MessageStatus
+    attempts: int
+    last_error: str | None
+    not_before: datetime
+    created_at: datetime
+    queued_at: datetime | None
+    sent_at: datetime | None
+    updated_at: datetime

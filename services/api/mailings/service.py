@@ -1,0 +1,192 @@
+"""Mailings: create (idempotently), read, change within the rules, pause, resume, delete."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, and_, func, select, true
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.api.errors import Conflict, NotFound, Unprocessable
+from services.api.mailings.schemas import MailingCreate, MailingFilter, MailingPatch
+from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus
+from shared.models import Client, Mailing, Message
+
+# Fixed once a mailing has started: they decide who gets it and when.
+FIXED_AFTER_START = ("start_at", "filter", "send_window")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _fingerprint(data: MailingCreate) -> str:
+    return hashlib.sha256(data.model_dump_json().encode()).hexdigest()
+
+
+def filter_condition(operator_codes: list[str], tags: list[str]) -> ColumnElement[bool]:
+    """The client filter in SQL: both lists must match, an empty list matches anything
+    (the same rule as `shared.domain.filters.matches_filter`)."""
+    return and_(
+        Client.operator_code.in_(operator_codes) if operator_codes else true(),
+        Client.tag.in_(tags) if tags else true(),
+    )
+
+
+async def get_mailing(session: AsyncSession, mailing_id: int, *, lock: bool = False) -> Mailing:
+    query = select(Mailing).where(Mailing.id == mailing_id, Mailing.deleted_at.is_(None))
+    mailing = await session.scalar(query.with_for_update() if lock else query)
+    if mailing is None:
+        raise NotFound("mailing", mailing_id)
+    return mailing
+
+
+async def list_mailings(
+    session: AsyncSession, *, limit: int, after_id: int, status: MailingStatus | None
+) -> list[Mailing]:
+    query = select(Mailing).where(Mailing.deleted_at.is_(None), Mailing.id > after_id)
+    if status is not None:
+        query = query.where(Mailing.status == status)
+    return list(await session.scalars(query.order_by(Mailing.id).limit(limit)))
+
+
+async def create_mailing(
+    session: AsyncSession, data: MailingCreate, idempotency_key: str | None
+) -> tuple[Mailing, bool]:
+    """Returns the mailing and whether it was created before under the same key."""
+    if data.end_at <= _now():
+        raise Unprocessable("end_at must be in the future")
+    fingerprint = _fingerprint(data) if idempotency_key else None
+    if idempotency_key is not None:
+        earlier = await _by_idempotency_key(session, idempotency_key, fingerprint)
+        if earlier is not None:
+            return earlier, True
+    window = data.send_window.as_times() if data.send_window else (None, None)
+    mailing = Mailing(
+        start_at=data.start_at,
+        end_at=data.end_at,
+        text=data.text,
+        filter_operator_codes=data.filter.operator_codes,
+        filter_tags=data.filter.tags,
+        send_window_start=window[0],
+        send_window_end=window[1],
+        idempotency_key=idempotency_key,
+        idempotency_fingerprint=fingerprint,
+    )
+    session.add(mailing)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # A concurrent retry with the same key won the race: answer with its mailing.
+        await session.rollback()
+        if idempotency_key is None:
+            raise
+        earlier = await _by_idempotency_key(session, idempotency_key, fingerprint)
+        if earlier is None:
+            raise
+        return earlier, True
+    await session.refresh(mailing)
+    return mailing, False
+
+
+async def _by_idempotency_key(
+    session: AsyncSession, key: str, fingerprint: str | None
+) -> Mailing | None:
+    mailing = await session.scalar(select(Mailing).where(Mailing.idempotency_key == key))
+    if mailing is None:
+        return None
+    if mailing.idempotency_fingerprint != fingerprint:
+        raise Unprocessable("Idempotency-Key was already used with a different request body")
+    if mailing.deleted_at is not None:
+        raise Conflict(f"Idempotency-Key belongs to mailing {mailing.id}, which was deleted")
+    return mailing
+
+
+async def patch_mailing(session: AsyncSession, mailing_id: int, data: MailingPatch) -> Mailing:
+    changes = data.model_dump(exclude_unset=True)
+    mailing = await get_mailing(session, mailing_id, lock=True)
+    if mailing.status in MAILING_FINAL_STATUSES:
+        raise Conflict(f"mailing {mailing_id} is {mailing.status} and can no longer change")
+    fixed = [name for name in FIXED_AFTER_START if name in changes]
+    if mailing.started_at is not None and fixed:
+        raise Conflict(f"mailing {mailing_id} has started: {', '.join(fixed)} can no longer change")
+    for name in ("start_at", "end_at", "text"):
+        if changes.get(name) is not None:
+            setattr(mailing, name, getattr(data, name))
+    if "filter" in changes:
+        new_filter = data.filter or MailingFilter()
+        mailing.filter_operator_codes = new_filter.operator_codes
+        mailing.filter_tags = new_filter.tags
+    if "send_window" in changes:
+        start, end = data.send_window.as_times() if data.send_window else (None, None)
+        mailing.send_window_start, mailing.send_window_end = start, end
+    if mailing.end_at <= mailing.start_at:
+        raise Unprocessable("end_at must be after start_at")
+    if "end_at" in changes and mailing.end_at <= _now():
+        raise Unprocessable("end_at must be in the future; to stop a mailing, pause or delete it")
+    mailing.updated_at = func.now()  # type: ignore[assignment]
+    await session.commit()
+    await session.refresh(mailing)
+    return mailing
+
+
+async def pause_mailing(session: AsyncSession, mailing_id: int) -> Mailing:
+    mailing = await get_mailing(session, mailing_id, lock=True)
+    if mailing.status not in (MailingStatus.SCHEDULED, MailingStatus.RUNNING, MailingStatus.PAUSED):
+        raise Conflict(f"mailing {mailing_id} is {mailing.status}; only a live one can pause")
+    return await _set_status(session, mailing, MailingStatus.PAUSED)
+
+
+async def resume_mailing(session: AsyncSession, mailing_id: int) -> Mailing:
+    mailing = await get_mailing(session, mailing_id, lock=True)
+    if mailing.status in MAILING_FINAL_STATUSES:
+        raise Conflict(f"mailing {mailing_id} is {mailing.status} and cannot resume")
+    if mailing.status != MailingStatus.PAUSED:
+        return mailing
+    started = mailing.started_at is not None
+    return await _set_status(
+        session, mailing, MailingStatus.RUNNING if started else MailingStatus.SCHEDULED
+    )
+
+
+async def _set_status(session: AsyncSession, mailing: Mailing, status: MailingStatus) -> Mailing:
+    mailing.status = status
+    mailing.updated_at = func.now()  # type: ignore[assignment]
+    await session.commit()
+    await session.refresh(mailing)
+    return mailing
+
+
+async def delete_mailing(session: AsyncSession, mailing_id: int) -> None:
+    """Soft delete. Senders refuse its messages from this commit on; the scheduler marks the
+    undelivered ones `cancelled` in chunks (a million-row update has no place in a request)."""
+    mailing = await get_mailing(session, mailing_id, lock=True)
+    mailing.deleted_at = func.now()  # type: ignore[assignment]
+    if mailing.status != MailingStatus.COMPLETED:
+        mailing.status = MailingStatus.CANCELLED
+    mailing.updated_at = func.now()  # type: ignore[assignment]
+    await session.commit()
+
+
+async def count_matching_clients(session: AsyncSession, mailing_filter: MailingFilter) -> int:
+    query = (
+        select(func.count())
+        .select_from(Client)
+        .where(
+            Client.deleted_at.is_(None),
+            filter_condition(mailing_filter.operator_codes, mailing_filter.tags),
+        )
+    )
+    return int(await session.scalar(query) or 0)
+
+
+async def list_messages(
+    session: AsyncSession, mailing_id: int, *, status: str | None, limit: int, after_id: int
+) -> list[Message]:
+    await get_mailing(session, mailing_id)
+    query = select(Message).where(Message.mailing_id == mailing_id, Message.id > after_id)
+    if status is not None:
+        query = query.where(Message.status == status)
+    return list(await session.scalars(query.order_by(Message.id).limit(limit)))

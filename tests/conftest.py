@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
+
+from services.api.app import create_app
+from shared.settings import ApiSettings
+from tests.support import database
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def db_name() -> Iterator[str]:
+    """One database per test session, built by the real migrations."""
+    name = database.create_database()
+    try:
+        database.migrate(name)
+        yield name
+    finally:
+        database.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def database_url(db_name: str) -> str:
+    return database.sqlalchemy_url(db_name)
+
+
+@pytest.fixture
+def clean_db(db_name: str) -> str:
+    database.truncate_all(db_name)
+    return db_name
+
+
+@pytest.fixture(scope="session")
+def api_settings(database_url: str) -> ApiSettings:
+    return ApiSettings(
+        database_url=database_url,
+        api_tokens=[SecretStr(ADMIN_TOKEN), SecretStr("second-token")],
+        db_pool_size=5,
+    )
+
+
+@pytest.fixture(scope="session")
+async def api_app(api_settings: ApiSettings) -> AsyncIterator[object]:
+    app = create_app(api_settings)
+    async with LifespanManager(app) as manager:
+        yield manager.app
+
+
+@pytest.fixture
+async def api(api_app: object, clean_db: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An authenticated client of the admin API over an empty database."""
+    transport = httpx.ASGITransport(app=api_app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://api.test/api/v1",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as client:
+        yield client
