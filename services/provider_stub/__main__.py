@@ -12,6 +12,7 @@ def main() -> None:
     host = os.environ.get("STUB_HOST", "127.0.0.1")
     port = int(os.environ.get("STUB_PORT", "8090"))
     config = StubConfig.from_env()
+    loop: asyncio.AbstractEventLoop
     try:
         import uvloop
 

@@ -151,7 +151,7 @@ class Deliveries:
             self._order = array("I", sorted(range(len(self.ids)), key=self.ids.__getitem__))
         order, ids = self._order, self.ids
         start = 0 if after_id is None else bisect_right(order, after_id, key=ids.__getitem__)
-        items = []
+        items: list[dict[str, Any]] = []
         for i in order[start : start + limit]:
             msg_id = ids[i]
             extra, last_at = self.repeats.get(msg_id, (0, self.first_at[i]))
@@ -166,7 +166,7 @@ class Deliveries:
                 }
             )
         more = start + limit < len(order)
-        return items, (items[-1]["id"] if items and more else None)
+        return items, (ids[order[start + limit - 1]] if more else None)
 
 
 class StubState:
