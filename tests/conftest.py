@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -41,6 +42,8 @@ def api_settings(database_url: str) -> ApiSettings:
     return ApiSettings(
         database_url=database_url,
         api_tokens=[SecretStr(ADMIN_TOKEN), SecretStr("second-token")],
+        # Its own broker namespace, so test runs never wake a real scheduler.
+        amqp_namespace=f"test-{uuid.uuid4().hex[:8]}",
         db_pool_size=5,
     )
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import uvicorn
 
 from services.api.app import create_app
+from shared.logging import configure_logging
 from shared.settings import ApiSettings
 
 
 def main() -> None:
     settings = ApiSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.api_tokens:
+        raise SystemExit("API_TOKENS is empty: set at least one admin token (make run creates one)")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

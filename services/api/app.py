@@ -11,7 +11,7 @@ from services.api import health
 from services.api.body_limit import BodySizeLimit
 from services.api.clients.router import router as clients_router
 from services.api.errors import install_error_handlers
-from services.api.events import EventPublisher, NoEvents
+from services.api.events import AmqpEvents, EventPublisher
 from services.api.mailings.router import router as mailings_router
 from shared.db import create_engine, create_session_factory
 from shared.settings import ApiSettings
@@ -28,16 +28,22 @@ Lists are keyset-paginated: pass a page's `next_after_id` as `after_id` for the 
 def create_app(
     settings: ApiSettings | None = None, events: EventPublisher | None = None
 ) -> FastAPI:
+    """The app; without `events` it publishes wake-up hints to RabbitMQ at AMQP_URL."""
     settings = settings or ApiSettings()
+    publisher = events or AmqpEvents(settings.amqp_url, settings.amqp_namespace)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
+        if isinstance(publisher, AmqpEvents):
+            await publisher.start()
         try:
             yield
         finally:
+            if isinstance(publisher, AmqpEvents):
+                await publisher.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -50,7 +56,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.api_tokens = [token.get_secret_value() for token in settings.api_tokens]
-    app.state.events = events or NoEvents()
+    app.state.events = publisher
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(clients_router, prefix="/api/v1")

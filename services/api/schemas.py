@@ -9,6 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 T = TypeVar("T")
 
 
+def no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL characters: refuse them as invalid input."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 class InputModel(BaseModel):
     """Request bodies: unknown fields are an error, not silently dropped."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
@@ -58,5 +58,15 @@ def next_window_open(window: SendWindow | None, timezone: str, now: datetime) ->
     zone = ZoneInfo(timezone)
     local = now.astimezone(zone)
     opening_day = local.date() if local.time() < window.start else local.date() + timedelta(days=1)
-    # Wall-clock arithmetic, as PostgreSQL's `AT TIME ZONE` does it.
-    return datetime.combine(opening_day, window.start, tzinfo=zone)
+    # Wall-clock arithmetic, as PostgreSQL's `AT TIME ZONE` does it (a start in a DST gap reads
+    # with the offset before the change). Around a DST change that moment can be past (after a
+    # fall-back the start comes again: take the repeat, fold=1) or closed (a spring-forward gap
+    # swallowed the window: take the next day). Compare instants, never wall times.
+    for _ in range(7):
+        for fold in (0, 1):
+            opening = datetime.combine(opening_day, window.start, tzinfo=zone).replace(fold=fold)
+            instant = opening.astimezone(UTC)
+            if instant >= now and is_window_open(window, timezone, instant):
+                return opening
+        opening_day += timedelta(days=1)
+    raise AssertionError(f"send window {window} never opens in {timezone}")  # pragma: no cover

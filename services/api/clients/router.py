@@ -5,7 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from services.api.clients import service
-from services.api.clients.schemas import ClientCreate, ClientOut, ClientPatch, OperatorCode, Phone
+from services.api.clients.schemas import (
+    ClientCreate,
+    ClientOut,
+    ClientPatch,
+    OperatorCode,
+    Phone,
+    Tag,
+)
 from services.api.deps import AdminDep, SessionDep
 from services.api.pagination import AfterId, Limit, ResourceId, next_after_id
 from services.api.schemas import ERROR_RESPONSES, Page
@@ -27,7 +34,7 @@ async def list_clients(
     limit: Limit = 100,
     after_id: AfterId = 0,
     operator_code: Annotated[OperatorCode | None, Query()] = None,
-    tag: Annotated[str | None, Query(max_length=100)] = None,
+    tag: Annotated[Tag | None, Query()] = None,
     phone: Annotated[Phone | None, Query()] = None,
 ) -> Page[ClientOut]:
     """Live clients in id order, optionally filtered; keyset-paginated with `after_id`."""

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from services.api.schemas import InputModel
+from services.api.schemas import InputModel, no_nul
 from shared.domain.clients import is_valid_operator_code, is_valid_phone, is_valid_timezone
 
 MAX_TAG_LENGTH = 100
@@ -31,7 +31,7 @@ def _timezone(value: str) -> str:
 
 Phone = Annotated[str, AfterValidator(_phone), Field(examples=["79123456789"])]
 OperatorCode = Annotated[str, AfterValidator(_operator_code), Field(examples=["912"])]
-Tag = Annotated[str, Field(max_length=MAX_TAG_LENGTH, examples=["vip"])]
+Tag = Annotated[str, Field(max_length=MAX_TAG_LENGTH, examples=["vip"]), AfterValidator(no_nul)]
 TimeZone = Annotated[str, AfterValidator(_timezone), Field(examples=["Europe/Moscow"])]
 
 

@@ -29,6 +29,7 @@ IdempotencyKey = Annotated[
     Header(
         min_length=1,
         max_length=255,
+        pattern=r"^[^\x00]+$",
         description="Retrying a create with the same key returns the first mailing, never a second",
     ),
 ]

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from typing import Annotated, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
 
 from services.api.clients.schemas import OperatorCode, Tag
-from services.api.schemas import InputModel
+from services.api.schemas import InputModel, no_nul
 from shared.domain.send_window import parse_send_window
 from shared.domain.statuses import MailingStatus, MessageStatus
 from shared.domain.text import MAX_TEXT_LENGTH, segment_text
@@ -21,6 +21,20 @@ def _no_blank(value: str) -> str:
     return value
 
 
+# PostgreSQL stores far wider years than Python reads back (1-9999 in the session's zone): keep
+# a day's margin either side so every stored moment can be read again.
+_EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
+    if not _EARLIEST <= value <= _LATEST:
+        raise ValueError("datetime must be between 0001-01-02 and 9999-12-30 (UTC)")
+    return value
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_in_range)]
+
 MailingText = Annotated[
     str,
     Field(
@@ -30,6 +44,7 @@ MailingText = Annotated[
         examples=["Скидка 20% до воскресенья"],
     ),
     AfterValidator(_no_blank),
+    AfterValidator(no_nul),
 ]
 
 
@@ -60,8 +75,8 @@ class SendWindowModel(InputModel):
 
 
 class MailingCreate(InputModel):
-    start_at: AwareDatetime = Field(description="ISO 8601 with an offset")
-    end_at: AwareDatetime = Field(description="ISO 8601 with an offset; after start_at, in future")
+    start_at: Moment = Field(description="ISO 8601 with an offset")
+    end_at: Moment = Field(description="ISO 8601 with an offset; after start_at, in future")
     text: MailingText
     filter: MailingFilter = Field(default_factory=MailingFilter)
     send_window: SendWindowModel | None = None
@@ -77,8 +92,8 @@ class MailingPatch(InputModel):
     """Only the fields given change. Once a mailing has started, start_at, filter and
     send_window are fixed (409); text and end_at may change at any time."""
 
-    start_at: AwareDatetime | None = None
-    end_at: AwareDatetime | None = None
+    start_at: Moment | None = None
+    end_at: Moment | None = None
     text: MailingText | None = None
     filter: MailingFilter | None = None
     send_window: SendWindowModel | None = Field(

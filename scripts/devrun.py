@@ -1,0 +1,95 @@
+"""`make run`: start the provider stub, api, scheduler and one sender; Ctrl-C stops them all.
+
+Creates a git-ignored `.env` with a random admin token on first run and prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_FILE = ROOT / ".env"
+COLORS = {"stub": "35", "api": "36", "scheduler": "33", "sender": "32"}
+
+
+def ensure_env_file() -> dict[str, str]:
+    values: dict[str, str] = {}
+    if ENV_FILE.exists():
+        for line in ENV_FILE.read_text().splitlines():
+            if "=" in line and not line.lstrip().startswith("#"):
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip()
+    if not values.get("API_TOKENS"):
+        values["API_TOKENS"] = secrets.token_urlsafe(24)
+        values.setdefault("PROVIDER_TOKEN", "stub-token")
+        ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        ENV_FILE.chmod(0o600)
+    return values
+
+
+def pump(name: str, stream: object) -> None:
+    prefix = f"\033[{COLORS[name]}m{name:>9}\033[0m | " if sys.stdout.isatty() else f"{name:>9} | "
+    for line in stream:  # type: ignore[attr-defined]
+        sys.stdout.write(prefix + line)
+        sys.stdout.flush()
+
+
+def main() -> None:
+    values = ensure_env_file()
+    env = os.environ | values
+    env.setdefault("LOG_FORMAT", "console")
+    stub_port = env.get("STUB_PORT", "8090")
+    env.setdefault("PROVIDER_URL", f"http://127.0.0.1:{stub_port}")
+    env.setdefault("STUB_TOKEN", env.get("PROVIDER_TOKEN", "stub-token"))
+    services = {
+        "stub": [sys.executable, "-m", "services.provider_stub"],
+        "api": [sys.executable, "-m", "services.api"],
+        "scheduler": [sys.executable, "-m", "services.scheduler"],
+        "sender": [sys.executable, "-m", "services.sender"],
+    }
+    processes: dict[str, subprocess.Popen[str]] = {}
+    for name, command in services.items():
+        processes[name] = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        threading.Thread(target=pump, args=(name, processes[name].stdout), daemon=True).start()
+    api_port = env.get("API_PORT", "8000")
+    token = values["API_TOKENS"].split(",")[0]
+    print(
+        f"""
+  Mailing service is starting:
+    API          http://127.0.0.1:{api_port}/api/v1   docs: http://127.0.0.1:{api_port}/docs
+    admin token  {token}
+    try          curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/api/v1/clients
+    stub         http://127.0.0.1:{stub_port}/_control/stats
+    metrics      :{api_port}/metrics (api), :9101/metrics (scheduler), :9102/metrics (sender)
+  Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        dead = [n for n, p in processes.items() if p.poll() is not None]
+        if dead:
+            print(f"{', '.join(dead)} exited; stopping the rest", flush=True)
+            break
+    for process in processes.values():
+        if process.poll() is None:
+            process.terminate()
+    for process in processes.values():
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Starting due mailings: safe with several scheduler replicas (`FOR UPDATE SKIP LOCKED`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+CLAIM_DUE_MAILINGS = text("""
+    UPDATE mailing
+    SET status = 'running', started_at = now(), updated_at = now(), fanout_cursor = 0,
+        -- The recipient snapshot: clients added after the start are not part of this mailing.
+        fanout_max_client_id = (SELECT coalesce(max(id), 0) FROM client)
+    WHERE id IN (
+        SELECT id FROM mailing
+        WHERE status = 'scheduled' AND start_at <= now() AND deleted_at IS NULL
+        ORDER BY start_at
+        LIMIT 100
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id
+""")
+
+NEXT_START = text("""
+    SELECT min(start_at) FROM mailing
+    WHERE status = 'scheduled' AND deleted_at IS NULL
+""")
+
+
+async def claim_due_mailings(session: AsyncSession) -> list[int]:
+    ids = list((await session.execute(CLAIM_DUE_MAILINGS)).scalars())
+    await session.commit()
+    return ids
+
+
+async def next_start_at(session: AsyncSession) -> datetime | None:
+    return await session.scalar(NEXT_START)

@@ -1,0 +1,91 @@
+"""Keeping the send queue topped up: lease due messages, then publish one job per message.
+
+The database holds the backlog and the broker a bounded window of live leases, so pause,
+cancel and end time cost little and no mailing starves behind a bigger one (round-robin).
+A lease that lapsed (a job lost in a crash, a broker restart, a killed sender) makes its
+message due again: the reaper is this same query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+COUNT_LIVE_LEASES = text("""
+    SELECT count(*) FROM message
+    WHERE status IN ('queued', 'sending') AND lease_until > now()
+""")
+
+LEASE = text("""
+    WITH running AS (
+        SELECT id FROM mailing
+        WHERE status = 'running' AND deleted_at IS NULL AND end_at > now()
+    ),
+    due AS (
+        SELECT picked.id FROM running
+        CROSS JOIN LATERAL (
+            SELECT id FROM message
+            WHERE mailing_id = running.id AND status = 'pending' AND not_before <= now()
+            ORDER BY not_before
+            LIMIT :per_mailing
+            FOR UPDATE SKIP LOCKED
+        ) AS picked
+    ),
+    lapsed AS (
+        SELECT id FROM message
+        WHERE status IN ('queued', 'sending', 'retrying') AND lease_until <= now()
+          AND mailing_id IN (SELECT id FROM running)
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ),
+    chosen AS (
+        (SELECT id, false AS reaped FROM due LIMIT :limit)
+        UNION ALL
+        SELECT id, true FROM lapsed
+    ),
+    token AS (SELECT nextval('message_token_seq') AS value)
+    UPDATE message m
+    SET status = 'queued', token = token.value, lease_until = now() + make_interval(secs => :ttl),
+        queued_at = now(), updated_at = now()
+    FROM chosen, token, mailing mg
+    WHERE m.id = chosen.id AND mg.id = m.mailing_id
+    RETURNING m.id, m.token, m.mailing_id, mg.end_at, chosen.reaped,
+              extract(epoch FROM mg.end_at - now()) AS seconds_left
+""")
+
+RUNNING_COUNT = text("""
+    SELECT count(*) FROM mailing
+    WHERE status = 'running' AND deleted_at IS NULL AND end_at > now()
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    message_id: int
+    token: int
+    mailing_id: int
+    end_at: datetime
+    reaped: bool
+    seconds_left: float
+
+
+async def live_leases(session: AsyncSession) -> int:
+    return int(await session.scalar(COUNT_LIVE_LEASES) or 0)
+
+
+async def lease_due_messages(session: AsyncSession, *, limit: int, ttl_s: float) -> list[Lease]:
+    """Lease up to `limit` messages in one transaction, spread over the running mailings."""
+    running = int(await session.scalar(RUNNING_COUNT) or 0)
+    if running == 0 or limit <= 0:
+        await session.rollback()
+        return []
+    per_mailing = max(1, -(-limit // running))
+    rows = await session.execute(LEASE, {"per_mailing": per_mailing, "limit": limit, "ttl": ttl_s})
+    leases = [
+        Lease(r.id, r.token, r.mailing_id, r.end_at, r.reaped, float(r.seconds_left)) for r in rows
+    ]
+    await session.commit()
+    return leases

@@ -1,0 +1,156 @@
+"""The scheduler's loop: start due mailings, fan out, keep the send queue topped up, sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.scheduler import activation, fanout, leasing, sweep
+from shared import metrics
+from shared.messaging import SEND_ROUTING_KEY, Topology, declare_topology, job_message
+from shared.settings import SchedulerSettings
+
+log = structlog.get_logger("scheduler")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        session_factory: async_sessionmaker[AsyncSession],
+        connection: AbstractRobustConnection,
+    ) -> None:
+        self.settings = settings
+        self.sessions = session_factory
+        self.connection = connection
+        self.topology: Topology | None = None
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.last_round_ok = 0.0
+
+    async def setup(self) -> None:
+        channel = await self.connection.channel(publisher_confirms=True)
+        # Retry delays belong to the sender's settings; the scheduler declares no retry queues.
+        self.topology = await declare_topology(channel, self.settings.amqp_namespace, [])
+        events_queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await events_queue.bind(self.topology.events, "mailing.*")
+        await events_queue.consume(self._on_event, no_ack=True)
+
+    async def _on_event(self, message: AbstractIncomingMessage) -> None:
+        log.debug("woken by event", routing_key=message.routing_key, headers=message.headers)
+        self.wake.set()
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                busy = await self.round()
+                self.last_round_ok = time.monotonic()
+            except Exception:
+                metrics.SCHEDULER_ERRORS.inc()
+                log.exception("scheduler round failed; retrying")
+                busy = False
+            if not busy:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        timeout = self.settings.poll_interval_s
+        async with self.sessions() as session:
+            next_start = await activation.next_start_at(session)
+        if next_start is not None:
+            timeout = min(timeout, max((next_start - datetime.now(UTC)).total_seconds(), 0.0))
+        self.wake.clear()
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def round(self) -> bool:
+        """One pass over every duty; True when there is more to do right away."""
+        busy = False
+        async with self.sessions() as session:
+            for mailing_id in await activation.claim_due_mailings(session):
+                metrics.MAILINGS_STARTED.inc()
+                log.info("mailing started", mailing_id=mailing_id)
+                busy = True
+        # Publishing comes before fan-out so the first sends begin with the first chunk.
+        busy |= await self.top_up()
+        async with self.sessions() as session:
+            chunk = await fanout.fanout_chunk(session, self.settings.fanout_chunk_size)
+        if chunk is not None:
+            metrics.MESSAGES_CREATED.inc(chunk.created)
+            log.info(
+                "fan-out chunk", mailing_id=chunk.mailing_id, created=chunk.created, done=chunk.done
+            )
+            busy = True
+            busy |= await self.top_up()
+        busy |= await self.sweep()
+        return busy
+
+    async def top_up(self) -> bool:
+        async with self.sessions() as session:
+            live = await leasing.live_leases(session)
+            metrics.LIVE_LEASES.set(live)
+            room = min(self.settings.send_window - live, self.settings.lease_batch_size)
+            if room <= 0:
+                return False
+            leases = await leasing.lease_due_messages(
+                session, limit=room, ttl_s=self.settings.lease_ttl_s
+            )
+        if leases:
+            await self._publish(leases)
+        return len(leases) >= room
+
+    async def _publish(self, leases: list[leasing.Lease]) -> None:
+        assert self.topology is not None
+        exchange = self.topology.send_exchange
+        results = await asyncio.gather(
+            *(
+                exchange.publish(
+                    job_message(
+                        lease.message_id,
+                        lease.token,
+                        lease.mailing_id,
+                        expiration_s=lease.seconds_left,
+                        headers={"mailing_id": lease.mailing_id},
+                    ),
+                    SEND_ROUTING_KEY,
+                )
+                for lease in leases
+            ),
+            return_exceptions=True,
+        )
+        failed = sum(isinstance(result, BaseException) for result in results)
+        reaped = sum(lease.reaped for lease in leases)
+        metrics.MESSAGES_QUEUED.labels("new").inc(len(leases) - reaped)
+        metrics.MESSAGES_QUEUED.labels("reaped").inc(reaped)
+        if reaped:
+            log.warning("re-published messages whose lease lapsed", count=reaped)
+        if failed:
+            # Their leases lapse and the next rounds publish them again.
+            log.warning("publish failed; jobs come back when their lease lapses", failed=failed)
+
+    async def sweep(self) -> bool:
+        limit = self.settings.sweep_batch_size
+        async with self.sessions() as session:
+            cancelled = await sweep.cancel_chunk(session, limit)
+            expired = await sweep.expire_chunk(session, limit)
+            completed = await sweep.complete_mailings(session)
+            metrics.BACKLOG.set(await sweep.backlog(session))
+        metrics.MESSAGES_SWEPT.labels("cancelled").inc(cancelled)
+        metrics.MESSAGES_SWEPT.labels("expired").inc(expired)
+        if expired:
+            log.info("expired messages past their mailing's end time", count=expired)
+        for mailing_id in completed:
+            metrics.MAILINGS_COMPLETED.inc()
+            log.info("mailing completed", mailing_id=mailing_id)
+        return cancelled >= limit or expired >= limit
+
+
+async def connect_broker(url: str) -> AbstractRobustConnection:
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": "scheduler"})

@@ -1,0 +1,79 @@
+"""Closing what can no longer be delivered, and completing mailings.
+
+- A cancelled (deleted) mailing: its undelivered messages become `cancelled`.
+- A mailing past its end time: its undelivered messages become `expired`, except those a
+  sender holds right now (it will finish them within its lease, never past the end).
+- A started mailing whose fan-out is done and whose messages are all terminal: `completed`.
+
+Each update is chunked so a million-message mailing never makes one giant transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.models import OPEN_STATUSES_SQL
+
+CANCEL_CHUNK = text(f"""
+    UPDATE message SET status = 'cancelled', token = NULL, lease_until = NULL, updated_at = now()
+    WHERE id IN (
+        SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
+        WHERE mg.status = 'cancelled' AND msg.status IN ({OPEN_STATUSES_SQL})
+        LIMIT :limit
+        FOR UPDATE OF msg SKIP LOCKED
+    )
+""")
+
+EXPIRE_CHUNK = text("""
+    UPDATE message SET status = 'expired', token = NULL, lease_until = NULL, updated_at = now(),
+        last_error = coalesce(last_error, 'end time reached')
+    WHERE id IN (
+        SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
+        WHERE mg.status IN ('running', 'paused') AND mg.end_at <= now()
+          AND (msg.status IN ('pending', 'queued', 'retrying')
+               OR (msg.status = 'sending' AND msg.lease_until <= now()))
+        LIMIT :limit
+        FOR UPDATE OF msg SKIP LOCKED
+    )
+""")
+
+COMPLETE = text(f"""
+    UPDATE mailing mg SET status = 'completed', completed_at = now(), updated_at = now()
+    WHERE mg.fanout_done_at IS NOT NULL
+      -- A paused mailing completes only once its end time has passed.
+      AND (mg.status = 'running' OR (mg.status = 'paused' AND mg.end_at <= now()))
+      AND NOT EXISTS (
+          SELECT 1 FROM message_count c
+          WHERE c.mailing_id = mg.id AND c.status IN ({OPEN_STATUSES_SQL}) AND c.count > 0
+      )
+    RETURNING mg.id
+""")
+
+BACKLOG = text("""
+    SELECT coalesce(sum(c.count), 0) FROM message_count c
+    JOIN mailing mg ON mg.id = c.mailing_id
+    WHERE c.status = 'pending' AND mg.status = 'running' AND mg.deleted_at IS NULL
+""")
+
+
+async def cancel_chunk(session: AsyncSession, limit: int) -> int:
+    result = await session.execute(CANCEL_CHUNK, {"limit": limit})
+    await session.commit()
+    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+async def expire_chunk(session: AsyncSession, limit: int) -> int:
+    result = await session.execute(EXPIRE_CHUNK, {"limit": limit})
+    await session.commit()
+    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+async def complete_mailings(session: AsyncSession) -> list[int]:
+    ids = list((await session.execute(COMPLETE)).scalars())
+    await session.commit()
+    return ids
+
+
+async def backlog(session: AsyncSession) -> int:
+    return int(await session.scalar(BACKLOG) or 0)

@@ -1,0 +1,68 @@
+"""`python -m services.sender`: deliver send jobs through the provider."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aio_pika
+import structlog
+from sqlalchemy import text
+
+from services.sender.provider import ProviderClient, TokenSource
+from services.sender.service import Sender
+from shared.db import create_engine, create_session_factory
+from shared.logging import configure_logging
+from shared.ops_server import start_ops_server
+from shared.settings import SenderSettings
+
+log = structlog.get_logger("sender")
+
+
+async def main() -> None:
+    settings = SenderSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    engine = create_engine(settings)
+    connection = await aio_pika.connect_robust(
+        settings.amqp_url, client_properties={"connection_name": "sender"}
+    )
+    static_token = settings.provider_token.get_secret_value() if settings.provider_token else None
+    tokens = TokenSource(static_token, settings.provider_token_file)
+    provider = ProviderClient(
+        settings.provider_url,
+        tokens,
+        timeout_s=settings.provider_timeout_s,
+        max_connections=settings.max_connections,
+    )
+    sender = Sender(settings, create_session_factory(engine), connection, provider)
+    await sender.setup()
+
+    async def readiness() -> dict[str, bool]:
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            database = True
+        except Exception:
+            database = False
+        # An open breaker is not unreadiness: restarting the pod would not fix the provider.
+        return {"database": database, "broker": not connection.is_closed}
+
+    ops = await start_ops_server("0.0.0.0", settings.metrics_port, readiness)  # noqa: S104
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, sender.stopping.set)
+    log.info(
+        "sender started", provider_url=settings.provider_url, metrics_port=settings.metrics_port
+    )
+    try:
+        await sender.run()
+    finally:
+        await ops.cleanup()
+        await provider.close()
+        await connection.close()
+        await engine.dispose()
+        log.info("sender stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

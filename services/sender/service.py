@@ -1,0 +1,406 @@
+"""The sender: take send jobs in micro-batches, claim, call the provider, write, then ack.
+
+Per batch: one claim statement, concurrent provider requests, one result write, then the
+acks. A job is acknowledged only after its result is in the database, so a crash never loses
+a result that a redelivery would then send again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aiolimiter import AsyncLimiter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.sender import store
+from services.sender.breaker import Breaker, State
+from services.sender.provider import Outcome, ProviderClient, SendResult
+from shared import metrics
+from shared.domain.retry import retry_delay
+from shared.messaging import Job, Topology, declare_topology, decode_job, delay_ms, job_message
+from shared.settings import SenderSettings
+
+log = structlog.get_logger("sender")
+T = TypeVar("T")
+
+Delivery = AbstractIncomingMessage
+
+
+class Sender:
+    def __init__(
+        self,
+        settings: SenderSettings,
+        session_factory: async_sessionmaker[AsyncSession],
+        connection: AbstractRobustConnection,
+        provider: ProviderClient,
+    ) -> None:
+        self.settings = settings
+        self.sessions = session_factory
+        self.connection = connection
+        self.provider = provider
+        self.breaker = Breaker(
+            threshold=settings.breaker_failure_threshold,
+            cooldown_s=settings.breaker_cooldown_s,
+            max_cooldown_s=settings.breaker_max_cooldown_s,
+        )
+        self.limiter = (
+            AsyncLimiter(settings.rate_limit_per_s, 1) if settings.rate_limit_per_s else None
+        )
+        self.inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(settings.batches_in_flight)
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.topology: Topology | None = None
+        self.consumer_tag: str | None = None
+        self.stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        channel = await self.connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        self.topology = await declare_topology(
+            channel, self.settings.amqp_namespace, self.settings.retry_delays_s
+        )
+        dead_channel = await self.connection.channel(publisher_confirms=True)
+        await dead_channel.set_qos(prefetch_count=16)
+        dead_queue = await dead_channel.get_queue(self.topology.names.dead, ensure=False)
+        await dead_queue.consume(self._on_dead_letter)
+        await self._start_consuming()
+
+    async def run(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._batcher(), name="batcher"),
+            asyncio.create_task(self._watch_breaker(), name="breaker"),
+        ]
+        await self.stopping.wait()
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """Stop taking jobs, finish the batches in hand; unacked jobs return to the queue."""
+        await self._stop_consuming()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.provider_timeout_s + 5):
+                while self.in_flight or not self.inbox.empty():
+                    if self.in_flight:
+                        await asyncio.wait(set(self.in_flight))
+                    else:  # the batcher is about to take what is left in the inbox
+                        await asyncio.sleep(self.settings.batch_linger_ms / 1000)
+        for task in self._tasks:
+            task.cancel()
+        for task in list(self.in_flight):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self.in_flight, return_exceptions=True)
+
+    async def _start_consuming(self) -> None:
+        assert self.topology is not None
+        if self.consumer_tag is None:
+            self.consumer_tag = await self.topology.send_queue.consume(self._on_job)
+            log.info("consuming send jobs", queue=self.topology.names.send)
+
+    async def _stop_consuming(self) -> None:
+        if self.consumer_tag is not None and self.topology is not None:
+            tag, self.consumer_tag = self.consumer_tag, None
+            with contextlib.suppress(Exception):
+                await self.topology.send_queue.cancel(tag)
+
+    @property
+    def consuming(self) -> bool:
+        return self.consumer_tag is not None
+
+    # --- intake and batching ---------------------------------------------------------------
+
+    async def _on_job(self, delivery: Delivery) -> None:
+        metrics.JOBS_RECEIVED.inc()
+        self.inbox.put_nowait(delivery)
+
+    async def _batcher(self) -> None:
+        loop = asyncio.get_running_loop()
+        size, linger = self.settings.batch_size, self.settings.batch_linger_ms / 1000
+        while True:
+            batch = [await self.inbox.get()]
+            deadline = loop.time() + linger
+            while len(batch) < size:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.inbox.get(), remaining))
+                except TimeoutError:
+                    break
+            await self.slots.acquire()
+            task = asyncio.create_task(self._process(batch))
+            self.in_flight.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        self.slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch failed", exc_info=task.exception())
+
+    # --- one batch -------------------------------------------------------------------------
+
+    async def _process(self, deliveries: list[Delivery]) -> None:
+        jobs: list[tuple[Job, Delivery]] = []
+        for delivery in deliveries:
+            try:
+                jobs.append((decode_job(delivery.body), delivery))
+            except ValueError as exc:
+                await self._park(delivery, str(exc))
+        if not jobs:
+            return
+        if not self.breaker.allows_traffic():
+            await self._release([job for job, _ in jobs])
+            await self._ack(d for _, d in jobs)
+            return
+        claimed = await self._with_db_retry(
+            lambda s: store.claim(
+                s,
+                [job for job, _ in jobs],
+                margin_s=self.settings.end_safety_margin_s,
+                lease_s=self.settings.sending_lease_s,
+            ),
+            "claim",
+        )
+        to_send = [c for c in claimed if c.status == "sending"]
+        if len(claimed) < len(jobs):
+            metrics.JOBS_DROPPED.labels("stale").inc(len(jobs) - len(claimed))
+        for c in claimed:
+            if c.status != "sending":
+                metrics.JOBS_DROPPED.labels(c.status).inc()
+                log.info(
+                    "message not sent",
+                    message_id=c.message_id,
+                    mailing_id=c.mailing_id,
+                    client_id=c.client_id,
+                    status=c.status,
+                )
+        results = await self._send_all(to_send)
+        if results:
+            await self._write(results)
+        await self._ack(d for _, d in jobs)
+
+    async def _send_all(self, claimed: list[store.Claimed]) -> list[store.Result]:
+        if not claimed:
+            return []
+        if self.breaker.state == State.HALF_OPEN:
+            # Probe with one request before letting the rest through.
+            first = await self._send_one(claimed[0])
+            if self.breaker.state != State.CLOSED:
+                return [first] + [self._released(c) for c in claimed[1:]]
+            return [first, *await asyncio.gather(*(self._send_one(c) for c in claimed[1:]))]
+        return list(await asyncio.gather(*(self._send_one(c) for c in claimed)))
+
+    async def _send_one(self, c: store.Claimed) -> store.Result:
+        if not self.breaker.allows_traffic():
+            return self._released(c)
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        started = time.perf_counter()
+        result = await self.provider.send(c.message_id, c.phone, c.text, c.seconds_left)
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        fields = {
+            "message_id": c.message_id,
+            "mailing_id": c.mailing_id,
+            "client_id": c.client_id,
+            "latency_ms": latency_ms,
+        }
+        if result.outcome is Outcome.SENT:
+            self.breaker.record_success()
+            log.info("provider accepted message", **fields)
+            return store.Result(c.message_id, c.mailing_id, c.token, "sent")
+        if result.outcome is Outcome.UNAUTHORIZED:
+            self.breaker.open("unauthorized")
+            log.error(
+                "ALERT provider refused our token; sending paused until it changes",
+                **fields,
+                error=result.error,
+            )
+            return self._released(c)
+        if result.outcome is Outcome.REJECTED:
+            self.breaker.record_success()  # the provider is up; it refuses this message
+            log.warning("provider rejected message", **fields, error=result.error)
+            return store.Result(c.message_id, c.mailing_id, c.token, "failed", result.error)
+        if self.breaker.record_failure():
+            log.warning("provider failing; breaker open", cooldown_s=self.breaker.cooldown)
+        return self._retry_or_give_up(c, result, fields)
+
+    def _retry_or_give_up(
+        self, c: store.Claimed, result: SendResult, fields: dict[str, object]
+    ) -> store.Result:
+        attempt = c.attempts + 1
+        if attempt >= self.settings.max_attempts:
+            log.warning("message failed: retries exhausted", **fields, error=result.error)
+            return store.Result(
+                c.message_id, c.mailing_id, c.token, "failed", f"retries exhausted: {result.error}"
+            )
+        delay = retry_delay(attempt, self.settings.retry_delays_s, result.retry_after)
+        # Back in time to be sent, after the delay and with the margin still left?
+        if c.seconds_left - delay <= 0:
+            log.info("message expired: no time left to retry", **fields, error=result.error)
+            return store.Result(
+                c.message_id,
+                c.mailing_id,
+                c.token,
+                "expired",
+                f"end time reached; last: {result.error}",
+            )
+        log.info(
+            "message will be retried", **fields, error=result.error, delay_s=delay, attempt=attempt
+        )
+        return store.Result(
+            c.message_id, c.mailing_id, c.token, "retrying", result.error, delay_s=delay
+        )
+
+    def _released(self, c: store.Claimed) -> store.Result:
+        delay = max(self.breaker.reopens_at - time.monotonic(), 0.0)
+        return store.Result(
+            c.message_id, c.mailing_id, c.token, "pending", None, delay_s=delay, attempted=0
+        )
+
+    async def _write(self, results: list[store.Result]) -> None:
+        written = await self._with_db_retry(
+            lambda s: store.write_results(s, results, lease_s=self.settings.sending_lease_s),
+            "write results",
+        )
+        for r in results:
+            if written.get(r.message_id) is not None:
+                metrics.MESSAGES_FINISHED.labels(r.status).inc()
+        retries = [r for r in results if written.get(r.message_id) == "retrying"]
+        if retries:
+            await self._publish_retries(retries)
+
+    async def _publish_retries(self, retries: Sequence[store.Result]) -> None:
+        assert self.topology is not None
+        exchange = self.topology.retry_exchange
+        outcomes = await asyncio.gather(
+            *(
+                exchange.publish(
+                    job_message(
+                        r.message_id,
+                        r.token,
+                        r.mailing_id,
+                        expiration_s=None,
+                        headers={"mailing_id": r.mailing_id},
+                    ),
+                    str(delay_ms(r.delay_s)),
+                )
+                for r in retries
+            ),
+            return_exceptions=True,
+        )
+        failed = sum(isinstance(o, BaseException) for o in outcomes)
+        if failed:
+            # Their lease lapses after the delay and the scheduler queues them again.
+            log.warning("retry publish failed; the scheduler will re-queue", failed=failed)
+
+    async def _release(self, jobs: list[Job]) -> None:
+        delay = max(self.breaker.reopens_at - time.monotonic(), 0.0)
+        await self._with_db_retry(lambda s: store.release(s, jobs, delay_s=delay), "release")
+        metrics.JOBS_DROPPED.labels("breaker_open").inc(len(jobs))
+
+    async def _ack(self, deliveries: Iterable[Delivery]) -> None:
+        for delivery in deliveries:
+            try:
+                await delivery.ack()
+            except Exception as exc:
+                # The channel closed (broker restart): the job comes back and finds its message
+                # already written, so it is dropped without a second send.
+                log.warning("ack failed; job will be redelivered", error=str(exc))
+
+    async def _park(self, delivery: Delivery, reason: str) -> None:
+        assert self.topology is not None
+        log.error("poison job parked", reason=reason)
+        await self._publish_parked(delivery.body, reason)
+        await delivery.ack()
+
+    async def _publish_parked(self, body: bytes, reason: str) -> None:
+        assert self.topology is not None
+        channel = self.topology.send_exchange.channel
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                body, headers={"reason": reason}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+            ),
+            self.topology.names.parked,
+        )
+
+    async def _with_db_retry(self, action: Callable[[AsyncSession], Awaitable[T]], what: str) -> T:
+        """Keep trying through a database outage; the jobs stay unacked meanwhile."""
+        pause = 0.1
+        while True:
+            try:
+                async with self.sessions() as session:
+                    return await action(session)
+            except Exception as exc:
+                if what == "write results":
+                    metrics.RESULT_WRITE_RETRIES.inc()
+                log.warning("database call failed; retrying", what=what, error=str(exc)[:200])
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    # --- breaker supervision ---------------------------------------------------------------
+
+    async def _watch_breaker(self) -> None:
+        while True:
+            if self.breaker.state == State.OPEN:
+                if self.consuming:
+                    await self._stop_consuming()
+                    log.warning(
+                        "breaker open: stopped consuming",
+                        reason=self.breaker.reason,
+                        cooldown_s=self.breaker.cooldown,
+                    )
+                if self.provider.tokens.refresh():
+                    log.info("provider token changed; probing now")
+                    self.breaker.retry_now()
+            if not self.consuming and self.breaker.allows_traffic() and not self.stopping.is_set():
+                await self._start_consuming()
+            await asyncio.sleep(0.1)
+
+    # --- dead letters ----------------------------------------------------------------------
+
+    async def _on_dead_letter(self, delivery: Delivery) -> None:
+        reason = _death_reason(delivery)
+        try:
+            job = decode_job(delivery.body)
+        except ValueError as exc:
+            await self._park(delivery, f"dead letter ({reason}): {exc}")
+            return
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        if reason == "expired":
+            status = await self._with_db_retry(
+                lambda s: store.dead_letter_expired(
+                    s, job, margin_s=self.settings.end_safety_margin_s
+                ),
+                "dead letter",
+            )
+            log.info("expired job handled", message_id=job.message_id, status=status)
+        else:
+            status = await self._with_db_retry(
+                lambda s: store.dead_letter_poison(s, job, f"poison job: {reason}"),
+                "dead letter",
+            )
+            log.error("poison job parked", message_id=job.message_id, reason=reason)
+            await self._publish_parked(delivery.body, reason)
+        await delivery.ack()
+
+
+def _death_reason(delivery: Delivery) -> str:
+    headers = delivery.headers or {}
+    reason = headers.get("x-first-death-reason")
+    if isinstance(reason, bytes):
+        reason = reason.decode()
+    return str(reason or "unknown")

@@ -1,0 +1,47 @@
+"""structlog setup: JSON lines in production, readable lines in a terminal.
+
+Context (mailing_id, message_id, client_id, request_id) is bound with
+`structlog.contextvars.bound_contextvars` and lands on every line logged inside.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+SECRET_KEYS = frozenset({"token", "authorization", "provider_token", "api_tokens", "password"})
+
+
+def _drop_secrets(_: object, __: str, event: dict) -> dict:
+    for key in SECRET_KEYS & event.keys():
+        event[key] = "***"
+    return event
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _drop_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )

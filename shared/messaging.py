@@ -1,0 +1,146 @@
+"""RabbitMQ topology, declared idempotently by every service at start.
+
+    {ns}.events  (topic)   mailing.created|updated|deleted: wake-up hints for the scheduler
+    {ns}.send    (direct)  -> queue {ns}.send: one job per message, {"id", "token", "mailing_id"}
+    {ns}.retry   (direct)  -> queues {ns}.retry.<ms>: fixed TTL, dead-lettered back to {ns}.send
+    {ns}.dead    (fanout)  -> queue {ns}.dead: jobs that expired (end time) or hit the delivery
+                              limit (poison); one consumer decides what they mean
+    queue {ns}.parked      poison jobs kept for a person to look at
+
+Quorum queues with at-least-once dead-lettering (which requires `reject-publish` overflow),
+so a dead-lettered job is never dropped on the way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+SEND_ROUTING_KEY = "send"
+DELIVERY_LIMIT = 5
+
+
+def _quorum(**extra: Any) -> dict[str, Any]:
+    return {"x-queue-type": "quorum", **extra}
+
+
+@dataclass(frozen=True)
+class Names:
+    namespace: str
+
+    @property
+    def events(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def send(self) -> str:
+        return f"{self.namespace}.send"
+
+    @property
+    def retry(self) -> str:
+        return f"{self.namespace}.retry"
+
+    def retry_queue(self, delay_ms: int) -> str:
+        return f"{self.namespace}.retry.{delay_ms}ms"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.namespace}.dead"
+
+    @property
+    def parked(self) -> str:
+        return f"{self.namespace}.parked"
+
+
+@dataclass
+class Topology:
+    names: Names
+    events: AbstractExchange
+    send_exchange: AbstractExchange
+    retry_exchange: AbstractExchange
+    send_queue: AbstractQueue
+    dead_queue: AbstractQueue
+    parked_queue: AbstractQueue
+
+
+def delay_ms(delay_s: float) -> int:
+    return round(delay_s * 1000)
+
+
+async def declare_topology(
+    channel: AbstractChannel, namespace: str, retry_delays_s: list[float]
+) -> Topology:
+    names = Names(namespace)
+    durable = {"durable": True}
+    events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, **durable)
+    send_x = await channel.declare_exchange(names.send, aio_pika.ExchangeType.DIRECT, **durable)
+    retry_x = await channel.declare_exchange(names.retry, aio_pika.ExchangeType.DIRECT, **durable)
+    dead_x = await channel.declare_exchange(names.dead, aio_pika.ExchangeType.FANOUT, **durable)
+
+    at_least_once = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    send_q = await channel.declare_queue(
+        names.send,
+        durable=True,
+        arguments=_quorum(
+            **at_least_once,
+            **{"x-delivery-limit": DELIVERY_LIMIT, "x-dead-letter-exchange": names.dead},
+        ),
+    )
+    await send_q.bind(send_x, SEND_ROUTING_KEY)
+    for delay in retry_delays_s:
+        ms = delay_ms(delay)
+        retry_q = await channel.declare_queue(
+            names.retry_queue(ms),
+            durable=True,
+            arguments=_quorum(
+                **at_least_once,
+                **{
+                    "x-message-ttl": ms,
+                    "x-dead-letter-exchange": names.send,
+                    "x-dead-letter-routing-key": SEND_ROUTING_KEY,
+                },
+            ),
+        )
+        await retry_q.bind(retry_x, str(ms))
+    dead_q = await channel.declare_queue(names.dead, durable=True, arguments=_quorum())
+    await dead_q.bind(dead_x, "")
+    parked_q = await channel.declare_queue(names.parked, durable=True, arguments=_quorum())
+    return Topology(names, events, send_x, retry_x, send_q, dead_q, parked_q)
+
+
+def encode_job(message_id: int, token: int, mailing_id: int) -> bytes:
+    return json.dumps({"id": message_id, "token": token, "mailing_id": mailing_id}).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    message_id: int
+    token: int
+    mailing_id: int
+
+
+def decode_job(body: bytes) -> Job:
+    """Raises ValueError for anything that is not a job."""
+    try:
+        data = json.loads(body)
+        job = Job(int(data["id"]), int(data["token"]), int(data["mailing_id"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a send job: {body[:100]!r}") from exc
+    return job
+
+
+def job_message(
+    message_id: int, token: int, mailing_id: int, *, expiration_s: float | None, headers: dict
+) -> aio_pika.Message:
+    return aio_pika.Message(
+        encode_job(message_id, token, mailing_id),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        content_type="application/json",
+        # Left in the queue past the mailing's end, the job dead-letters as 'expired'.
+        expiration=max(expiration_s, 0.001) if expiration_s is not None else None,
+        headers=headers,
+    )

@@ -1,0 +1,49 @@
+"""Prometheus metrics of the pipeline (one process per container, default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Scheduler
+MAILINGS_STARTED = Counter("mailing_mailings_started_total", "Mailings the scheduler started")
+MAILINGS_COMPLETED = Counter(
+    "mailing_mailings_completed_total", "Mailings whose messages all reached a terminal status"
+)
+MESSAGES_CREATED = Counter("mailing_messages_created_total", "Message rows created by fan-out")
+MESSAGES_QUEUED = Counter(
+    "mailing_messages_queued_total", "Send jobs leased and published", ["reason"]
+)
+MESSAGES_SWEPT = Counter(
+    "mailing_messages_swept_total", "Messages closed by the scheduler's sweep", ["status"]
+)
+BACKLOG = Gauge(
+    "mailing_backlog_messages",
+    "Messages of running mailings waiting to be queued (pending); the sender autoscaling signal",
+)
+LIVE_LEASES = Gauge("mailing_live_leases", "Messages queued or being sent (the broker window)")
+SCHEDULER_ERRORS = Counter("mailing_scheduler_errors_total", "Scheduler rounds that failed")
+
+# Sender
+MESSAGES_FINISHED = Counter(
+    "mailing_message_outcomes_total", "Send outcomes written by senders", ["outcome"]
+)
+PROVIDER_REQUESTS = Counter(
+    "mailing_provider_requests_total", "Requests to the sending provider", ["outcome"]
+)
+PROVIDER_LATENCY = Histogram(
+    "mailing_provider_request_seconds",
+    "Latency of provider requests",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BREAKER_STATE = Gauge(
+    "mailing_breaker_state", "Provider circuit breaker: 0 closed, 1 half-open, 2 open"
+)
+BREAKER_OPENED = Counter("mailing_breaker_opened_total", "Times the breaker opened", ["reason"])
+JOBS_RECEIVED = Counter("mailing_jobs_received_total", "Send jobs taken from the queue")
+JOBS_DROPPED = Counter(
+    "mailing_jobs_dropped_total", "Jobs acknowledged without sending", ["reason"]
+)
+DEAD_LETTERS = Counter("mailing_dead_letters_total", "Dead-lettered jobs handled", ["reason"])
+RESULT_WRITE_RETRIES = Counter(
+    "mailing_result_write_retries_total", "Failed result writes retried (results kept)"
+)
