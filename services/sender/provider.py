@@ -127,10 +127,10 @@ class ProviderClient:
         )
 
     async def send(self, message_id: int, phone: str, text: str, time_left_s: float) -> SendResult:
-        """One request, never longer than the time left before the mailing's last moment."""
+        """One request, never running past the mailing's end time (`time_left_s` from now)."""
         timeout = min(self.timeout_s, time_left_s)
         if timeout <= 0:
-            return SendResult(Outcome.RETRY, "no time left before the end time")
+            return SendResult(Outcome.RETRY, "end time reached")
         token = self.tokens.value
         if token is None:
             return SendResult(Outcome.UNAUTHORIZED, "no provider token configured")

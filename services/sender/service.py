@@ -55,6 +55,7 @@ class Sender:
         )
         self.inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self.slots = asyncio.Semaphore(settings.batches_in_flight)
+        self.connections = asyncio.Semaphore(settings.max_connections)
         self.in_flight: set[asyncio.Task[None]] = set()
         self.topology: Topology | None = None
         self.consumer_tag: str | None = None
@@ -205,12 +206,25 @@ class Sender:
         return list(await asyncio.gather(*(self._send_one(c) for c in claimed)))
 
     async def _send_one(self, c: store.Claimed) -> store.Result:
+        # Wait for a connection here, not in the HTTP pool, so the end-time check below is made
+        # when the request really starts.
+        async with self.connections:
+            return await self._send_now(c)
+
+    async def _send_now(self, c: store.Claimed) -> store.Result:
         if not self.breaker.allows_traffic():
             return self._released(c)
         if self.limiter is not None:
             await self.limiter.acquire()
+        # The clock moved since the claim (rate limit, a probe first): count from the claim.
+        seconds_to_end = c.seconds_to_end - (time.monotonic() - c.claimed_at)
+        if seconds_to_end <= self.settings.end_safety_margin_s:
+            # Too close to the end to start a request: it might land after the end.
+            return store.Result(
+                c.message_id, c.mailing_id, c.token, "expired", "end time reached", attempted=0
+            )
         started = time.perf_counter()
-        result = await self.provider.send(c.message_id, c.phone, c.text, c.seconds_left)
+        result = await self.provider.send(c.message_id, c.phone, c.text, seconds_to_end)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         fields = {
             "message_id": c.message_id,
@@ -249,7 +263,8 @@ class Sender:
             )
         delay = retry_delay(attempt, self.settings.retry_delays_s, result.retry_after)
         # Back in time to be sent, after the delay and with the margin still left?
-        if c.seconds_left - delay <= 0:
+        seconds_to_end = c.seconds_to_end - (time.monotonic() - c.claimed_at)
+        if seconds_to_end - delay <= self.settings.end_safety_margin_s:
             log.info("message expired: no time left to retry", **fields, error=result.error)
             return store.Result(
                 c.message_id,

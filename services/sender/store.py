@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,7 +54,7 @@ CLAIM = text(f"""
     FROM target t, mailing mg, client c
     WHERE m.id = t.id AND mg.id = m.mailing_id AND c.id = m.client_id
     RETURNING m.id, m.token, m.status, m.mailing_id, m.client_id, m.attempts, c.phone, mg.text,
-              extract(epoch FROM mg.end_at - now()) - :margin AS seconds_left
+              extract(epoch FROM mg.end_at - now()) AS seconds_to_end
 """)
 
 # `sent` is a fact and lands on any message not yet terminal; every other outcome lands only
@@ -126,7 +127,8 @@ class Claimed:
     attempts: int
     phone: str
     text: str
-    seconds_left: float
+    seconds_to_end: float  # at `claimed_at`, by the database's clock
+    claimed_at: float  # time.monotonic() when the claim returned
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ async def claim(
             "lease": lease_s,
         },
     )
+    now = time.monotonic()
     claimed = [
         Claimed(
             r.id,
@@ -162,7 +165,8 @@ async def claim(
             r.attempts,
             r.phone,
             r.text,
-            float(r.seconds_left),
+            float(r.seconds_to_end),
+            now,
         )
         for r in rows
     ]

@@ -1,0 +1,26 @@
+"""Fixtures for the admin API tests: direct database access and an unauthenticated client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import psycopg
+import pytest
+
+from tests.support import database
+
+
+@pytest.fixture
+def db(clean_db: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the (emptied) test database, for seeding and checking."""
+    with database.connect(clean_db) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def anon(api_app: object, clean_db: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app that sends no Authorization header."""
+    transport = httpx.ASGITransport(app=api_app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        yield client
