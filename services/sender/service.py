@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.sender import store
 from services.sender.breaker import Breaker, State
 from services.sender.provider import Outcome, ProviderClient, SendResult
+from services.sender.results import ResultWriter
 from shared import metrics
 from shared.domain.retry import retry_delay
 from shared.messaging import Job, Topology, declare_topology, decode_job, delay_ms, job_message
@@ -56,6 +58,10 @@ class Sender:
         self.inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self.slots = asyncio.Semaphore(settings.batches_in_flight)
         self.connections = asyncio.Semaphore(settings.max_connections)
+        self.writer = ResultWriter(self._write_batch, linger_s=0.005, max_batch=500)
+        # Mailings with claimed messages in this process, and those of them an admin stopped.
+        self.held: Counter[int] = Counter()
+        self.stopped: dict[int, str] = {}
         self.in_flight: set[asyncio.Task[None]] = set()
         self.topology: Topology | None = None
         self.consumer_tag: str | None = None
@@ -80,6 +86,8 @@ class Sender:
         self._tasks = [
             asyncio.create_task(self._batcher(), name="batcher"),
             asyncio.create_task(self._watch_breaker(), name="breaker"),
+            asyncio.create_task(self.writer.run(), name="result-writer"),
+            asyncio.create_task(self._watch_stopped_mailings(), name="stopped-mailings"),
         ]
         await self.stopping.wait()
         await self._shutdown()
@@ -176,7 +184,8 @@ class Sender:
             ),
             "claim",
         )
-        to_send = [c for c in claimed if c.status == "sending"]
+        by_id = {job.message_id: delivery for job, delivery in jobs}
+        sending = [c for c in claimed if c.status == "sending"]
         if len(claimed) < len(jobs):
             metrics.JOBS_DROPPED.labels("stale").inc(len(jobs) - len(claimed))
         for c in claimed:
@@ -189,21 +198,39 @@ class Sender:
                     client_id=c.client_id,
                     status=c.status,
                 )
-        results = await self._send_all(to_send)
-        if results:
-            await self._write(results)
-        await self._ack(d for _, d in jobs)
+        mine = {c.message_id for c in sending}
+        await self._ack(d for job, d in jobs if job.message_id not in mine)
+        if not sending:
+            return
+        for c in sending:
+            self.held[c.mailing_id] += 1
+        try:
+            await self._send_claimed(sending, by_id)
+        finally:
+            for c in sending:
+                self.held[c.mailing_id] -= 1
+                if self.held[c.mailing_id] <= 0:
+                    del self.held[c.mailing_id]
 
-    async def _send_all(self, claimed: list[store.Claimed]) -> list[store.Result]:
-        if not claimed:
-            return []
+    async def _send_claimed(
+        self, claimed: list[store.Claimed], deliveries: dict[int, Delivery]
+    ) -> None:
+        async def finish(c: store.Claimed, result: store.Result) -> None:
+            await self.writer.submit(result)
+            await self._ack([deliveries[c.message_id]])
+
+        async def send_and_finish(c: store.Claimed) -> None:
+            await finish(c, await self._send_one(c))
+
         if self.breaker.state == State.HALF_OPEN:
             # Probe with one request before letting the rest through.
-            first = await self._send_one(claimed[0])
+            await send_and_finish(claimed[0])
+            rest = claimed[1:]
             if self.breaker.state != State.CLOSED:
-                return [first] + [self._released(c) for c in claimed[1:]]
-            return [first, *await asyncio.gather(*(self._send_one(c) for c in claimed[1:]))]
-        return list(await asyncio.gather(*(self._send_one(c) for c in claimed)))
+                await asyncio.gather(*(finish(c, self._released(c)) for c in rest))
+                return
+            claimed = rest
+        await asyncio.gather(*(send_and_finish(c) for c in claimed))
 
     async def _send_one(self, c: store.Claimed) -> store.Result:
         # Wait for a connection here, not in the HTTP pool, so the end-time check below is made
@@ -214,6 +241,11 @@ class Sender:
     async def _send_now(self, c: store.Claimed) -> store.Result:
         if not self.breaker.allows_traffic():
             return self._released(c)
+        stopped = self.stopped.get(c.mailing_id)
+        if stopped is not None:
+            # Paused or deleted since the claim: paused goes back to pending, deleted is over.
+            metrics.JOBS_DROPPED.labels(stopped).inc()
+            return store.Result(c.message_id, c.mailing_id, c.token, stopped, attempted=0)
         if self.limiter is not None:
             await self.limiter.acquire()
         # The clock moved since the claim (rate limit, a probe first): count from the claim.
@@ -286,7 +318,7 @@ class Sender:
             c.message_id, c.mailing_id, c.token, "pending", None, delay_s=delay, attempted=0
         )
 
-    async def _write(self, results: list[store.Result]) -> None:
+    async def _write_batch(self, results: Sequence[store.Result]) -> dict[int, str]:
         written = await self._with_db_retry(
             lambda s: store.write_results(s, results, lease_s=self.settings.sending_lease_s),
             "write results",
@@ -297,6 +329,7 @@ class Sender:
         retries = [r for r in results if written.get(r.message_id) == "retrying"]
         if retries:
             await self._publish_retries(retries)
+        return written
 
     async def _publish_retries(self, retries: Sequence[store.Result]) -> None:
         assert self.topology is not None
@@ -384,6 +417,18 @@ class Sender:
             if not self.consuming and self.breaker.allows_traffic() and not self.stopping.is_set():
                 await self._start_consuming()
             await asyncio.sleep(0.1)
+
+    async def _watch_stopped_mailings(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            if not self.held:
+                self.stopped = {}
+                continue
+            try:
+                async with self.sessions() as session:
+                    self.stopped = await store.stopped_mailings(session, list(self.held))
+            except Exception as exc:
+                log.warning("could not check mailing states", error=str(exc)[:200])
 
     # --- dead letters ----------------------------------------------------------------------
 

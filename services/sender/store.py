@@ -109,6 +109,13 @@ DEAD_LETTER_EXPIRED = text("""
     RETURNING m.status
 """)
 
+STOPPED_MAILINGS = text("""
+    SELECT id, CASE WHEN deleted_at IS NOT NULL OR status = 'cancelled' THEN 'cancelled'
+                    ELSE 'pending' END AS becomes
+    FROM mailing
+    WHERE id = ANY(CAST(:ids AS bigint[])) AND (status <> 'running' OR deleted_at IS NOT NULL)
+""")
+
 DEAD_LETTER_POISON = text(f"""
     UPDATE message m SET status = 'failed', token = NULL, lease_until = NULL, updated_at = now(),
         last_error = :reason
@@ -221,3 +228,9 @@ async def dead_letter_poison(session: AsyncSession, job: Job, reason: str) -> st
     )
     await session.commit()
     return status
+
+
+async def stopped_mailings(session: AsyncSession, mailing_ids: list[int]) -> dict[int, str]:
+    """Of these mailings, those no longer running: id -> what their held messages become."""
+    rows = await session.execute(STOPPED_MAILINGS, {"ids": mailing_ids})
+    return {row.id: row.becomes for row in rows}
