@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
 SECRET_KEYS = frozenset({"token", "authorization", "provider_token", "api_tokens", "password"})
 
 
-def _drop_secrets(_: object, __: str, event: dict) -> dict:
+def _drop_secrets(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in SECRET_KEYS & event.keys():
         event[key] = "***"
     return event

@@ -59,6 +59,7 @@ class Names:
 @dataclass
 class Topology:
     names: Names
+    channel: AbstractChannel
     events: AbstractExchange
     send_exchange: AbstractExchange
     retry_exchange: AbstractExchange
@@ -75,11 +76,12 @@ async def declare_topology(
     channel: AbstractChannel, namespace: str, retry_delays_s: list[float]
 ) -> Topology:
     names = Names(namespace)
-    durable = {"durable": True}
-    events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, **durable)
-    send_x = await channel.declare_exchange(names.send, aio_pika.ExchangeType.DIRECT, **durable)
-    retry_x = await channel.declare_exchange(names.retry, aio_pika.ExchangeType.DIRECT, **durable)
-    dead_x = await channel.declare_exchange(names.dead, aio_pika.ExchangeType.FANOUT, **durable)
+    events = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
+    send_x = await channel.declare_exchange(names.send, aio_pika.ExchangeType.DIRECT, durable=True)
+    retry_x = await channel.declare_exchange(
+        names.retry, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    dead_x = await channel.declare_exchange(names.dead, aio_pika.ExchangeType.FANOUT, durable=True)
 
     at_least_once = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
     send_q = await channel.declare_queue(
@@ -109,7 +111,7 @@ async def declare_topology(
     dead_q = await channel.declare_queue(names.dead, durable=True, arguments=_quorum())
     await dead_q.bind(dead_x, "")
     parked_q = await channel.declare_queue(names.parked, durable=True, arguments=_quorum())
-    return Topology(names, events, send_x, retry_x, send_q, dead_q, parked_q)
+    return Topology(names, channel, events, send_x, retry_x, send_q, dead_q, parked_q)
 
 
 def encode_job(message_id: int, token: int, mailing_id: int) -> bytes:

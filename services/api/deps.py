@@ -19,11 +19,11 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 def _settings(request: Request) -> ApiSettings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def _events(request: Request) -> EventPublisher:
-    return request.app.state.events  # type: ignore[no-any-return]
+    return request.app.state.events
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]

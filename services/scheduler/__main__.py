@@ -39,7 +39,7 @@ async def main() -> None:
     ops = await start_ops_server("0.0.0.0", settings.metrics_port, readiness)  # noqa: S104
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: (scheduler.stopping.set(), scheduler.wake.set()))
+        loop.add_signal_handler(sig, scheduler.stop)
     log.info("scheduler started", metrics_port=settings.metrics_port)
     try:
         await scheduler.run()

@@ -42,6 +42,10 @@ class Scheduler:
         await events_queue.bind(self.topology.events, "mailing.*")
         await events_queue.consume(self._on_event, no_ack=True)
 
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
         log.debug("woken by event", routing_key=message.routing_key, headers=message.headers)
         self.wake.set()

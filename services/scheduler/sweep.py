@@ -60,13 +60,13 @@ BACKLOG = text("""
 async def cancel_chunk(session: AsyncSession, limit: int) -> int:
     result = await session.execute(CANCEL_CHUNK, {"limit": limit})
     await session.commit()
-    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+    return result.rowcount  # type: ignore[attr-defined]
 
 
 async def expire_chunk(session: AsyncSession, limit: int) -> int:
     result = await session.execute(EXPIRE_CHUNK, {"limit": limit})
     await session.commit()
-    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+    return result.rowcount  # type: ignore[attr-defined]
 
 
 async def complete_mailings(session: AsyncSession) -> list[int]:

@@ -258,7 +258,7 @@ class Sender:
         started = time.perf_counter()
         result = await self.provider.send(c.message_id, c.phone, c.text, seconds_to_end)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        fields = {
+        fields: dict[str, object] = {
             "message_id": c.message_id,
             "mailing_id": c.mailing_id,
             "client_id": c.client_id,
@@ -377,7 +377,7 @@ class Sender:
 
     async def _publish_parked(self, body: bytes, reason: str) -> None:
         assert self.topology is not None
-        channel = self.topology.send_exchange.channel
+        channel = self.topology.channel
         await channel.default_exchange.publish(
             aio_pika.Message(
                 body, headers={"reason": reason}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT

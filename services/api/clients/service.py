@@ -67,7 +67,7 @@ async def update_client(
     client = await get_client(session, client_id)
     for name, value in changes.items():
         setattr(client, name, value)
-    client.updated_at = func.now()  # type: ignore[assignment]
+    client.updated_at = func.now()
     try:
         await session.commit()
     except IntegrityError as exc:
@@ -101,7 +101,7 @@ async def delete_client(session: AsyncSession, client_id: int) -> None:
     """Soft delete: the client disappears from the API, its undelivered messages are cancelled
     in the same transaction, and its history stays for the stats of past mailings."""
     client = await get_client(session, client_id)
-    client.deleted_at = func.now()  # type: ignore[assignment]
+    client.deleted_at = func.now()
     await session.execute(
         update(Message)
         .where(Message.client_id == client_id, Message.status.in_(MESSAGE_OPEN_STATUSES))

@@ -126,7 +126,7 @@ async def patch_mailing(session: AsyncSession, mailing_id: int, data: MailingPat
         raise Unprocessable("end_at must be after start_at")
     if "end_at" in changes and mailing.end_at <= _now():
         raise Unprocessable("end_at must be in the future; to stop a mailing, pause or delete it")
-    mailing.updated_at = func.now()  # type: ignore[assignment]
+    mailing.updated_at = func.now()
     await session.commit()
     await session.refresh(mailing)
     return mailing
@@ -153,7 +153,7 @@ async def resume_mailing(session: AsyncSession, mailing_id: int) -> Mailing:
 
 async def _set_status(session: AsyncSession, mailing: Mailing, status: MailingStatus) -> Mailing:
     mailing.status = status
-    mailing.updated_at = func.now()  # type: ignore[assignment]
+    mailing.updated_at = func.now()
     await session.commit()
     await session.refresh(mailing)
     return mailing
@@ -163,10 +163,10 @@ async def delete_mailing(session: AsyncSession, mailing_id: int) -> None:
     """Soft delete. Senders refuse its messages from this commit on; the scheduler marks the
     undelivered ones `cancelled` in chunks (a million-row update has no place in a request)."""
     mailing = await get_mailing(session, mailing_id, lock=True)
-    mailing.deleted_at = func.now()  # type: ignore[assignment]
+    mailing.deleted_at = func.now()
     if mailing.status != MailingStatus.COMPLETED:
         mailing.status = MailingStatus.CANCELLED
-    mailing.updated_at = func.now()  # type: ignore[assignment]
+    mailing.updated_at = func.now()
     await session.commit()
 
 
