@@ -21,6 +21,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 SEND_ROUTING_KEY = "send"
+# A job's TTL only hurries the expiry path (the sender's claim enforces the end time), so it is
+# capped well below RabbitMQ's limit for mailings that end far in the future.
+MAX_JOB_TTL_S = 3600.0
 DELIVERY_LIMIT = 5
 
 
@@ -143,6 +146,8 @@ def job_message(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         content_type="application/json",
         # Left in the queue past the mailing's end, the job dead-letters as 'expired'.
-        expiration=max(expiration_s, 0.001) if expiration_s is not None else None,
+        expiration=min(max(expiration_s, 0.001), MAX_JOB_TTL_S)
+        if expiration_s is not None
+        else None,
         headers=headers,
     )

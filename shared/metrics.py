@@ -21,6 +21,10 @@ BACKLOG = Gauge(
     "Messages of running mailings waiting to be queued (pending); the sender autoscaling signal",
 )
 LIVE_LEASES = Gauge("mailing_live_leases", "Messages queued or being sent (the broker window)")
+SEND_QUEUE_MESSAGES = Gauge(
+    "mailing_send_queue_messages", "Jobs waiting in the send queue (bounded by the window)"
+)
+SEND_QUEUE_CONSUMERS = Gauge("mailing_send_queue_consumers", "Consumers on the send queue")
 SCHEDULER_ERRORS = Counter("mailing_scheduler_errors_total", "Scheduler rounds that failed")
 
 # Sender
@@ -44,6 +48,10 @@ JOBS_DROPPED = Counter(
     "mailing_jobs_dropped_total", "Jobs acknowledged without sending", ["reason"]
 )
 DEAD_LETTERS = Counter("mailing_dead_letters_total", "Dead-lettered jobs handled", ["reason"])
+PROVIDER_TOKEN_EXPIRY = Gauge(
+    "mailing_provider_token_expiry_timestamp_seconds",
+    "Expiry (Unix time) of the provider JWT in use; 0 when the token carries no expiry",
+)
 RESULT_WRITE_RETRIES = Counter(
     "mailing_result_write_retries_total", "Failed result writes retried (results kept)"
 )

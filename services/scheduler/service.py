@@ -33,6 +33,10 @@ class Scheduler:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.last_round_ok = 0.0
+        # The API request behind each mailing's latest event, passed on in job headers so one
+        # request id leads from the API through the scheduler to the sender's log lines.
+        self.request_ids: dict[int, str] = {}
+        self.queue_checked_at = 0.0
 
     async def setup(self) -> None:
         channel = await self.connection.channel(publisher_confirms=True)
@@ -47,7 +51,19 @@ class Scheduler:
         self.wake.set()
 
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
-        log.debug("woken by event", routing_key=message.routing_key, headers=message.headers)
+        headers = message.headers or {}
+        request_id = headers.get("request_id")
+        mailing_id = headers.get("mailing_id")
+        if isinstance(mailing_id, int) and isinstance(request_id, str):
+            if len(self.request_ids) > 10_000:
+                self.request_ids.clear()
+            self.request_ids[mailing_id] = request_id
+        log.info(
+            "woken by event",
+            event=message.routing_key,
+            mailing_id=mailing_id,
+            request_id=request_id,
+        )
         self.wake.set()
 
     async def run(self) -> None:
@@ -94,6 +110,7 @@ class Scheduler:
             busy = True
             busy |= await self.top_up()
         busy |= await self.sweep()
+        await self.observe_queue()
         return busy
 
     async def top_up(self) -> bool:
@@ -121,7 +138,7 @@ class Scheduler:
                         lease.token,
                         lease.mailing_id,
                         expiration_s=lease.seconds_left,
-                        headers={"mailing_id": lease.mailing_id},
+                        headers=self._job_headers(lease.mailing_id),
                     ),
                     SEND_ROUTING_KEY,
                 )
@@ -130,6 +147,14 @@ class Scheduler:
             return_exceptions=True,
         )
         failed = sum(isinstance(result, BaseException) for result in results)
+        for lease, result in zip(leases, results, strict=True):
+            log.info(
+                "message queued" if not isinstance(result, BaseException) else "publish failed",
+                message_id=lease.message_id,
+                mailing_id=lease.mailing_id,
+                reaped=lease.reaped,
+                request_id=self.request_ids.get(lease.mailing_id),
+            )
         reaped = sum(lease.reaped for lease in leases)
         metrics.MESSAGES_QUEUED.labels("new").inc(len(leases) - reaped)
         metrics.MESSAGES_QUEUED.labels("reaped").inc(reaped)
@@ -137,7 +162,33 @@ class Scheduler:
             log.warning("re-published messages whose lease lapsed", count=reaped)
         if failed:
             # Their leases lapse and the next rounds publish them again.
-            log.warning("publish failed; jobs come back when their lease lapses", failed=failed)
+            error = next(r for r in results if isinstance(r, BaseException))
+            log.warning(
+                "publish failed; jobs come back when their lease lapses",
+                failed=failed,
+                error=repr(error)[:300],
+            )
+
+    def _job_headers(self, mailing_id: int) -> dict[str, object]:
+        request_id = self.request_ids.get(mailing_id)
+        headers: dict[str, object] = {"mailing_id": mailing_id}
+        if request_id is not None:
+            headers["request_id"] = request_id
+        return headers
+
+    async def observe_queue(self) -> None:
+        """Send-queue depth and consumers, every few seconds, for the dashboards."""
+        if time.monotonic() - self.queue_checked_at < 5 or self.topology is None:
+            return
+        self.queue_checked_at = time.monotonic()
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(self.topology.names.send, passive=True)
+            result = queue.declaration_result
+            metrics.SEND_QUEUE_MESSAGES.set(result.message_count or 0)
+            metrics.SEND_QUEUE_CONSUMERS.set(result.consumer_count or 0)
+        finally:
+            await channel.close()
 
     async def sweep(self) -> bool:
         limit = self.settings.sweep_batch_size

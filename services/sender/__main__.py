@@ -9,6 +9,7 @@ import aio_pika
 import structlog
 from sqlalchemy import text
 
+from services.sender.breaker import State
 from services.sender.provider import ProviderClient, TokenSource
 from services.sender.service import Sender
 from shared.db import create_engine, create_session_factory
@@ -45,7 +46,9 @@ async def main() -> None:
         except Exception:
             database = False
         # An open breaker is not unreadiness: restarting the pod would not fix the provider.
-        return {"database": database, "broker": not connection.is_closed}
+        # A consumer paused by the open breaker is deliberate, not a fault.
+        consumer = sender.consuming or sender.breaker.state != State.CLOSED
+        return {"database": database, "broker": not connection.is_closed, "consumer": consumer}
 
     ops = await start_ops_server("0.0.0.0", settings.metrics_port, readiness)  # noqa: S104
     loop = asyncio.get_running_loop()

@@ -9,6 +9,9 @@ fail the message for good; 401/403 mean our token is wrong or expired.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -53,8 +56,6 @@ def classify(status: int, body: bytes, retry_after: str | None) -> SendResult:
 
 
 def _is_ok_body(body: bytes) -> bool:
-    import json
-
     try:
         data = json.loads(body)
     except ValueError:
@@ -86,6 +87,7 @@ class TokenSource:
         self._file = token_file
         self._mtime: float | None = None
         self._value: str | None = token
+        metrics.PROVIDER_TOKEN_EXPIRY.set(jwt_expiry(token) or 0)
         self.refresh()
 
     def refresh(self) -> bool:
@@ -102,11 +104,26 @@ class TokenSource:
         value = self._file.read_text().strip() or None
         changed = value != self._value
         self._value = value
+        if changed:
+            metrics.PROVIDER_TOKEN_EXPIRY.set(jwt_expiry(value) or 0)
         return changed
 
     @property
     def value(self) -> str | None:
         return self._value
+
+
+def jwt_expiry(token: str | None) -> float | None:
+    """The `exp` claim of a JWT, read without verifying it (only for the expiry metric)."""
+    if token is None or token.count(".") != 2:
+        return None
+    payload = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) else None
 
 
 class ProviderClient:

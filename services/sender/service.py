@@ -220,7 +220,10 @@ class Sender:
             await self._ack([deliveries[c.message_id]])
 
         async def send_and_finish(c: store.Claimed) -> None:
-            await finish(c, await self._send_one(c))
+            headers = deliveries[c.message_id].headers or {}
+            request_id = headers.get("request_id")
+            with structlog.contextvars.bound_contextvars(request_id=request_id):
+                await finish(c, await self._send_one(c))
 
         if self.breaker.state == State.HALF_OPEN:
             # Probe with one request before letting the rest through.

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.clients.schemas import ClientCreate, ClientPatch
 from services.api.errors import Conflict, NotFound
-from shared.domain.clients import default_operator_code
+from shared.domain.clients import default_operator_code, mask_phone
 from shared.domain.statuses import MESSAGE_OPEN_STATUSES, MessageStatus
 from shared.models import Client, Message
+
+log = structlog.get_logger("api.clients")
 
 
 def _duplicate_phone(phone: str) -> Conflict:
@@ -58,6 +61,7 @@ async def create_client(session: AsyncSession, data: ClientCreate) -> Client:
     except IntegrityError as exc:
         await session.rollback()
         raise _duplicate_phone(data.phone) from exc
+    log.info("client created", client_id=client.id, phone=mask_phone(client.phone))
     return client
 
 
@@ -74,6 +78,7 @@ async def update_client(
         await session.rollback()
         raise _duplicate_phone(str(changes.get("phone"))) from exc
     await session.refresh(client)
+    log.info("client updated", client_id=client.id, fields=sorted(changes))
     return client
 
 
@@ -108,3 +113,4 @@ async def delete_client(session: AsyncSession, client_id: int) -> None:
         .values(status=MessageStatus.CANCELLED, token=None, lease_until=None, updated_at=func.now())
     )
     await session.commit()
+    log.info("client deleted; undelivered messages cancelled", client_id=client_id)

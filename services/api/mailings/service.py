@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
+import structlog
 from sqlalchemy import ColumnElement, and_, func, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +14,8 @@ from services.api.errors import Conflict, NotFound, Unprocessable
 from services.api.mailings.schemas import MailingCreate, MailingFilter, MailingPatch
 from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus
 from shared.models import Client, Mailing, Message
+
+log = structlog.get_logger("api.mailings")
 
 # Fixed once a mailing has started: they decide who gets it and when.
 FIXED_AFTER_START = ("start_at", "filter", "send_window")
@@ -88,6 +91,12 @@ async def create_mailing(
             raise
         return earlier, True
     await session.refresh(mailing)
+    log.info(
+        "mailing created",
+        mailing_id=mailing.id,
+        start_at=str(mailing.start_at),
+        end_at=str(mailing.end_at),
+    )
     return mailing, False
 
 
@@ -129,6 +138,7 @@ async def patch_mailing(session: AsyncSession, mailing_id: int, data: MailingPat
     mailing.updated_at = func.now()
     await session.commit()
     await session.refresh(mailing)
+    log.info("mailing updated", mailing_id=mailing.id, fields=sorted(changes))
     return mailing
 
 
@@ -156,6 +166,7 @@ async def _set_status(session: AsyncSession, mailing: Mailing, status: MailingSt
     mailing.updated_at = func.now()
     await session.commit()
     await session.refresh(mailing)
+    log.info("mailing status changed", mailing_id=mailing.id, status=status)
     return mailing
 
 
@@ -168,6 +179,7 @@ async def delete_mailing(session: AsyncSession, mailing_id: int) -> None:
         mailing.status = MailingStatus.CANCELLED
     mailing.updated_at = func.now()
     await session.commit()
+    log.info("mailing deleted", mailing_id=mailing_id)
 
 
 async def count_matching_clients(session: AsyncSession, mailing_filter: MailingFilter) -> int:
