@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -30,7 +30,6 @@ class ApiSettings(BaseServiceSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     # Comma-separated bearer tokens accepted by the admin API; empty means every request is refused.
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    max_page_size: int = Field(1000, ge=1)
     max_body_bytes: int = Field(256 * 1024, ge=1024)
 
     @field_validator("api_tokens", mode="before")
@@ -55,7 +54,8 @@ class SchedulerSettings(BaseServiceSettings):
 class SenderSettings(BaseServiceSettings):
     metrics_port: int = Field(9102, ge=0, le=65535)
     provider_url: str = "http://127.0.0.1:8090"
-    provider_token: SecretStr | None = SecretStr("stub-token")
+    # The provider JWT; or PROVIDER_TOKEN_FILE, re-read when it changes (token rotation).
+    provider_token: SecretStr | None = None
     provider_token_file: Path | None = None
     provider_timeout_s: float = Field(10.0, gt=0)
     # Never start a request closer than this to the mailing's end time (about the provider's p99).
@@ -82,6 +82,12 @@ class SenderSettings(BaseServiceSettings):
         if isinstance(value, str):
             return [float(part) for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_request(self) -> SenderSettings:
+        if self.sending_lease_s <= self.provider_timeout_s:
+            raise ValueError("SENDING_LEASE_S must exceed PROVIDER_TIMEOUT_S")
+        return self
 
     @field_validator("retry_delays_s")
     @classmethod

@@ -60,7 +60,7 @@ class Scheduler:
             self.request_ids[mailing_id] = request_id
         log.info(
             "woken by event",
-            event=message.routing_key,
+            routing_key=message.routing_key,
             mailing_id=mailing_id,
             request_id=request_id,
         )

@@ -19,8 +19,9 @@ def db(clean_db: str) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
-async def anon(api_app: object, clean_db: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the app that sends no Authorization header."""
+async def anon(api_app: object) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app that sends no Authorization header (the database is not emptied:
+    add `db` or `clean_db` where the data matters)."""
     transport = httpx.ASGITransport(app=api_app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
         yield client

@@ -115,7 +115,9 @@ def set_mailing(conn: psycopg.Connection, mailing_id: int, **values: Any) -> Non
         else:
             assignments.append(f"{column} = %s")
             params.append(value)
-    conn.execute(f"UPDATE mailing SET {', '.join(assignments)} WHERE id = %s", (*params, mailing_id))
+    conn.execute(
+        f"UPDATE mailing SET {', '.join(assignments)} WHERE id = %s", (*params, mailing_id)
+    )
 
 
 def start_mailing(conn: psycopg.Connection, mailing_id: int, status: str = "running") -> None:
@@ -162,9 +164,7 @@ def counter_rows(conn: psycopg.Connection) -> dict[tuple[int, str], int]:
 
 
 def grouped_rows(conn: psycopg.Connection) -> dict[tuple[int, str], int]:
-    rows = conn.execute(
-        "SELECT mailing_id, status, count(*) FROM message GROUP BY 1, 2"
-    ).fetchall()
+    rows = conn.execute("SELECT mailing_id, status, count(*) FROM message GROUP BY 1, 2").fetchall()
     return {(m, s): c for m, s, c in rows}
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import aio_pika
 
 from shared.messaging import Names, delay_ms
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def new_namespace() -> str:

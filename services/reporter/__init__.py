@@ -1,0 +1,1 @@
+"""Daily e-mail report of the previous day's delivery statistics per mailing."""

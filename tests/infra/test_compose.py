@@ -1,0 +1,131 @@
+"""docker-compose.yml, read as data: services, build, health checks, ordering, environment."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.infra.conftest import ROOT
+from tests.infra.known import known_env_names
+
+APP_SERVICES = {
+    "api": "services.api",
+    "scheduler": "services.scheduler",
+    "sender": "services.sender",
+    "provider-stub": "services.provider_stub",
+    "reporter": "services.reporter",
+}
+NEEDS_MIGRATIONS = ("api", "scheduler", "sender", "reporter")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def test_every_part_is_there(services: dict[str, dict[str, Any]]) -> None:
+    assert {"postgres", "rabbitmq", "migrate", *APP_SERVICES} <= set(services)
+    assert services["postgres"]["image"] == "postgres:15"
+    # Quorum queues with at-least-once dead-lettering need 3.10 or newer.
+    image = services["rabbitmq"]["image"]
+    match = re.fullmatch(r"rabbitmq:(\d+)\.(\d+)(-management)?", image)
+    assert match and (int(match[1]), int(match[2])) >= (3, 10), image
+
+
+def test_app_services_share_one_image_built_here(services: dict[str, dict[str, Any]]) -> None:
+    for name in (*APP_SERVICES, "migrate"):
+        service = services[name]
+        assert service["build"] == ".", name
+        assert service["image"] == "mailing-service:local", name
+    for name, module in APP_SERVICES.items():
+        assert services[name]["command"] == ["python", "-m", module]
+        assert (ROOT / module.replace(".", "/") / "__main__.py").is_file()
+    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    assert services["migrate"]["restart"] == "no"
+
+
+def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = service.get("image", "")
+        _, _, tag = image.rpartition(":")
+        assert ":" in image and tag and tag != "latest", (name, image)
+
+
+def test_health_checks(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("postgres", "rabbitmq"):
+        assert services[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+    ports = {
+        "api": 8000,
+        "scheduler": 9101,
+        "sender": 9102,
+        "provider-stub": 8090,
+        "reporter": 9103,
+    }
+    for name, port in ports.items():
+        test = services[name]["healthcheck"]["test"]
+        # The slim image has no curl: Python itself asks the service.
+        assert test[:3] == ["CMD", "python", "-c"], name
+        assert f"http://127.0.0.1:{port}/" in test[3], name
+        compile(test[3], name, "exec")
+        environment = services[name]["environment"]
+        configured = environment.get("METRICS_PORT") or environment.get("API_PORT")
+        configured = configured or environment.get("STUB_PORT")
+        assert configured == str(port), name
+
+
+def test_start_order(services: dict[str, dict[str, Any]]) -> None:
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in NEEDS_MIGRATIONS:
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+    for name in ("api", "scheduler", "sender"):
+        assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert services["sender"]["depends_on"]["provider-stub"]["condition"] == "service_healthy"
+
+
+def test_sender_scales(services: dict[str, dict[str, Any]]) -> None:
+    sender = services["sender"]
+    assert "container_name" not in sender
+    assert "ports" not in sender
+    assert not any("container_name" in s for s in services.values())
+
+
+def test_environment_names_are_settings(services: dict[str, dict[str, Any]]) -> None:
+    known = known_env_names()
+    for name in (*APP_SERVICES, "migrate"):
+        environment = services[name]["environment"]
+        assert isinstance(environment, dict), name
+        unknown = {key for key in environment if key.upper() not in known}
+        assert not unknown, (name, unknown)
+
+
+def test_shared_environment_comes_from_one_anchor(services: dict[str, dict[str, Any]]) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "x-app-env: &app-env" in text
+    assert text.count("<<: *app-env") >= 5
+    database_urls = {services[n]["environment"]["DATABASE_URL"] for n in NEEDS_MIGRATIONS}
+    assert database_urls == {services["migrate"]["environment"]["DATABASE_URL"]}
+    assert database_urls.pop().startswith("postgresql+psycopg://")
+
+
+def test_api_tokens_must_be_given(services: dict[str, dict[str, Any]]) -> None:
+    tokens = services["api"]["environment"]["API_TOKENS"]
+    assert re.fullmatch(r"\$\{API_TOKENS:\?[^}]+\}", tokens), tokens
+    # Nobody else gets the admin tokens.
+    assert all("API_TOKENS" not in services[n]["environment"] for n in NEEDS_MIGRATIONS[1:])
+
+
+def test_stub_accepts_the_token_the_senders_send(services: dict[str, dict[str, Any]]) -> None:
+    sender = services["sender"]["environment"]
+    stub = services["provider-stub"]["environment"]
+    assert sender["PROVIDER_TOKEN"] == stub["STUB_TOKEN"]
+    assert "provider-stub:8090" in sender["PROVIDER_URL"]
+    assert stub["STUB_HOST"] == "0.0.0.0"
