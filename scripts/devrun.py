@@ -15,7 +15,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_FILE = ROOT / ".env"
-COLORS = {"stub": "35", "api": "36", "scheduler": "33", "sender": "32"}
+COLORS = {
+    "stub": "35",
+    "api": "36",
+    "scheduler": "33",
+    "sender": "32",
+    "reporter": "34",
+    "smtp": "37",
+}
 
 
 def ensure_env_file() -> dict[str, str]:
@@ -47,11 +54,17 @@ def main() -> None:
     stub_port = env.get("STUB_PORT", "8090")
     env.setdefault("PROVIDER_URL", f"http://127.0.0.1:{stub_port}")
     env.setdefault("STUB_TOKEN", env.get("PROVIDER_TOKEN", "stub-token"))
+    # The daily report goes to a local SMTP sink that prints each mail into this log.
+    smtp_port = env.get("DEV_SMTP_PORT", "1025")
+    env.setdefault("SMTP_PORT", smtp_port)
+    env.setdefault("REPORT_RECIPIENTS", "admin@localhost")
     services = {
         "stub": [sys.executable, "-m", "services.provider_stub"],
         "api": [sys.executable, "-m", "services.api"],
         "scheduler": [sys.executable, "-m", "services.scheduler"],
         "sender": [sys.executable, "-m", "services.sender"],
+        "smtp": [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{smtp_port}"],
+        "reporter": [sys.executable, "-m", "services.reporter"],
     }
     processes: dict[str, subprocess.Popen[str]] = {}
     for name, command in services.items():
@@ -68,7 +81,8 @@ def main() -> None:
     admin token  {token}
     try          curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/api/v1/clients
     stub         http://127.0.0.1:{stub_port}/_control/stats
-    metrics      :{api_port}/metrics (api), :9101/metrics (scheduler), :9102/metrics (sender)
+    metrics      :{api_port}/metrics (api), :9101 (scheduler), :9102 (sender), :9103 (reporter)
+    daily report at {env.get("REPORT_AT", "06:00")} UTC, printed by the local SMTP sink below
   Ctrl-C stops everything.
 """,
         flush=True,

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from services.api.app import create_app
 from shared.settings import ApiSettings
 from tests.support import database
+from tests.support.broker import AMQP_URL
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -41,6 +42,7 @@ def clean_db(db_name: str) -> str:
 def api_settings(database_url: str) -> ApiSettings:
     return ApiSettings(
         database_url=database_url,
+        amqp_url=AMQP_URL,
         api_tokens=[SecretStr(ADMIN_TOKEN), SecretStr("second-token")],
         # Its own broker namespace, so test runs never wake a real scheduler.
         amqp_namespace=f"test-{uuid.uuid4().hex[:8]}",

@@ -145,3 +145,21 @@ async def _messages(pipeline: Pipeline, mailing_id: int, status: str) -> list[di
         if page["next_after_id"] is None:
             return items
         after = page["next_after_id"]
+
+
+async def test_the_api_event_wakes_the_scheduler_at_once(pipeline: Pipeline) -> None:
+    """With a 30 s poll, only the `mailing.created` event can start the mailing in seconds."""
+    pipeline.seed_clients(10)
+    scheduler = pipeline.start_scheduler(poll_interval_s=30)
+    sender = pipeline.start_sender()
+    await scheduler.wait_ready()
+    await sender.wait_ready()
+
+    # Let the scheduler finish its first round and fall asleep on the long poll.
+    async def idle() -> bool:
+        return '"event": "scheduler started"' in scheduler.log_text()
+
+    await wait_until(idle, timeout=10, message="scheduler started")
+    mailing = await pipeline.create_mailing()
+    await pipeline.wait_terminal(mailing["id"], 10, timeout=10)
+    assert '"event": "woken by event"' in scheduler.log_text()
