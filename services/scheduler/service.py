@@ -17,6 +17,7 @@ from shared.messaging import SEND_ROUTING_KEY, Topology, declare_topology, job_m
 from shared.settings import SchedulerSettings
 
 log = structlog.get_logger("scheduler")
+WINDOW_RECHECK_S = 0.05
 
 
 class Scheduler:
@@ -37,6 +38,8 @@ class Scheduler:
         # request id leads from the API through the scheduler to the sender's log lines.
         self.request_ids: dict[int, str] = {}
         self.queue_checked_at = 0.0
+        # Due messages wait behind a full send window: look again soon, not at the next poll.
+        self.window_full = False
 
     async def setup(self) -> None:
         channel = await self.connection.channel(publisher_confirms=True)
@@ -68,6 +71,8 @@ class Scheduler:
 
     async def run(self) -> None:
         while not self.stopping.is_set():
+            # Cleared before the round, so an event arriving during it is not lost.
+            self.wake.clear()
             try:
                 busy = await self.round()
                 self.last_round_ok = time.monotonic()
@@ -79,16 +84,28 @@ class Scheduler:
                 await self._idle()
 
     async def _idle(self) -> None:
+        """Sleep until an event, the next start time or the poll interval; meanwhile, if due
+        messages wait behind a full send window, refill it as soon as room appears."""
         timeout = self.settings.poll_interval_s
         async with self.sessions() as session:
             next_start = await activation.next_start_at(session)
         if next_start is not None:
             timeout = min(timeout, max((next_start - datetime.now(UTC)).total_seconds(), 0.0))
-        self.wake.clear()
-        try:
-            await asyncio.wait_for(self.wake.wait(), timeout)
-        except TimeoutError:
-            pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (remaining := deadline - loop.time()) > 0:
+            wait = min(remaining, WINDOW_RECHECK_S) if self.window_full else remaining
+            try:
+                await asyncio.wait_for(self.wake.wait(), wait)
+                return
+            except TimeoutError:
+                pass
+            if self.window_full:
+                try:
+                    await self.top_up()
+                except Exception:
+                    log.exception("refilling the send window failed")
+                    return
 
     async def round(self) -> bool:
         """One pass over every duty; True when there is more to do right away."""
@@ -118,6 +135,7 @@ class Scheduler:
             live = await leasing.live_leases(session)
             metrics.LIVE_LEASES.set(live)
             room = min(self.settings.send_window - live, self.settings.lease_batch_size)
+            self.window_full = room <= 0
             if room <= 0:
                 return False
             leases = await leasing.lease_due_messages(

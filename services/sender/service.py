@@ -400,7 +400,7 @@ class Sender:
                     metrics.RESULT_WRITE_RETRIES.inc()
                 log.warning("database call failed; retrying", what=what, error=str(exc)[:200])
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
+                pause = min(pause * 2, 1.0)
 
     # --- breaker supervision ---------------------------------------------------------------
 
