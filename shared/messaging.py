@@ -13,7 +13,9 @@ so a dead-lettered job is never dropped on the way.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,3 +153,14 @@ def job_message(
         else None,
         headers=headers,
     )
+
+
+async def publish_many(
+    exchange: AbstractExchange, messages: Iterable[tuple[aio_pika.Message, str]]
+) -> list[BaseException | None]:
+    """Publish concurrently, each awaiting its broker confirm; per message, the error or None."""
+    results = await asyncio.gather(
+        *(exchange.publish(message, routing_key) for message, routing_key in messages),
+        return_exceptions=True,
+    )
+    return [r if isinstance(r, BaseException) else None for r in results]

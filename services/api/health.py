@@ -3,7 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+
+from shared.db import database_ready
 
 router = APIRouter(tags=["health"])
 
@@ -17,13 +18,9 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the database answers and the broker connection is up."""
-    checks: dict[str, str] = {}
-    try:
-        async with request.app.state.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # any failure means not ready; the reason goes in the answer
-        checks["database"] = f"error: {type(exc).__name__}"
+    checks = {
+        "database": "ok" if await database_ready(request.app.state.engine) else "error: unreachable"
+    }
     events = request.app.state.events
     if hasattr(events, "is_ready"):
         checks["broker"] = "ok" if events.is_ready() else "error: not connected"

@@ -12,12 +12,11 @@ import signal
 from datetime import UTC, date, datetime
 
 import structlog
-from sqlalchemy import text
 
 from services.reporter.schedule import report_day
 from services.reporter.service import Reporter
 from services.reporter.settings import ReporterSettings
-from shared.db import create_engine
+from shared.db import create_engine, database_ready
 from shared.logging import configure_logging
 from shared.ops_server import start_ops_server
 
@@ -60,12 +59,7 @@ async def main(argv: list[str] | None = None) -> int:
 
 async def _serve(settings: ReporterSettings, reporter: Reporter) -> int:
     async def readiness() -> dict[str, bool]:
-        try:
-            async with reporter.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            return {"database": True}
-        except Exception:
-            return {"database": False}
+        return {"database": await database_ready(reporter.engine)}
 
     ops = await start_ops_server("0.0.0.0", settings.metrics_port, readiness)  # noqa: S104
     loop = asyncio.get_running_loop()

@@ -7,10 +7,9 @@ import signal
 import time
 
 import structlog
-from sqlalchemy import text
 
 from services.scheduler.service import Scheduler, connect_broker
-from shared.db import create_engine, create_session_factory
+from shared.db import create_engine, create_session_factory, database_ready
 from shared.logging import configure_logging
 from shared.ops_server import start_ops_server
 from shared.settings import SchedulerSettings
@@ -27,12 +26,7 @@ async def main() -> None:
     await scheduler.setup()
 
     async def readiness() -> dict[str, bool]:
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            database = True
-        except Exception:
-            database = False
+        database = await database_ready(engine)
         recent = time.monotonic() - scheduler.last_round_ok < 10 * settings.poll_interval_s + 30
         return {"database": database, "broker": not connection.is_closed, "loop": recent}
 

@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import activation, fanout, leasing, sweep
 from shared import metrics
-from shared.messaging import SEND_ROUTING_KEY, Topology, declare_topology, job_message
+from shared.messaging import (
+    SEND_ROUTING_KEY,
+    Topology,
+    declare_topology,
+    job_message,
+    publish_many,
+)
 from shared.settings import SchedulerSettings
 
 log = structlog.get_logger("scheduler")
@@ -87,8 +93,12 @@ class Scheduler:
         """Sleep until an event, the next start time or the poll interval; meanwhile, if due
         messages wait behind a full send window, refill it as soon as room appears."""
         timeout = self.settings.poll_interval_s
-        async with self.sessions() as session:
-            next_start = await activation.next_start_at(session)
+        try:
+            async with self.sessions() as session:
+                next_start = await activation.next_start_at(session)
+        except Exception:
+            # The database is away: poll again after the interval (the round logs the error).
+            next_start = None
         if next_start is not None:
             timeout = min(timeout, max((next_start - datetime.now(UTC)).total_seconds(), 0.0))
         loop = asyncio.get_running_loop()
@@ -147,10 +157,10 @@ class Scheduler:
 
     async def _publish(self, leases: list[leasing.Lease]) -> None:
         assert self.topology is not None
-        exchange = self.topology.send_exchange
-        results = await asyncio.gather(
-            *(
-                exchange.publish(
+        errors = await publish_many(
+            self.topology.send_exchange,
+            (
+                (
                     job_message(
                         lease.message_id,
                         lease.token,
@@ -162,12 +172,10 @@ class Scheduler:
                 )
                 for lease in leases
             ),
-            return_exceptions=True,
         )
-        failed = sum(isinstance(result, BaseException) for result in results)
-        for lease, result in zip(leases, results, strict=True):
+        for lease, error in zip(leases, errors, strict=True):
             log.info(
-                "message queued" if not isinstance(result, BaseException) else "publish failed",
+                "message queued" if error is None else "publish failed",
                 message_id=lease.message_id,
                 mailing_id=lease.mailing_id,
                 reaped=lease.reaped,
@@ -178,13 +186,13 @@ class Scheduler:
         metrics.MESSAGES_QUEUED.labels("reaped").inc(reaped)
         if reaped:
             log.warning("re-published messages whose lease lapsed", count=reaped)
-        if failed:
+        failures = [error for error in errors if error is not None]
+        if failures:
             # Their leases lapse and the next rounds publish them again.
-            error = next(r for r in results if isinstance(r, BaseException))
             log.warning(
                 "publish failed; jobs come back when their lease lapses",
-                failed=failed,
-                error=repr(error)[:300],
+                failed=len(failures),
+                error=repr(failures[0])[:300],
             )
 
     def _job_headers(self, mailing_id: int) -> dict[str, object]:

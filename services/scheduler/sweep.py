@@ -1,6 +1,7 @@
 """Closing what can no longer be delivered, and completing mailings.
 
-- A cancelled (deleted) mailing: its undelivered messages become `cancelled`.
+- A cancelled (deleted) mailing: its undelivered messages become `cancelled`, except those a
+  sender is sending right now (it records what really happened).
 - A mailing past its end time: its undelivered messages become `expired`, except those a
   sender holds right now (it will finish them within its lease, never past the end).
 - A started mailing whose fan-out is done and whose messages are all terminal: `completed`.
@@ -20,6 +21,8 @@ CANCEL_CHUNK = text(f"""
     WHERE id IN (
         SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
         WHERE mg.status = 'cancelled' AND msg.status IN ({OPEN_STATUSES_SQL})
+          -- A request under way may be delivered: its sender records the outcome.
+          AND NOT (msg.status = 'sending' AND coalesce(msg.lease_until > now(), false))
         LIMIT :limit
         FOR UPDATE OF msg SKIP LOCKED
     )

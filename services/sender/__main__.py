@@ -7,12 +7,11 @@ import signal
 
 import aio_pika
 import structlog
-from sqlalchemy import text
 
 from services.sender.breaker import State
 from services.sender.provider import ProviderClient, TokenSource
 from services.sender.service import Sender
-from shared.db import create_engine, create_session_factory
+from shared.db import create_engine, create_session_factory, database_ready
 from shared.logging import configure_logging
 from shared.ops_server import start_ops_server
 from shared.settings import SenderSettings
@@ -39,14 +38,9 @@ async def main() -> None:
     await sender.setup()
 
     async def readiness() -> dict[str, bool]:
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            database = True
-        except Exception:
-            database = False
-        # An open breaker is not unreadiness: restarting the pod would not fix the provider.
-        # A consumer paused by the open breaker is deliberate, not a fault.
+        database = await database_ready(engine)
+        # A consumer paused by the open breaker is deliberate: a restart would not fix the
+        # provider, so it does not make the sender unready.
         consumer = sender.consuming or sender.breaker.state != State.CLOSED
         return {"database": database, "broker": not connection.is_closed, "consumer": consumer}
 

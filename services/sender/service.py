@@ -26,7 +26,15 @@ from services.sender.provider import Outcome, ProviderClient, SendResult
 from services.sender.results import ResultWriter
 from shared import metrics
 from shared.domain.retry import retry_delay
-from shared.messaging import Job, Topology, declare_topology, decode_job, delay_ms, job_message
+from shared.messaging import (
+    Job,
+    Topology,
+    declare_topology,
+    decode_job,
+    delay_ms,
+    job_message,
+    publish_many,
+)
 from shared.settings import SenderSettings
 
 log = structlog.get_logger("sender")
@@ -336,10 +344,10 @@ class Sender:
 
     async def _publish_retries(self, retries: Sequence[store.Result]) -> None:
         assert self.topology is not None
-        exchange = self.topology.retry_exchange
-        outcomes = await asyncio.gather(
-            *(
-                exchange.publish(
+        errors = await publish_many(
+            self.topology.retry_exchange,
+            (
+                (
                     job_message(
                         r.message_id,
                         r.token,
@@ -351,9 +359,8 @@ class Sender:
                 )
                 for r in retries
             ),
-            return_exceptions=True,
         )
-        failed = sum(isinstance(o, BaseException) for o in outcomes)
+        failed = sum(error is not None for error in errors)
         if failed:
             # Their lease lapses after the delay and the scheduler queues them again.
             log.warning("retry publish failed; the scheduler will re-queue", failed=failed)

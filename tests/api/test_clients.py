@@ -456,6 +456,21 @@ async def test_delete_cancels_the_clients_open_messages_only(
     assert cleared == (0,)
 
 
+async def test_delete_leaves_a_message_being_sent_to_its_sender(
+    api: httpx.AsyncClient, db: psycopg.Connection
+) -> None:
+    """A request under way may be delivered; the sender records the outcome."""
+    (client_id,) = insert_clients(db, 1)
+    mailing = insert_mailing(db, status="running")
+    (message_id,) = insert_messages(db, mailing, [client_id], "sending")
+    db.execute(
+        "UPDATE message SET token = 7, lease_until = now() + interval '1 minute' WHERE id = %s",
+        (message_id,),
+    )
+    assert (await api.delete(f"/clients/{client_id}")).status_code == 204
+    assert message_statuses(db, [message_id]) == ["sending"]
+
+
 async def test_a_client_with_history_can_be_deleted_and_its_mailing_still_counts_it(
     api: httpx.AsyncClient, db: psycopg.Connection
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,7 +109,17 @@ async def delete_client(session: AsyncSession, client_id: int) -> None:
     client.deleted_at = func.now()
     await session.execute(
         update(Message)
-        .where(Message.client_id == client_id, Message.status.in_(MESSAGE_OPEN_STATUSES))
+        .where(
+            Message.client_id == client_id,
+            Message.status.in_(MESSAGE_OPEN_STATUSES),
+            # A request under way may be delivered: its sender records the outcome, and any
+            # later claim of this message cancels it.
+            or_(
+                Message.status != MessageStatus.SENDING,
+                Message.lease_until.is_(None),
+                Message.lease_until <= func.now(),
+            ),
+        )
         .values(status=MessageStatus.CANCELLED, token=None, lease_until=None, updated_at=func.now())
     )
     await session.commit()
