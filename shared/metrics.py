@@ -20,6 +20,9 @@ BACKLOG = Gauge(
     "mailing_backlog_messages",
     "Messages of running mailings waiting to be queued (pending); the sender autoscaling signal",
 )
+WINDOW_SIZE = Gauge(
+    "mailing_send_window", "Live leases the scheduler allows now (follows the drain rate)"
+)
 LIVE_LEASES = Gauge("mailing_live_leases", "Messages queued or being sent (the broker window)")
 SEND_QUEUE_MESSAGES = Gauge(
     "mailing_send_queue_messages", "Jobs waiting in the send queue (bounded by the window)"

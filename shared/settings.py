@@ -44,7 +44,8 @@ class SchedulerSettings(BaseServiceSettings):
     metrics_port: int = Field(9101, ge=0, le=65535)
     poll_interval_s: float = Field(2.0, gt=0)
     fanout_chunk_size: int = Field(20_000, ge=1)
-    # Live leases (queued + sending) the scheduler keeps in the broker; the database holds the rest.
+    # Most live leases (queued + sending) in the broker; the database holds the rest. Below
+    # this cap the window follows the senders' drain rate (a quarter of LEASE_TTL_S of work).
     send_window: int = Field(5_000, ge=1)
     lease_batch_size: int = Field(1_000, ge=1)
     lease_ttl_s: float = Field(120.0, gt=0)
@@ -85,8 +86,9 @@ class SenderSettings(BaseServiceSettings):
 
     @model_validator(mode="after")
     def _lease_outlasts_request(self) -> SenderSettings:
-        if self.sending_lease_s <= self.provider_timeout_s:
-            raise ValueError("SENDING_LEASE_S must exceed PROVIDER_TIMEOUT_S")
+        # A claimed message may wait for one request ahead of it, then runs its own.
+        if self.sending_lease_s <= 2 * self.provider_timeout_s:
+            raise ValueError("SENDING_LEASE_S must exceed twice PROVIDER_TIMEOUT_S")
         return self
 
     @field_validator("retry_delays_s")

@@ -12,6 +12,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import activation, fanout, leasing, sweep
+from services.scheduler.window import SendWindow
 from shared import metrics
 from shared.messaging import (
     SEND_ROUTING_KEY,
@@ -24,6 +25,7 @@ from shared.settings import SchedulerSettings
 
 log = structlog.get_logger("scheduler")
 WINDOW_RECHECK_S = 0.05
+MIN_WINDOW = 200
 
 
 class Scheduler:
@@ -46,6 +48,12 @@ class Scheduler:
         self.queue_checked_at = 0.0
         # Due messages wait behind a full send window: look again soon, not at the next poll.
         self.window_full = False
+        self.window = SendWindow(
+            minimum=MIN_WINDOW,
+            maximum=settings.send_window,
+            # A quarter of the lease: jobs are claimed long before their lease lapses.
+            horizon_s=settings.lease_ttl_s / 4,
+        )
 
     async def setup(self) -> None:
         channel = await self.connection.channel(publisher_confirms=True)
@@ -144,7 +152,9 @@ class Scheduler:
         async with self.sessions() as session:
             live = await leasing.live_leases(session)
             metrics.LIVE_LEASES.set(live)
-            room = min(self.settings.send_window - live, self.settings.lease_batch_size)
+            self.window.observe(live)
+            metrics.WINDOW_SIZE.set(self.window.size)
+            room = min(self.window.size - live, self.settings.lease_batch_size)
             self.window_full = room <= 0
             if room <= 0:
                 return False
@@ -152,6 +162,7 @@ class Scheduler:
                 session, limit=room, ttl_s=self.settings.lease_ttl_s
             )
         if leases:
+            self.window.leased(len(leases))
             await self._publish(leases)
         return len(leases) >= room
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.sender import store
 from services.sender.breaker import Breaker, State
+from services.sender.budget import ClaimBudget
 from services.sender.provider import Outcome, ProviderClient, SendResult
 from services.sender.results import ResultWriter
 from shared import metrics
@@ -41,6 +42,15 @@ log = structlog.get_logger("sender")
 T = TypeVar("T")
 
 Delivery = AbstractIncomingMessage
+
+
+def claim_budget(settings: SenderSettings) -> int:
+    """How many messages a sender may hold claimed: what its connections (and rate limit)
+    start well within the sending lease."""
+    budget = 2 * settings.max_connections
+    if settings.rate_limit_per_s is not None:
+        budget = min(budget, int(settings.rate_limit_per_s * settings.sending_lease_s / 4))
+    return max(budget, 1)
 
 
 class Sender:
@@ -66,6 +76,7 @@ class Sender:
         self.inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self.slots = asyncio.Semaphore(settings.batches_in_flight)
         self.connections = asyncio.Semaphore(settings.max_connections)
+        self.budget = ClaimBudget(claim_budget(settings))
         self.writer = ResultWriter(self._write_batch, linger_s=0.005, max_batch=500)
         # Mailings with claimed messages in this process, and those of them an admin stopped.
         self.held: Counter[int] = Counter()
@@ -140,7 +151,9 @@ class Sender:
 
     async def _batcher(self) -> None:
         loop = asyncio.get_running_loop()
-        size, linger = self.settings.batch_size, self.settings.batch_linger_ms / 1000
+        # A batch must fit in the claim budget, or it could never be claimed whole.
+        size = min(self.settings.batch_size, self.budget.size)
+        linger = self.settings.batch_linger_ms / 1000
         while True:
             batch = [await self.inbox.get()]
             deadline = loop.time() + linger
@@ -183,6 +196,13 @@ class Sender:
             await self._release([job for job, _ in jobs])
             await self._ack(d for _, d in jobs)
             return
+        await self.budget.take(len(jobs))
+        try:
+            await self._claim_and_send(jobs)
+        finally:
+            await self.budget.give(len(jobs))
+
+    async def _claim_and_send(self, jobs: list[tuple[Job, Delivery]]) -> None:
         claimed = await self._with_db_retry(
             lambda s: store.claim(
                 s,

@@ -76,3 +76,27 @@ async def test_small_mailing_is_not_stuck_behind_a_large_one(pipeline: Pipeline)
     assert pipeline.mailing_status(big["id"]) == "running", "the small one finished first"
     assert pipeline.message_counts(small["id"]) == {"sent": 50}
     assert (await pipeline.api.delete(f"/mailings/{big['id']}")).status_code == 204
+
+
+async def test_sigterm_lets_a_sender_finish_its_jobs(pipeline: Pipeline) -> None:
+    """A graceful stop finishes or returns what the sender holds: no duplicates at all."""
+    pipeline.seed_clients(2000)
+    pipeline.set_faults(latency_ms=20)
+    scheduler = pipeline.start_scheduler()
+    sender = pipeline.start_sender(max_connections=20)
+    await scheduler.wait_ready()
+    await sender.wait_ready()
+    mailing = await pipeline.create_mailing()
+
+    async def some_sent() -> bool:
+        return len(pipeline.deliveries()) >= 300
+
+    await wait_until(some_sent, timeout=30, message="300 deliveries")
+    assert sender.stop(timeout=30) == 0, sender.log_tail()
+    assert pipeline.message_counts(mailing["id"]).get("sending", 0) == 0
+    replacement = pipeline.start_sender(max_connections=20)
+    await replacement.wait_ready()
+
+    counts = await pipeline.wait_terminal(mailing["id"], 2000, timeout=120)
+    assert counts == {"sent": 2000}
+    assert all(d["count"] == 1 for d in pipeline.deliveries().values())
