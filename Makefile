@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/mailing
 
-.PHONY: run test test-unit test-chaos lint typecheck check services db install bench clean
+.PHONY: run test test-unit test-chaos lint typecheck check services db install bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: install services
 test-unit: install
 	$(BIN)/pytest -q tests/unit
 
+## Resilience scenarios (faults, restarts, bad input, security), every one including chaos_slow;
+## figures appended to $CHAOS_RESULTS (.chaos-results.jsonl). See docs/RELIABILITY.md.
+test-chaos: install services
+	$(BIN)/pytest -q tests/chaos
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,6 +47,14 @@ typecheck: install
 	$(BIN)/mypy shared services
 
 check: lint typecheck test
+
+## Benchmarks at full size (10-14 minutes on 2 cores); writes docs/BENCHMARKS.md.
+bench: install services
+	$(BIN)/python -m bench.run
+
+## The benchmarks at a tiny size (well under a minute): checks they work, report under build/.
+bench-smoke: install services
+	$(BIN)/python -m bench.run --smoke --report build/bench-smoke/BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -279,6 +279,14 @@ class Sender:
             return store.Result(c.message_id, c.mailing_id, c.token, stopped, attempted=0)
         if self.limiter is not None:
             await self.limiter.acquire()
+        # A lease that can no longer cover this request may already be another sender's
+        # (this process was frozen or starved): give the message back instead of sending it.
+        if (
+            time.monotonic() - c.claimed_at + self.provider.timeout_s
+            >= self.settings.sending_lease_s
+        ):
+            metrics.JOBS_DROPPED.labels("lease_lapsing").inc()
+            return store.Result(c.message_id, c.mailing_id, c.token, "pending", attempted=0)
         # The clock moved since the claim (rate limit, a probe first): count from the claim.
         seconds_to_end = c.seconds_to_end - (time.monotonic() - c.claimed_at)
         if seconds_to_end <= self.settings.end_safety_margin_s:

@@ -1,0 +1,145 @@
+"""What the machine is, and what each process costs: CPU seconds and RSS read from /proc."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROC = Path("/proc")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: [0] is field 3 (state)."""
+    try:
+        raw = (PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int, *, with_children: bool = False) -> float:
+    """utime + stime of a process (0 if it is gone); with the reaped children's times if asked."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
+
+
+def parent_pid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and parent_pid(int(entry.name)) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU of a process and all its children, living or reaped (a PostgreSQL server: the
+    postmaster reaps its backends, so their time moves into its cutime/cstime)."""
+    return cpu_seconds(root, with_children=True) + sum(
+        cpu_seconds(child, with_children=True) for child in children(root)
+    )
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0.0
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The process holding the TCP socket that listens on `port` (any local address)."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            parts = line.split()
+            local, state, inode = parts[1], parts[3], parts[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{inode}]")
+    if not inodes:
+        return None
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(entry.name)
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    return None
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def busy_processes() -> list[str]:
+    """Other heavy runs on this shared machine: pytest processes (not our own children)."""
+    mine = {os.getpid(), os.getppid()}
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+        if re.search(r"(^|/|\s)(py\.?test|pytest)(\s|$)", cmdline) or "-m pytest" in cmdline:
+            found.append(f"{entry.name} {cmdline[:120]}")
+    return found
+
+
+@dataclass(frozen=True)
+class Machine:
+    nproc: int
+    memory_gib: float
+    cpu_model: str
+    kernel: str
+    python: str
+
+    @classmethod
+    def read(cls) -> Machine:
+        model = "unknown"
+        for line in (PROC / "cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kb = 0
+        for line in (PROC / "meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+        return cls(
+            nproc=os.cpu_count() or 0,
+            memory_gib=round(mem_kb / 1024 / 1024, 1),
+            cpu_model=model,
+            kernel=platform.release(),
+            python=platform.python_version(),
+        )
