@@ -225,6 +225,11 @@ class Deployment:
         await sender.wait_ready()
         return sender
 
+    async def stop_scheduler(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.terminate()
+            await asyncio.to_thread(self.scheduler.wait_stopped)
+
     async def restart_scheduler(self) -> Service:
         """A fresh scheduler process (its memory measured from zero)."""
         if self.scheduler is not None:
