@@ -9,8 +9,10 @@ MAX_CONNECTIONS semaphore. Clients:
 
 - aiohttp        plain aiohttp ClientSession (the ceiling of the sender's HTTP layer)
 - httpx          httpx.AsyncClient with its default transport (httpcore)
-- httpx-aiohttp  httpx.AsyncClient over httpx_aiohttp.AiohttpTransport (what the sender uses)
-- provider       the sender's own services.sender.provider.ProviderClient
+- httpx-aiohttp  httpx.AsyncClient over httpx_aiohttp.AiohttpTransport (the sender's client
+                 before it moved to plain aiohttp)
+- provider       the sender's own services.sender.provider.ProviderClient (plain aiohttp, with
+                 its request building and classify())
 """
 
 from __future__ import annotations

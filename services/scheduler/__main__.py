@@ -7,6 +7,7 @@ import signal
 import time
 
 import structlog
+import uvloop
 
 from services.scheduler.service import Scheduler, connect_broker
 from shared.db import create_engine, create_session_factory, database_ready
@@ -45,4 +46,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

@@ -7,6 +7,7 @@ import signal
 
 import aio_pika
 import structlog
+import uvloop
 
 from services.sender.breaker import State
 from services.sender.provider import ProviderClient, TokenSource
@@ -62,4 +63,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

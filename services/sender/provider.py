@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import httpx
-from httpx_aiohttp import AiohttpTransport
+import aiohttp
+from multidict import CIMultiDict, istr
+from prometheus_client import Counter
+from yarl import URL
 
 from shared import metrics
 
@@ -126,22 +128,60 @@ def jwt_expiry(token: str | None) -> float | None:
     return float(exp) if isinstance(exp, int | float) else None
 
 
+_AUTHORIZATION = istr("Authorization")
+_CONTENT_TYPE = istr("Content-Type")
+# The JSON of the request body's text, as httpx's `json=` wrote it: compact, UTF-8, no NaN.
+_json_string = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# `mailing_provider_requests_total` by outcome, each series made on its first use (as `.labels()`
+# would) and then kept: the lookup under the metric's lock is not free per request.
+_REQUESTS: dict[Outcome, Counter] = {}
+
+
 class ProviderClient:
+    """Plain aiohttp: one session, one pool of `max_connections` keep-alive connections.
+
+    The session is made on the first request, inside the running event loop. Each request is
+    bounded by one `asyncio.timeout` (the session sets no timeouts of its own), so it never runs
+    past `min(timeout_s, time_left_s)`.
+    """
+
     def __init__(
         self, base_url: str, tokens: TokenSource, *, timeout_s: float, max_connections: int
     ) -> None:
         self.tokens = tokens
         self.timeout_s = timeout_s
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+        # POST {base_url}/send/{id}: each request's URL is the base with its path replaced,
+        # which is much cheaper than parsing a URL string per request.
+        self._base_url = URL(base_url.rstrip("/"))
+        self._path_prefix = self._base_url.raw_path.rstrip("/") + "/send/"
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        # The request headers, built again only when the token changes.
+        self._headers_token: str | None = None
+        self._headers: CIMultiDict[str] = CIMultiDict()
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("ProviderClient is closed")
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            # httpx.Limits' default keep-alive expiry, which the httpx client used.
+            keepalive_timeout=5.0,
         )
-        # httpx's API over aiohttp's transport: about six times the default transport's rate.
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            transport=AiohttpTransport(limits=limits),
-            timeout=httpx.Timeout(timeout_s),
-            limits=limits,
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(),  # no limits: `send` bounds each request itself
         )
+        return self._session
+
+    def _headers_for(self, token: str) -> CIMultiDict[str]:
+        if token is not self._headers_token:
+            self._headers = CIMultiDict(
+                {_AUTHORIZATION: f"Bearer {token}", _CONTENT_TYPE: "application/json"}
+            )
+            self._headers_token = token
+        return self._headers
 
     async def send(self, message_id: int, phone: str, text: str, time_left_s: float) -> SendResult:
         """One request, never running past the mailing's end time (`time_left_s` from now)."""
@@ -151,28 +191,38 @@ class ProviderClient:
         token = self.tokens.value
         if token is None:
             return SendResult(Outcome.UNAUTHORIZED, "no provider token configured")
+        session = self._session if self._session is not None else self._new_session()
+        body = b'{"id":%d,"phone":%d,"text":%b}' % (
+            message_id,
+            int(phone),
+            _json_string(text).encode(),
+        )
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
-                response = await self._http.post(
-                    f"/send/{message_id}",
-                    json={"id": message_id, "phone": int(phone), "text": text},
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=timeout,
-                )
-        except TimeoutError:
+                async with session.post(
+                    self._base_url.with_path(f"{self._path_prefix}{message_id}", encoded=True),
+                    data=body,
+                    headers=self._headers_for(token),
+                    allow_redirects=False,
+                ) as response:
+                    content = await response.read()
+        except TimeoutError:  # aiohttp's own timeout errors are TimeoutErrors too
             result = SendResult(Outcome.RETRY, f"timed out after {timeout:.1f}s")
-        except httpx.TimeoutException:
-            result = SendResult(Outcome.RETRY, f"timed out after {timeout:.1f}s")
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             result = SendResult(Outcome.RETRY, f"{type(exc).__name__}: {exc}"[:300])
         else:
-            result = classify(
-                response.status_code, response.content, response.headers.get("retry-after")
-            )
+            result = classify(response.status, content, response.headers.get("Retry-After"))
         metrics.PROVIDER_LATENCY.observe(time.perf_counter() - started)
-        metrics.PROVIDER_REQUESTS.labels(result.outcome.value).inc()
+        counter = _REQUESTS.get(result.outcome)
+        if counter is None:  # the first request with this outcome
+            counter = _REQUESTS[result.outcome] = metrics.PROVIDER_REQUESTS.labels(
+                result.outcome.value
+            )
+        counter.inc()
         return result
 
     async def close(self) -> None:
-        await self._http.aclose()
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
