@@ -19,6 +19,8 @@ def main() -> None:
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        # uvicorn's own lines go through the root handler that configure_logging set up.
+        log_config=None,
         access_log=False,
     )
 
