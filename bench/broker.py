@@ -21,12 +21,12 @@ from typing import Any
 import aio_pika
 
 from bench.system import cpu_seconds
-from shared.messaging import encode_job
+from shared.messaging import encode_jobs
 
 
 def _message(i: int) -> aio_pika.Message:
     return aio_pika.Message(
-        encode_job(i, i, 1),
+        encode_jobs(1, [(i, i)]),
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         content_type="application/json",
         expiration=3600,

@@ -1,17 +1,73 @@
-"""The report's closing section: what limits each figure and what to change, ranked by the
-gain this run's own figures predict. Estimates are derived from figures of the same run
-(ceilings, micro-benchmarks, profiles); none is a measurement of the changed code."""
+"""The report's closing sections: the figures before and after the changes the profile led to,
+and what limits each figure now.
+
+"Before" is run 20261122T162556Z (docs/BENCHMARKS.md at commit e1bc7e9): the same benchmark,
+machine and tuned settings, before the changes listed in CHANGES. Its figures are copied here
+because the shared machine keeps no old runs; every "after" figure comes from this run.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+BEFORE_RUN = "20261122T162556Z"
+BEFORE: dict[str, float] = {
+    "e2e_rate": 469.6,
+    "e2e_rate_50ms": 359.5,
+    "sender_ms": 1.732,
+    "scheduler_ms": 0.577,
+    "rabbitmq_ms": 0.410,
+    "postgres_ms": 0.405,
+    "stub_ms": 0.211,
+    "provider_client_cpu_ms": 0.977,
+    "scaleout": 1.86,
+    "fanout_s": 83.46,
+    "first_delivery_s": 1.01,
+    "first_window_ratio": 0.78,
+    "tiny_after_s": 22.76,
+    "stats_p95_ms": 29.9,
+    "stats_one_p95_ms": 7.0,
+    "duration_min": 11.6,
+}
+# The tiny mailing created during the fan-out had not completed when the run stopped watching.
+BEFORE_TINY_DURING = "> 90 s (not completed)"
+
+CHANGES = [
+    "**The sender sends with plain aiohttp** (`services/sender/provider.py`): httpx over the "
+    "httpx-aiohttp transport cost 0.98 ms of client CPU per request against 0.36 ms for "
+    "aiohttp (the in-process comparison of run "
+    f"{BEFORE_RUN}); httpx frames were 42% of the sender's profile. Same requests and "
+    "semantics: one pooled session, each request's timeout capped at the time left to the "
+    "end, every transport error retryable, the same `classify()`.",
+    "**One broker job carries up to `MESSAGES_PER_JOB` (50) messages of one mailing** "
+    '(`shared/messaging.py`, `{"mailing_id", "items": [[id, token], …]}`): one confirmed '
+    "publish, one delivery and one ack per 50 sends instead of per send. The scheduler's "
+    "publishing and RabbitMQ's work were 0.58 and 0.41 ms per message, the sender's AMQP "
+    "frames 17% of its samples. The fencing `(id, token)` and the claim are unchanged; a job "
+    "is acked once every one of its messages is finished; retries go out as jobs per mailing "
+    "and delay tier; dead letters fail or expire the messages of a job in one statement.",
+    "**The claim budget is handed back per message as its request ends** (`services/sender/"
+    "budget.py`), not when the whole batch's results are written, so the next micro-batch is "
+    "claimed while the last one is still being written.",
+    "**The sender and the scheduler run on uvloop** (the API and the stub already did).",
+    "**The sender's provider concurrency starts slow** (`services/sender/limit.py`): 4 requests "
+    "at once until the provider answers, one more per answer. Jobs of 50 made every "
+    "micro-batch arrive at once, and a provider that was down met a whole batch (200 requests) "
+    "before the breaker opened; now it meets a handful.",
+    "**Fan-out: round-robin across mailings, by matching rows, small first chunk, no per-row "
+    "foreign-key triggers** (`services/scheduler/fanout.py`, migration 0002): see the fan-out "
+    "section for the chunk profile.",
+    "**The send window holds `SEND_WINDOW_HORIZON_S` (2 s) of the senders' work**, not a "
+    "quarter of the lease TTL (30 s), so a new mailing's first jobs wait behind about 2 s of "
+    "others' work in the FIFO send queue.",
+]
 
 
 def _f(value: float | None, digits: int = 2) -> str:
     return "?" if value is None else f"{value:,.{digits}f}"
 
 
-def _get(d: dict[str, Any] | None, *keys: str) -> Any:
+def _get(d: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(d, dict):
             return None
@@ -19,11 +75,10 @@ def _get(d: dict[str, Any] | None, *keys: str) -> Any:
     return d
 
 
-def _http_row(results: dict[str, Any], client: str, loop: str = "asyncio") -> dict[str, Any]:
-    for row in _get(results, "http", "rows") or []:
-        if row["client"] == client and row.get("loop", "asyncio") == loop and "note" not in row:
-            return dict(row)
-    return {}
+def _x(before: float | None, after: float | None, *, lower_is_better: bool = False) -> str:
+    if not before or not after:
+        return "-"
+    return f"{(before / after if lower_is_better else after / before):.2f}x"
 
 
 def _group(results: dict[str, Any], process: str, name: str) -> float | None:
@@ -34,245 +89,176 @@ def _group(results: dict[str, Any], process: str, name: str) -> float | None:
     return None
 
 
-def findings(results: dict[str, Any]) -> str:
+def _http_cpu(results: dict[str, Any], client: str) -> float | None:
+    for row in _get(results, "http", "rows") or []:
+        if row["client"] == client and row.get("loop", "asyncio") == "asyncio":
+            return row.get("cpu_ms_per_request")
+    return None
+
+
+def before_after(results: dict[str, Any]) -> str:
+    run = _get(results, "e2e", "runs", "0ms-warning") or {}
+    run50 = _get(results, "e2e", "runs", "50ms-warning") or {}
+    per = run.get("cpu_ms_per_msg") or {}
+    fo = results.get("fanout") or {}
+    full = fo.get("full") or {}
+    tiny = full.get("tiny") or {}
+    during, after_fo = tiny.get("during_fanout") or {}, tiny.get("after_fanout") or {}
+    stats = results.get("stats") or {}
+    base = run.get("rate")
+    first_ratio = (
+        full["first_window_rate"] / base if base and full.get("first_window_rate") else None
+    )
+    during_s = (
+        f"{_f(during.get('seconds'), 2)} s"
+        if during.get("completed")
+        else (f"> {_f(during.get('waited_s'), 0)} s (not completed)" if during else "?")
+    )
+
+    def stat_p95(key: str) -> float | None:
+        for row in stats.get("rows_measured") or []:
+            if row.get("mode") == key and row.get("concurrency") == 1:
+                return row.get("p95_ms")
+        return None
+
+    total_min = results.get("total_seconds", 0) / 60 if results.get("total_seconds") else None
+    scale = _get(results, "scaleout", "speedup")
+    rows: list[tuple[str, str, str, str]] = [
+        (
+            "end-to-end msg/s, stub 0 ms",
+            _f(BEFORE["e2e_rate"], 1),
+            _f(base, 1),
+            _x(BEFORE["e2e_rate"], base),
+        ),
+        (
+            "end-to-end msg/s, stub 50 ms",
+            _f(BEFORE["e2e_rate_50ms"], 1),
+            _f(run50.get("rate"), 1),
+            _x(BEFORE["e2e_rate_50ms"], run50.get("rate")),
+        ),
+    ]
+    for key, label in (
+        ("sender", "sender"),
+        ("scheduler", "scheduler"),
+        ("rabbitmq", "RabbitMQ"),
+        ("postgres_db", "PostgreSQL"),
+        ("stub", "provider stub"),
+    ):
+        before_key = {"postgres_db": "postgres_ms", "rabbitmq": "rabbitmq_ms"}.get(key, f"{key}_ms")
+        rows.append(
+            (
+                f"CPU ms per message: {label}",
+                _f(BEFORE[before_key], 3),
+                _f(per.get(key), 3),
+                _x(BEFORE[before_key], per.get(key), lower_is_better=True),
+            )
+        )
+    provider_cpu = _http_cpu(results, "provider")
+    rows += [
+        (
+            "ProviderClient CPU ms per request (in-process, 64 at once)",
+            _f(BEFORE["provider_client_cpu_ms"], 3),
+            _f(provider_cpu, 3),
+            _x(BEFORE["provider_client_cpu_ms"], provider_cpu, lower_is_better=True),
+        ),
+        ("scale-out, 2 senders vs 1", f"{BEFORE['scaleout']:.2f}x", f"{_f(scale)}x", "-"),
+        (
+            "fan-out: 1,000,000 message rows in",
+            f"{_f(BEFORE['fanout_s'], 1)} s",
+            f"{_f(full.get('fanout_s'), 1)} s",
+            _x(BEFORE["fanout_s"], full.get("fanout_s"), lower_is_better=True),
+        ),
+        (
+            "fan-out: create → first delivery",
+            f"{_f(BEFORE['first_delivery_s'])} s",
+            f"{_f(full.get('first_delivery_s'))} s",
+            "-",
+        ),
+        (
+            "fan-out: first-window send rate vs end to end",
+            f"{BEFORE['first_window_ratio']:.2f}x",
+            f"{_f(first_ratio)}x",
+            "-",
+        ),
+        ("100-client mailing during the 1M fan-out", BEFORE_TINY_DURING, during_s, "-"),
+        (
+            "100-client mailing after the 1M fan-out",
+            f"{_f(BEFORE['tiny_after_s'])} s",
+            f"{_f(after_fo.get('seconds'))} s",
+            _x(BEFORE["tiny_after_s"], after_fo.get("seconds"), lower_is_better=True),
+        ),
+        (
+            "GET /mailings/stats p95",
+            f"{_f(BEFORE['stats_p95_ms'], 1)} ms",
+            f"{_f(stat_p95('stats-all'), 1)} ms",
+            "-",
+        ),
+        (
+            "`make bench` duration",
+            f"{_f(BEFORE['duration_min'], 1)} min",
+            f"{_f(total_min, 1)} min",
+            "-",
+        ),
+    ]
+    lines = [
+        f"## Before and after\n\nRun {BEFORE_RUN} (the report at commit e1bc7e9, same "
+        "benchmark and tuned settings, a similarly loaded machine) against this run. What "
+        "changed in between, each change led by that run's profile or figures:\n",
+        *[f"{i}. {text}" for i, text in enumerate(CHANGES, 1)],
+        "",
+        "| figure | before | after | gain |",
+        "| --- | --- | --- | --- |",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def limits(results: dict[str, Any]) -> str:
     run = _get(results, "e2e", "runs", "0ms-warning") or {}
     per = run.get("cpu_ms_per_msg") or {}
     cpu = run.get("cpu_s") or {}
     rate = run.get("rate")
     sender_ms = per.get("sender")
-    sched_ms = per.get("scheduler")
-    rabbit_ms = per.get("rabbitmq")
-    pg_ms = per.get("postgres_db")
-    sender_core = cpu.get("sender") / cpu["wall"] if cpu.get("wall") else None
     nproc = _get(results, "machine", "nproc") or 2
+    if not sender_ms or not rate:
+        return ""
+    total = sum(
+        per.get(k) or 0 for k in ("sender", "scheduler", "rabbitmq", "postgres_db", "stub", "api")
+    )
+    sender_core = cpu["sender"] / cpu["wall"] if cpu.get("wall") and cpu.get("sender") else None
+    busy = run.get("machine_busy")
+    aio = _http_cpu(results, "aiohttp")
+    text = [
+        "## What limits it now\n",
+        f"**End to end.** Per delivered message the pipeline spends {_f(total)} ms of CPU "
+        f"(sender {_f(sender_ms)}, PostgreSQL {_f(per.get('postgres_db'))}, stub "
+        f"{_f(per.get('stub'))}, scheduler {_f(per.get('scheduler'))}, RabbitMQ "
+        f"{_f(per.get('rabbitmq'))}): {nproc} cores carry at most ≈"
+        f"{_f(nproc * 1000 / total, 0)} msg/s with everything on them; this run reached "
+        f"{_f(rate, 0)} msg/s with the machine {_f((busy or 0) * 100, 0)}% busy. One sender "
+        f"process on one core tops out near {_f(1000 / sender_ms, 0)} msg/s (it was "
+        f"{_f((sender_core or 0) * 100, 0)}% of a core busy); past that, add sender replicas "
+        "(the scale-out figure) — on this 2-core machine they would only share the same cores.",
+    ]
+    if aio:
+        text.append(
+            f"Of the sender's {_f(sender_ms)} ms, about {_f(aio)} ms is the HTTP request itself "
+            "(plain aiohttp's cost per request in the HTTP table); the rest is the claim and "
+            "result statements, job decoding, the breaker and budget bookkeeping and the event "
+            "loop. The profile tables above show where."
+        )
+    text.append(
+        "\n**Next, by expected gain:** (1) run the claim and result statements on a plain "
+        "psycopg `AsyncConnection` instead of SQLAlchemy `text()` through an ORM session "
+        f"({_f(_group(results, 'sender', 'DB: SQLAlchemy'), 0)}% of the sender's samples are "
+        "SQLAlchemy); (2) PostgreSQL's share: the claim and the result write each update every "
+        "message row, and the counter trigger runs per statement — merging the `sending` state "
+        "into the claim's lease (one row update less per message) could cut about a third of "
+        "it; (3) for 3,000 msg/s, more cores: the pipeline scales out (senders and schedulers "
+        "are stateless and coordinate only through PostgreSQL and the broker)."
+    )
+    return "\n".join(text) + "\n"
 
-    parts = ["## Findings and proposed fixes\n"]
 
-    # --- what limits the end-to-end rate --------------------------------------------------
-    if sender_ms and rate:
-        total = sum(v or 0 for v in (sender_ms, sched_ms, rabbit_ms, pg_ms, per.get("stub")))
-        parts.append(
-            "**What limits the end-to-end rate.** The sender is one Python process on one core: "
-            f"in `0ms-warning` it spent {_f(sender_ms)} ms of CPU per message and was busy "
-            f"{_f((sender_core or 0) * 100, 0)}% of one core, so one sender tops out near "
-            f"{_f(1000 / sender_ms, 0)} msg/s whatever the knobs (see the sweep). The whole "
-            f"pipeline needs {_f(total)} ms of CPU per message (sender, "
-            f"scheduler {_f(sched_ms)}, PostgreSQL {_f(pg_ms)}, RabbitMQ {_f(rabbit_ms)}, stub "
-            f"{_f(per.get('stub'))}), so {nproc} cores carry at most ≈"
-            f"{_f(nproc * 1000 / total, 0)} msg/s even with more senders: 1,500 msg/s on this "
-            "machine needs the per-message CPU cut, in the sender first.\n"
-        )
-
-    prov, aio = _http_row(results, "provider"), _http_row(results, "aiohttp")
-    prov_uv, aio_uv = (
-        _http_row(results, "provider", "uvloop"),
-        _http_row(results, "aiohttp", "uvloop"),
-    )
-    http_saving = None
-    if prov.get("cpu_ms_per_request") and aio.get("cpu_ms_per_request"):
-        http_saving = prov["cpu_ms_per_request"] - aio["cpu_ms_per_request"]
-    broker = results.get("broker") or {}
-    one_by_one = _get(broker, "consume_ack", "client_cpu_ms_per_msg")
-    multiple = _get(broker, "consume_ack_multiple", "client_cpu_ms_per_msg")
-    rmq_one = _get(broker, "consume_ack", "broker_cpu_ms_per_msg")
-    rmq_multiple = _get(broker, "consume_ack_multiple", "broker_cpu_ms_per_msg")
-    publish_ms = _get(broker, "publish_gathered", "client_cpu_ms_per_msg")
-    amqp_share = _group(results, "sender", "AMQP")
-    log_runs = _get(results, "sweep", "runs") or {}
-    info, warn = log_runs.get("LOG_LEVEL=INFO"), log_runs.get("tuned")
-    fo = results.get("fanout") or {}
-    chunk = fo.get("chunk_profile") or {}
-    fk_ms = sum(v for k, v in (chunk.get("triggers_ms") or {}).items() if k.startswith("fk_"))
-    full = fo.get("full") or {}
-
-    def after(saving: float | None) -> str:
-        if not saving or not sender_ms or saving >= sender_ms:
-            return ""
-        return (
-            f" If the sender stays the bottleneck, {_f(sender_ms)} → {_f(sender_ms - saving)} "
-            f"ms/msg is ≈{_f(sender_ms / (sender_ms - saving), 2)}x its rate."
-        )
-
-    fixes: list[str] = []
-    fixes.append(
-        "**Sender: send with plain aiohttp instead of httpx over the httpx-aiohttp transport** "
-        "(`services/sender/provider.py`, `ProviderClient`). Keep one `aiohttp.ClientSession("
-        "connector=TCPConnector(limit=max_connections), timeout=ClientTimeout(total="
-        "timeout_s))` created lazily inside the running loop; in `send()` do `async with "
-        "session.post(f'{base}/send/{id}', json=..., headers=...) as r: body = await "
-        "r.read()`, keep `asyncio.timeout(timeout)` around it, map `aiohttp.ClientError` and "
-        "`TimeoutError` to `RETRY` exactly as the httpx errors are now, and pass `r.status`, "
-        "`body` and `r.headers.get('retry-after')` to the unchanged `classify()`; `close()` "
-        "closes the session. Same requests, same semantics. Expected: "
-        + (
-            f"{_f(prov.get('cpu_ms_per_request'), 3)} → {_f(aio.get('cpu_ms_per_request'), 3)} "
-            f"ms of client CPU per request (the in-process comparison above: "
-            f"{_f(prov.get('rate'), 0)} → {_f(aio.get('rate'), 0)} req/s), i.e. "
-            f"-{_f(http_saving, 2)} ms per message in the sender.{after(http_saving)}"
-            if http_saving
-            else "the difference between the ProviderClient and aiohttp rows above."
-        )
-        + " The httpx frames are the largest group in the sender's profile"
-        + (
-            f" ({_f(_group(results, 'sender', 'HTTP client: httpx'), 0)}% of its samples)."
-            if _group(results, "sender", "HTTP client: httpx") is not None
-            else "."
-        )
-    )
-    fixes.append(
-        "**Pack many messages into one broker job** (`shared/messaging.py` `encode_job`/"
-        "`decode_job`/`job_message`; `services/scheduler/service.py` `_publish`; "
-        "`services/sender/service.py` `_on_job`/`_batcher`/`_process`). Today every message "
-        "is one AMQP message: one confirmed publish in the scheduler, one enqueue, delivery and "
-        "ack in RabbitMQ, one delivery and ack in the sender. Publish one job per lease slice "
-        'instead — `{"mailing_id", "items": [[id, token], …]}` with up to ~100 items (the '
-        "`(id, token)` fencing and the claim are unchanged: the claim already takes a list) — "
-        "and ack it once all its results are written; retries and dead letters stay one "
-        "message per job as now. Expected: the per-message broker work shrinks ~100x: "
-        f"scheduler {_f(sched_ms)} ms/msg (mostly publishing: {_f(publish_ms, 3)} ms of client "
-        f"CPU per confirmed publish in the broker micro-benchmark), RabbitMQ {_f(rabbit_ms)} "
-        f"ms/msg, and the sender's AMQP share ({_f(amqp_share, 0)}% of its samples) mostly "
-        "go. The cost: a lost or redelivered job carries many messages (the claim's token "
-        "check already drops those written), and the `send` queue depth counts jobs, not "
-        "messages (export the backlog metric from the database, as now)."
-    )
-    fixes.append(
-        "**Sender: ack in delivery-tag order with `multiple=True`** (`services/sender/"
-        "service.py`, `_ack` and `_send_claimed.finish`). Keep the lowest unacked delivery "
-        "tag of the send channel and a set of finished tags; when a result write completes, "
-        "advance over the contiguous finished tags and send one `ack(multiple=True)` for the "
-        "highest (never past an unfinished one; reset the tracker when the robust channel "
-        "reconnects, since tags restart). Parked and dropped jobs go through the same tracker. "
-        "Expected: one ack frame per write batch instead of per message; in the broker "
-        f"micro-benchmark consume+ack costs {_f(one_by_one, 3)} → {_f(multiple, 3)} ms of client "
-        f"CPU and {_f(rmq_one, 3)} → {_f(rmq_multiple, 3)} ms of RabbitMQ CPU per message. "
-        "(With the batched jobs above this matters much less.)"
-    )
-    if prov_uv.get("rate") and prov.get("rate"):
-        aio_uv_ratio = (
-            aio_uv["rate"] / aio["rate"] if aio.get("rate") and aio_uv.get("rate") else None
-        )
-        fixes.append(
-            "**Run the sender and the scheduler on uvloop** (`services/sender/__main__.py`, "
-            "`services/scheduler/__main__.py`: `uvloop.run(main())` instead of "
-            "`asyncio.run(main())`; uvloop is already installed with `uvicorn[standard]`, and "
-            "the API already runs on it). Expected from the in-process comparison: "
-            f"ProviderClient {_f(prov.get('rate'), 0)} → {_f(prov_uv.get('rate'), 0)} req/s "
-            f"({_f(prov_uv['rate'] / prov['rate'], 2)}x), plain aiohttp "
-            f"{_f(aio.get('rate'), 0)} → {_f(aio_uv.get('rate'), 0)} req/s "
-            f"({_f(aio_uv_ratio, 2)}x)"
-            " — so it pays mostly together with fix 1, once the httpx layers are gone; the "
-            f"event loop's own frames are {_f(_group(results, 'sender', 'asyncio'), 0)}% of the "
-            f"sender's and {_f(_group(results, 'scheduler', 'asyncio'), 0)}% of the scheduler's "
-            "samples."
-        )
-    if info and warn:
-        d_sender = (info["cpu_ms_per_msg"].get("sender") or 0) - (
-            warn["cpu_ms_per_msg"].get("sender") or 0
-        )
-        d_sched = (info["cpu_ms_per_msg"].get("scheduler") or 0) - (
-            warn["cpu_ms_per_msg"].get("scheduler") or 0
-        )
-        costly = info["rate"] < 0.95 * warn["rate"] or d_sender + d_sched > 0.05
-        measured = (
-            f"in the sweep INFO ran at {_f(info['rate'] / warn['rate'], 2)}x the WARNING rate, "
-            f"with {_f(d_sender, 3)} ms (sender) and {_f(d_sched, 3)} ms (scheduler) more CPU "
-            "per message"
-        )
-        if costly:
-            fixes.append(
-                "**Per-message INFO lines to DEBUG** (`services/sender/service.py` `_send_now`: "
-                '"provider accepted message"; `services/scheduler/service.py` `_publish`: '
-                '"message queued" — keep one INFO summary per batch with counts, and the '
-                "per-message lines for failures). INFO is the shipped default, so every "
-                f"deployment pays it: {measured}."
-            )
-        else:
-            fixes.append(
-                "**Per-message INFO logs: no change needed for speed.** The shipped INFO level "
-                "writes one JSON line per message in the sender and one in the scheduler, but "
-                f"{measured} — within this machine's noise; a line costs tens of microseconds "
-                "against the milliseconds above (the logging group is "
-                f"{_f(_group(results, 'sender', 'logging'), 1)}% of the sender's samples even "
-                "at WARNING). Moving them to DEBUG would still cut log volume (two lines per "
-                "message is a lot of storage at millions of messages)."
-            )
-    if full:
-        fixes.append(
-            "**Scheduler: do not let the fan-out stall the top-ups** (`services/scheduler/"
-            "service.py`, `Scheduler.round`). A fan-out chunk is awaited between two top-ups, "
-            "so while a big mailing fans out the send queue is refilled at most twice per "
-            "chunk, and the very first lease waits for the first chunk's INSERT (in this run: "
-            f"first delivery after {_f(full.get('first_delivery_s'), 2)} s, peak queue depth "
-            f"{_f(full.get('queue_peak'), 0)}, {_f(full.get('first_window_rate'), 0)} msg/s over "
-            f"the first {_f(full.get('window_s'), 0)} s vs {_f(rate, 0)} msg/s in the "
-            "end-to-end run; on this shared machine the load swings between runs are as large "
-            "as the effect). Run the fan-out in its own task with its "
-            "own session (it already is resumable and locked with `SKIP LOCKED`), or top up "
-            "after every smaller chunk (`FANOUT_CHUNK_SIZE=5000`). Expected: the first-minute "
-            "rate within a few % of the steady rate; the first send no longer waits for the "
-            "first chunk's INSERT."
-        )
-    if chunk.get("execution_ms"):
-        share = fk_ms / chunk["execution_ms"] if chunk["execution_ms"] else 0
-        fixes.append(
-            "**Fan-out: drop the per-row foreign-key checks on `message`** (a migration: drop "
-            "`fk_message_client_id_client` and `fk_message_mailing_id_mailing`). Every message "
-            "row is made by the fan-out's `INSERT … SELECT` from existing `client` and "
-            "`mailing` rows, and neither is ever hard-deleted (soft deletes only), so the "
-            "checks cannot fail; they are one trigger call each per row. In this run they were "
-            f"{_f(fk_ms, 0)} of {_f(chunk['execution_ms'], 0)} ms of a "
-            f"{_f(chunk.get('clients'), 0)}-client chunk ({_f(share * 100, 0)}%): expected "
-            f"≈{_f(1 / (1 - share), 2) if share < 1 else '?'}x fan-out speed "
-            f"({_f(full.get('fanout_s'), 1)} s for {_f(fo.get('clients'), 0)} clients now). "
-            "If referential integrity must be provable in the database, check it with a "
-            "periodic anti-join query instead of a trigger per inserted row."
-        )
-    tiny = full.get("tiny") or {}
-    if tiny:
-        during = tiny.get("during_fanout") or tiny.get("late_in_window") or {}
-        after_fo = tiny.get("after_fanout") or {}
-        fixes.append(
-            "**Fan-out fairness: a small mailing must not wait for a big one's whole fan-out** "
-            "(`services/scheduler/fanout.py`, `PICK_MAILING`: `ORDER BY started_at LIMIT 1` "
-            "always continues the oldest mailing). Pick round-robin instead — add "
-            "`fanout_touched_at` (set in `ADVANCE`) and `ORDER BY fanout_touched_at NULLS FIRST` "
-            "— or smallest remaining id range first. Expected: a new mailing gets its rows "
-            "within one chunk (well under a second) instead of after the big fan-out: here a "
-            "100-client mailing created during the fan-out took "
-            + (
-                f"{_f(during.get('seconds'), 1)} s"
-                if during.get("completed")
-                else f"more than {_f(during.get('waited_s'), 0)} s (not completed)"
-            )
-            + " to complete"
-            + (
-                f", one created after it {_f(after_fo.get('seconds'), 1)} s (only the send "
-                "queue ahead of it)"
-                if after_fo
-                else ""
-            )
-            + ". The queue itself is FIFO: a new mailing's jobs wait behind up to SEND_WINDOW "
-            "jobs (≈ SEND_WINDOW / rate seconds), while a smaller window means smaller lease "
-            "batches and more scheduler and database work per message (see `SEND_WINDOW=2000` "
-            "in the sweep). To get both, give each running mailing its own share of the window "
-            "(count live leases per mailing in `top_up`) or a queue per priority, rather than "
-            "shrinking the window."
-        )
-    fixes.append(
-        "**Smaller per-message costs in the sender** (`services/sender/service.py`, "
-        "`provider.py`): look the Prometheus children up once (`PROVIDER_REQUESTS.labels("
-        "outcome)` and `MESSAGES_FINISHED.labels(status)` per call are dict look-ups under a "
-        "lock), drop the per-message `structlog.contextvars.bound_contextvars` when the level "
-        "filters the line anyway, build the `fields` dict only when logging, and run the "
-        "claim and result statements on a plain `AsyncConnection` (Core `text()` through an "
-        "ORM `Session` adds its bookkeeping to every batch: "
-        f"{_f(_group(results, 'sender', 'DB: SQLAlchemy'), 0)}% of the sender's samples are in "
-        "SQLAlchemy). Each is a few percent."
-    )
-    parts.append(
-        "Ranked by the gain expected on this machine (end-to-end rate first, then the "
-        "fan-out and latency targets):\n"
-    )
-    parts.extend(f"{i}. {text}\n" for i, text in enumerate(fixes, 1))
-    return "\n".join(parts)
+def findings(results: dict[str, Any]) -> str:
+    return before_after(results) + "\n" + limits(results)

@@ -311,18 +311,17 @@ class Report:
     @staticmethod
     def fanout_limit(fo: dict[str, Any]) -> str:
         text = (
-            "chunked INSERT … SELECT (20,000 client ids per transaction) into `message`, which "
-            "has 6 indexes, two foreign keys checked per row and the counter trigger; the "
-            "chunks run in the scheduler's loop between top-ups, beside the sending"
+            "chunked INSERT … SELECT (20,000 matching clients per transaction, in its own task "
+            "beside the top-ups) into `message`, whose 6 indexes are each needed by a query; "
+            "on 2 cores it shares the CPU with the sending"
         )
         chunk = fo.get("chunk_profile") or {}
         total = chunk.get("execution_ms")
         if total:
-            fk = sum(v for k, v in (chunk.get("triggers_ms") or {}).items() if k.startswith("fk_"))
             rate = chunk["clients"] / total * 1000
             text += (
                 f". One chunk alone, after the run: {fmt(total, 0)} ms ({fmt(rate, 0)} rows/s, "
-                f"{fmt(fk / total * 100, 0)}% of it in the foreign-key checks)"
+                f"≈{fmt(1_000_000 / rate, 0)} s per million rows with nothing else running)"
             )
         return text
 
@@ -348,8 +347,8 @@ class Report:
         base = best["rate"] if best else None
         rate = full.get("first_window_rate")
         text = (
-            "while a chunk's INSERT runs, the scheduler's loop does not top the queue up, and "
-            "the INSERTs compete with sending for the database and the CPU"
+            "the fan-out's INSERTs compete with sending for the database and the 2 cores (the "
+            "top-ups no longer wait for them: the fan-out runs in its own task)"
         )
         if base and rate and rate > 1.1 * base:
             loads = (best or {}).get("load", [None])[0], full.get("load", [None])[0]
@@ -368,16 +367,18 @@ class Report:
             window = int(settings["SEND_WINDOW"])
         rate = full.get("first_window_rate")
         wait = window / rate if window and rate else None
+        horizon = settings.get("SEND_WINDOW_HORIZON_S", "2")
         if key in ("during_fanout", "late_in_window"):
             return (
-                "the scheduler fans out one mailing at a time, oldest first "
-                "(`PICK_MAILING … ORDER BY started_at LIMIT 1`): the small mailing's rows wait "
-                f"for the big fan-out ({fmt(full.get('fanout_s'))} s), then its jobs queue "
-                f"behind the big mailing's window"
+                "fan-out takes turns across mailings (the one that waited longest first), so "
+                "the small mailing's rows come within one chunk of the big one's; then its jobs "
+                f"queue behind the window: about SEND_WINDOW_HORIZON_S={horizon} s of the "
+                "senders' work"
             )
         return (
-            f"its jobs join the FIFO send queue behind up to SEND_WINDOW={fmt(window)} jobs of "
-            f"the big mailing: ≈{fmt(wait, 1)} s at {fmt(rate, 0)} msg/s"
+            f"its jobs join the FIFO send queue behind the window: about "
+            f"SEND_WINDOW_HORIZON_S={horizon} s of the senders' work (at most "
+            f"SEND_WINDOW={fmt(window)} messages, ≈{fmt(wait, 1)} s at {fmt(rate, 0)} msg/s)"
         )
 
     def settings(self) -> None:
@@ -488,7 +489,8 @@ class Report:
                 "### Ceilings (same run, same stub, same sends)\n\n"
                 f"The same number of sends pushed straight to the stub from one process at the "
                 f"sender's concurrency ({conc} = MAX_CONNECTIONS): plain aiohttp, and the "
-                "sender's own `ProviderClient` (httpx over the httpx-aiohttp transport). The "
+                "sender's own `ProviderClient` (plain aiohttp, plus its request building and "
+                "`classify()`). The "
                 "last column is the end-to-end rate (`0ms-warning` / `50ms-warning`) over the "
                 "ceiling.\n\n"
                 + table(
@@ -583,8 +585,8 @@ class Report:
         aio = next((x for x in http["rows"] if x["client"] == "aiohttp"), None)
         names = {
             "httpx": "httpx, default transport (httpcore)",
-            "httpx-aiohttp": "httpx + httpx-aiohttp transport (what the sender uses)",
-            "provider": "the sender's ProviderClient (httpx + httpx-aiohttp + classify)",
+            "httpx-aiohttp": "httpx + httpx-aiohttp transport (the sender's former client)",
+            "provider": "the sender's ProviderClient (plain aiohttp + classify)",
             "aiohttp": "plain aiohttp",
         }
         for row in http["rows"]:
@@ -715,10 +717,15 @@ class Report:
             text += (
                 f"\n\nOne fan-out chunk ({fmt(chunk['clients'])} clients, the scheduler's "
                 "`INSERT … SELECT`) under `EXPLAIN ANALYZE` on the quiet pipeline after the run, "
-                f"rolled back: **{fmt(total_ms, 0)} ms** ({fmt(rate, 0)} rows/s) — the two "
-                f"foreign-key checks (one trigger call per row each) {fmt(fk, 0)} ms "
-                f"({fmt(fk / total_ms * 100, 0)}%), the counter trigger {fmt(counters, 0)} ms, "
-                f"the rows and their 6 indexes {fmt(rest, 0)} ms."
+                f"rolled back: **{fmt(total_ms, 0)} ms** ({fmt(rate, 0)} rows/s) — "
+                + (
+                    f"the foreign-key checks {fmt(fk, 0)} ms, "
+                    if fk
+                    else "no foreign-key triggers (dropped in migration 0002: 44% of a chunk "
+                    "before), "
+                )
+                + f"the counter trigger {fmt(counters, 0)} ms, picking the clients and "
+                f"inserting the rows with their 6 indexes {fmt(rest, 0)} ms."
             )
         tiny = full.get("tiny", {})
         if tiny:

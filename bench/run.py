@@ -971,10 +971,12 @@ class Bench:
         triggers)."""
         import re
 
-        from services.scheduler.fanout import INSERT_CHUNK
+        from services.scheduler.fanout import insert_chunk
 
         chunk = int(self.scheduler_env.get("FANOUT_CHUNK_SIZE", "20000"))
-        query = re.sub(r"(?<!:):(\w+)", r"%(\1)s", str(INSERT_CHUNK))
+        query = re.sub(
+            r"(?<!:):(\w+)", r"%(\1)s", str(insert_chunk(by_operator_code=False, by_tag=False))
+        )
         assert self.pg is not None
         async with self.pg.transaction(force_rollback=True):
             rows = await self.sql(
@@ -988,10 +990,9 @@ class Bench:
                 "EXPLAIN (ANALYZE, BUFFERS) " + query,
                 {
                     "mailing_id": rows[0][0],
-                    "low": 0,
-                    "high": chunk,
-                    "codes": [],
-                    "tags": [],
+                    "cursor": 0,
+                    "high": 10**12,
+                    "limit": chunk,
                     "ws": None,
                     "we": None,
                 },

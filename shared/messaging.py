@@ -1,7 +1,8 @@
 """RabbitMQ topology, declared idempotently by every service at start.
 
     {ns}.events  (topic)   mailing.created|updated|deleted: wake-up hints for the scheduler
-    {ns}.send    (direct)  -> queue {ns}.send: one job per message, {"id", "token", "mailing_id"}
+    {ns}.send    (direct)  -> queue {ns}.send: jobs of up to MESSAGES_PER_JOB messages of one
+                              mailing, {"mailing_id", "items": [[id, token], ...]}
     {ns}.retry   (direct)  -> queues {ns}.retry.<ms>: fixed TTL, dead-lettered back to {ns}.send
     {ns}.dead    (fanout)  -> queue {ns}.dead: jobs that expired (end time) or hit the delivery
                               limit (poison); one consumer decides what they mean
@@ -15,14 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 SEND_ROUTING_KEY = "send"
+T = TypeVar("T")
 # A job's TTL only hurries the expiry path (the sender's claim enforces the end time), so it is
 # capped well below RabbitMQ's limit for mailings that end far in the future.
 MAX_JOB_TTL_S = 3600.0
@@ -119,32 +121,51 @@ async def declare_topology(
     return Topology(names, channel, events, send_x, retry_x, send_q, dead_q, parked_q)
 
 
-def encode_job(message_id: int, token: int, mailing_id: int) -> bytes:
-    return json.dumps({"id": message_id, "token": token, "mailing_id": mailing_id}).encode()
-
-
 @dataclass(frozen=True, slots=True)
 class Job:
+    """One message of a send job: its id and the fencing token of the lease it was sent under."""
+
     message_id: int
     token: int
     mailing_id: int
 
 
-def decode_job(body: bytes) -> Job:
-    """Raises ValueError for anything that is not a job."""
+def encode_jobs(mailing_id: int, items: Iterable[tuple[int, int]]) -> bytes:
+    return json.dumps(
+        {"mailing_id": mailing_id, "items": [[i, t] for i, t in items]}, separators=(",", ":")
+    ).encode()
+
+
+def decode_jobs(body: bytes) -> list[Job]:
+    """The messages of one send job. Raises ValueError for anything that is not a job.
+
+    Also reads the one-message form `{"id", "token", "mailing_id"}` of earlier releases, so
+    jobs already queued survive a rolling upgrade.
+    """
     try:
         data = json.loads(body)
-        job = Job(int(data["id"]), int(data["token"]), int(data["mailing_id"]))
+        mailing_id = int(data["mailing_id"])
+        if "items" in data:
+            return [Job(int(i), int(t), mailing_id) for i, t in data["items"]]
+        return [Job(int(data["id"]), int(data["token"]), mailing_id)]
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"not a send job: {body[:100]!r}") from exc
-    return job
 
 
-def job_message(
-    message_id: int, token: int, mailing_id: int, *, expiration_s: float | None, headers: dict
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def jobs_message(
+    mailing_id: int,
+    items: Iterable[tuple[int, int]],
+    *,
+    expiration_s: float | None,
+    headers: dict[str, Any],
 ) -> aio_pika.Message:
     return aio_pika.Message(
-        encode_job(message_id, token, mailing_id),
+        encode_jobs(mailing_id, items),
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         content_type="application/json",
         # Left in the queue past the mailing's end, the job dead-letters as 'expired'.

@@ -11,7 +11,7 @@ MAILINGS_COMPLETED = Counter(
 )
 MESSAGES_CREATED = Counter("mailing_messages_created_total", "Message rows created by fan-out")
 MESSAGES_QUEUED = Counter(
-    "mailing_messages_queued_total", "Send jobs leased and published", ["reason"]
+    "mailing_messages_queued_total", "Messages leased and published", ["reason"]
 )
 MESSAGES_SWEPT = Counter(
     "mailing_messages_swept_total", "Messages closed by the scheduler's sweep", ["status"]
@@ -46,7 +46,7 @@ BREAKER_STATE = Gauge(
     "mailing_breaker_state", "Provider circuit breaker: 0 closed, 1 half-open, 2 open"
 )
 BREAKER_OPENED = Counter("mailing_breaker_opened_total", "Times the breaker opened", ["reason"])
-JOBS_RECEIVED = Counter("mailing_jobs_received_total", "Send jobs taken from the queue")
+JOBS_RECEIVED = Counter("mailing_jobs_received_total", "Messages taken from the queue in send jobs")
 JOBS_DROPPED = Counter(
     "mailing_jobs_dropped_total", "Jobs acknowledged without sending", ["reason"]
 )

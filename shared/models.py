@@ -101,6 +101,8 @@ class Mailing(Base):
     # the highest client id already turned into messages.
     fanout_max_client_id: Mapped[int | None] = mapped_column(BigInteger)
     fanout_cursor: Mapped[int | None] = mapped_column(BigInteger)
+    # When the fan-out last moved on: the scheduler advances the one that waited longest.
+    fanout_advanced_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
     started_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
     fanout_done_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
     completed_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
@@ -129,6 +131,12 @@ class Mailing(Base):
             "start_at",
             postgresql_where=sql("status IN ('scheduled', 'running')"),
         ),
+        # The fan-out's pick: the few mailings whose message rows are still being created.
+        Index(
+            "ix_mailing_fanout_pending",
+            "started_at",
+            postgresql_where=sql("status IN ('running', 'paused') AND fanout_done_at IS NULL"),
+        ),
     )
 
 
@@ -137,8 +145,11 @@ class Message(Base):
 
     # The provider's msgId.
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
-    mailing_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("mailing.id"))
-    client_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("client.id"))
+    # No foreign keys (migration 0002): they cost a trigger call per row each, 44% of a fan-out
+    # chunk, and guard nothing: messages are created only by the fan-out's INSERT … SELECT from
+    # existing client and mailing rows, which are never deleted, only soft-deleted.
+    mailing_id: Mapped[int] = mapped_column(BigInteger)
+    client_id: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(Text, server_default=MessageStatus.PENDING.value)
     # Fencing token of the current lease: a job carrying another token is stale.
     token: Mapped[int | None] = mapped_column(BigInteger)

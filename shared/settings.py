@@ -17,6 +17,9 @@ class BaseServiceSettings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     # Prefixes every exchange and queue so deployments and test runs sharing a broker never collide.
     amqp_namespace: str = "mailing"
+    # Messages per send job: the scheduler packs up to this many of one mailing into one broker
+    # message; the sender turns PREFETCH (messages) into a prefetch count of jobs with it.
+    messages_per_job: int = Field(50, ge=1, le=1000)
     db_pool_size: int = Field(10, ge=1)
     db_statement_timeout_ms: int = Field(30_000, ge=100)
     log_level: str = "INFO"
@@ -43,10 +46,15 @@ class ApiSettings(BaseServiceSettings):
 class SchedulerSettings(BaseServiceSettings):
     metrics_port: int = Field(9101, ge=0, le=65535)
     poll_interval_s: float = Field(2.0, gt=0)
+    # Matching clients turned into message rows per fan-out transaction (a mailing's first
+    # chunk is smaller, so its first sends start at once).
     fanout_chunk_size: int = Field(20_000, ge=1)
     # Most live leases (queued + sending) in the broker; the database holds the rest. Below
-    # this cap the window follows the senders' drain rate (a quarter of LEASE_TTL_S of work).
+    # this cap the window follows the senders' drain rate: SEND_WINDOW_HORIZON_S of their work.
     send_window: int = Field(5_000, ge=1)
+    # Seconds of work the send window holds (at most a quarter of LEASE_TTL_S). The send queue
+    # is FIFO: a new mailing's first jobs wait behind about this much of the others' work.
+    send_window_horizon_s: float = Field(2.0, gt=0, le=3600)
     lease_batch_size: int = Field(1_000, ge=1)
     lease_ttl_s: float = Field(120.0, gt=0)
     sweep_batch_size: int = Field(50_000, ge=1)

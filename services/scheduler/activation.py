@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 CLAIM_DUE_MAILINGS = text("""
     UPDATE mailing
     SET status = 'running', started_at = now(), updated_at = now(), fanout_cursor = 0,
+        -- Not fanned out yet: first in line for the fan-out, and its first chunk is small.
+        fanout_advanced_at = NULL,
         -- The recipient snapshot: clients added after the start are not part of this mailing.
         fanout_max_client_id = (SELECT coalesce(max(id), 0) FROM client)
     WHERE id IN (

@@ -1,47 +1,85 @@
-"""Fan-out: one message row per matching client, in resumable chunks of the client id range.
+"""Fan-out: one message row per matching client, in resumable keyset chunks.
 
-Each chunk is one `INSERT … SELECT … ON CONFLICT DO NOTHING` over a slice of client ids and
-moves the mailing's cursor in the same transaction, so a restart resumes where it stopped and
-never creates a message twice. Memory is flat: no client ever comes into Python.
+Each chunk takes the next `limit` matching clients after the mailing's cursor (by client id, up
+to the recipient snapshot `fanout_max_client_id`), inserts their messages with
+`ON CONFLICT DO NOTHING`, and moves the cursor to the highest client id it reached, all in one
+transaction: a restart resumes where it stopped and never creates a message twice. A chunk is
+bounded in matching rows (a dense filter makes no giant chunk) and in the id range it scans
+(a sparse one takes one chunk, not dozens of empty ranges, yet no chunk scans the whole
+directory). Memory is flat: no client ever comes into Python.
+
+Fairness: each chunk goes to the mailing whose fan-out waited longest (`fanout_advanced_at`,
+a mailing not yet fanned out first), so a small mailing created during a million-row fan-out
+gets its messages after one chunk of the big one, not after all of them. A mailing's first
+chunk is small, so its first sends are leased right after it; `FOR NO KEY UPDATE SKIP LOCKED`
+keeps two schedulers off the same mailing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.sql import next_window_open
 
+# A mailing's first chunk: small, so its first jobs are published within a moment of the start.
+FIRST_CHUNK_SIZE = 1_000
+# Most client ids one chunk scans, whatever the filter matches (well under a second of scan).
+MAX_SCAN_IDS = 1_000_000
+
 PICK_MAILING = text("""
-    SELECT id, fanout_cursor, fanout_max_client_id, filter_operator_codes, filter_tags,
-           send_window_start, send_window_end
+    SELECT id, fanout_cursor, fanout_max_client_id, fanout_advanced_at,
+           filter_operator_codes, filter_tags, send_window_start, send_window_end
     FROM mailing
     WHERE status IN ('running', 'paused') AND fanout_done_at IS NULL AND deleted_at IS NULL
-    ORDER BY started_at
+    ORDER BY fanout_advanced_at NULLS FIRST, started_at, id
     LIMIT 1
-    FOR UPDATE SKIP LOCKED
-""")
-
-INSERT_CHUNK = text(f"""
-    INSERT INTO message (mailing_id, client_id, not_before)
-    SELECT :mailing_id, c.id,
-           {next_window_open("c.timezone", "CAST(:ws AS time)", "CAST(:we AS time)")}
-    FROM client c
-    WHERE c.id > :low AND c.id <= :high AND c.deleted_at IS NULL
-      AND (cardinality(CAST(:codes AS text[])) = 0 OR c.operator_code = ANY(CAST(:codes AS text[])))
-      AND (cardinality(CAST(:tags AS text[])) = 0 OR c.tag = ANY(CAST(:tags AS text[])))
-    ON CONFLICT (mailing_id, client_id) DO NOTHING
+    -- Excludes another scheduler's pick but not the key-share locks of foreign-key checks
+    -- (a new message_count row of this mailing, created by a lease meanwhile, need not wait).
+    FOR NO KEY UPDATE SKIP LOCKED
 """)
 
 ADVANCE = text("""
     UPDATE mailing
-    SET fanout_cursor = :high,
-        fanout_done_at = CASE WHEN :high >= fanout_max_client_id THEN now() END,
+    SET fanout_cursor = :cursor,
+        fanout_done_at = CASE WHEN :done THEN now() END,
+        fanout_advanced_at = clock_timestamp(),
         updated_at = now()
     WHERE id = :mailing_id
 """)
+
+
+@cache
+def insert_chunk(*, by_operator_code: bool, by_tag: bool) -> TextClause:
+    """The chunk statement for a filter shape. An empty filter list matches anyone, so its
+    condition is left out of the SQL rather than passed as a parameter: the planner then sees
+    the real predicate (a sparse tag filter rides `ix_client_operator_code_tag`)."""
+    conditions = ""
+    if by_operator_code:
+        conditions += " AND c.operator_code = ANY(CAST(:codes AS text[]))"
+    if by_tag:
+        conditions += " AND c.tag = ANY(CAST(:tags AS text[]))"
+    not_before = next_window_open("p.timezone", "CAST(:ws AS time)", "CAST(:we AS time)")
+    return text(f"""
+        WITH picked AS MATERIALIZED (
+            SELECT c.id, c.timezone FROM client c
+            WHERE c.id > :cursor AND c.id <= :high AND c.deleted_at IS NULL{conditions}
+            ORDER BY c.id
+            LIMIT :limit
+        ),
+        inserted AS (
+            INSERT INTO message (mailing_id, client_id, not_before)
+            SELECT :mailing_id, p.id, {not_before} FROM picked p
+            ON CONFLICT (mailing_id, client_id) DO NOTHING
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM inserted) AS created,
+               (SELECT count(*) FROM picked) AS picked,
+               (SELECT max(id) FROM picked) AS reached
+    """)
 
 
 @dataclass(frozen=True)
@@ -51,29 +89,66 @@ class ChunkResult:
     done: bool
 
 
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Where a chunk starts, how far it may scan and how many clients it may take."""
+
+    cursor: int
+    high: int
+    limit: int
+
+    def next_cursor(self, picked: int, reached: int | None) -> int:
+        # A full chunk stops at the last client it took; a short one covered its whole range.
+        if picked >= self.limit and reached is not None:
+            return reached
+        return self.high
+
+
+def plan_chunk(
+    cursor: int | None, max_client_id: int | None, *, first: bool, chunk_size: int
+) -> ChunkPlan:
+    low = cursor or 0
+    limit = min(FIRST_CHUNK_SIZE, chunk_size) if first else chunk_size
+    high = min(max_client_id or 0, low + max(MAX_SCAN_IDS, limit))
+    return ChunkPlan(low, max(high, low), limit)
+
+
 async def fanout_chunk(session: AsyncSession, chunk_size: int) -> ChunkResult | None:
     """Create the messages of the next chunk of one mailing; None when no fan-out is pending."""
     row = (await session.execute(PICK_MAILING)).one_or_none()
     if row is None:
         await session.rollback()
         return None
-    low = row.fanout_cursor or 0
-    high = min(low + chunk_size, row.fanout_max_client_id or 0)
+    plan = plan_chunk(
+        row.fanout_cursor,
+        row.fanout_max_client_id,
+        first=row.fanout_advanced_at is None,
+        chunk_size=chunk_size,
+    )
     created = 0
-    if high > low:
-        result = await session.execute(
-            INSERT_CHUNK,
-            {
-                "mailing_id": row.id,
-                "low": low,
-                "high": high,
-                "codes": row.filter_operator_codes,
-                "tags": row.filter_tags,
-                "ws": row.send_window_start,
-                "we": row.send_window_end,
-            },
-        )
-        created = result.rowcount  # type: ignore[attr-defined]
-    await session.execute(ADVANCE, {"mailing_id": row.id, "high": high})
+    cursor = plan.high
+    if plan.high > plan.cursor:
+        codes = list(row.filter_operator_codes or [])
+        tags = list(row.filter_tags or [])
+        statement = insert_chunk(by_operator_code=bool(codes), by_tag=bool(tags))
+        result = (
+            await session.execute(
+                statement,
+                {
+                    "mailing_id": row.id,
+                    "cursor": plan.cursor,
+                    "high": plan.high,
+                    "limit": plan.limit,
+                    "codes": codes,
+                    "tags": tags,
+                    "ws": row.send_window_start,
+                    "we": row.send_window_end,
+                },
+            )
+        ).one()
+        created = int(result.created)
+        cursor = plan.next_cursor(int(result.picked), result.reached)
+    done = cursor >= (row.fanout_max_client_id or 0)
+    await session.execute(ADVANCE, {"mailing_id": row.id, "cursor": cursor, "done": done})
     await session.commit()
-    return ChunkResult(row.id, created, high >= (row.fanout_max_client_id or 0))
+    return ChunkResult(row.id, created, done)

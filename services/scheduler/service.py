@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -12,13 +13,14 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import activation, fanout, leasing, sweep
-from services.scheduler.window import SendWindow
+from services.scheduler.window import SendWindow, window_horizon_s
 from shared import metrics
 from shared.messaging import (
     SEND_ROUTING_KEY,
     Topology,
+    chunked,
     declare_topology,
-    job_message,
+    jobs_message,
     publish_many,
 )
 from shared.settings import SchedulerSettings
@@ -29,6 +31,9 @@ MIN_WINDOW = 200
 
 
 class Scheduler:
+    # On stop, how long a fan-out chunk under way may take to commit before it is cancelled.
+    FANOUT_STOP_TIMEOUT_S = 10.0
+
     def __init__(
         self,
         settings: SchedulerSettings,
@@ -40,6 +45,8 @@ class Scheduler:
         self.connection = connection
         self.topology: Topology | None = None
         self.wake = asyncio.Event()
+        # Wakes the fan-out task: a mailing started.
+        self.fanout_wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.last_round_ok = 0.0
         # The API request behind each mailing's latest event, passed on in job headers so one
@@ -51,8 +58,8 @@ class Scheduler:
         self.window = SendWindow(
             minimum=MIN_WINDOW,
             maximum=settings.send_window,
-            # A quarter of the lease: jobs are claimed long before their lease lapses.
-            horizon_s=settings.lease_ttl_s / 4,
+            # A few seconds of work, so a new mailing's jobs wait behind little in the FIFO queue.
+            horizon_s=window_horizon_s(settings.lease_ttl_s, settings.send_window_horizon_s),
         )
 
     async def setup(self) -> None:
@@ -84,18 +91,80 @@ class Scheduler:
         self.wake.set()
 
     async def run(self) -> None:
+        # The fan-out runs beside the loop, in its own task and session: a chunk's INSERT
+        # (a good part of a second under load) never holds up the top-ups and sweeps.
+        fanout_task = asyncio.create_task(self._fanout_loop(), name="fanout")
+        try:
+            while not self.stopping.is_set():
+                # Cleared before the round, so an event arriving during it is not lost.
+                self.wake.clear()
+                try:
+                    busy = await self.round()
+                    self.last_round_ok = time.monotonic()
+                except Exception:
+                    metrics.SCHEDULER_ERRORS.inc()
+                    log.exception("scheduler round failed; retrying")
+                    busy = False
+                if fanout_task.done() and not self.stopping.is_set():
+                    # It only ends on stop; anything else is a bug: log it and start it again.
+                    ended = self._ended(fanout_task)
+                    log.error("fan-out task ended; restarting it", error=repr(ended))
+                    fanout_task = asyncio.create_task(self._fanout_loop(), name="fanout")
+                if not busy:
+                    await self._idle()
+        finally:
+            self.fanout_wake.set()
+            await self._stop_fanout(fanout_task)
+
+    async def _fanout_loop(self) -> None:
+        """Create message rows chunk after chunk while any fan-out is pending, round-robin
+        across mailings (see `fanout`); otherwise wait for a started mailing or the poll."""
         while not self.stopping.is_set():
-            # Cleared before the round, so an event arriving during it is not lost.
-            self.wake.clear()
+            self.fanout_wake.clear()
             try:
-                busy = await self.round()
-                self.last_round_ok = time.monotonic()
+                chunk = await self.fanout_once()
             except Exception:
                 metrics.SCHEDULER_ERRORS.inc()
-                log.exception("scheduler round failed; retrying")
-                busy = False
-            if not busy:
-                await self._idle()
+                log.exception("fan-out chunk failed; retrying")
+                # The database may be away: no tight loop, whatever wakes us.
+                await self._wait(self.stopping, self.settings.poll_interval_s)
+                continue
+            if chunk is None:
+                await self._wait(self.fanout_wake, self.settings.poll_interval_s)
+
+    async def fanout_once(self) -> fanout.ChunkResult | None:
+        """One fan-out chunk; None when no fan-out is pending."""
+        async with self.sessions() as session:
+            chunk = await fanout.fanout_chunk(session, self.settings.fanout_chunk_size)
+        if chunk is not None:
+            metrics.MESSAGES_CREATED.inc(chunk.created)
+            log.info(
+                "fan-out chunk", mailing_id=chunk.mailing_id, created=chunk.created, done=chunk.done
+            )
+            # New messages are due: top the send queue up now, not at the next poll.
+            self.wake.set()
+        return chunk
+
+    async def _stop_fanout(self, task: asyncio.Task[None]) -> None:
+        """Let a chunk under way commit (it is one transaction either way), then stop."""
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.FANOUT_STOP_TIMEOUT_S)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except Exception:
+            log.exception("fan-out task failed")
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, seconds: float) -> None:
+        """Until `event` is set or `seconds` have passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+
+    @staticmethod
+    def _ended(task: asyncio.Task[None]) -> BaseException | None:
+        return None if task.cancelled() else task.exception()
 
     async def _idle(self) -> None:
         """Sleep until an event, the next start time or the poll interval; meanwhile, if due
@@ -126,24 +195,18 @@ class Scheduler:
                     return
 
     async def round(self) -> bool:
-        """One pass over every duty; True when there is more to do right away."""
+        """One pass over every duty but the fan-out (its own task); True when there is more
+        to do right away."""
         busy = False
         async with self.sessions() as session:
             for mailing_id in await activation.claim_due_mailings(session):
                 metrics.MAILINGS_STARTED.inc()
                 log.info("mailing started", mailing_id=mailing_id)
                 busy = True
-        # Publishing comes before fan-out so the first sends begin with the first chunk.
+        if busy:
+            # Its first (small) chunk comes next; the task wakes this loop when it is in.
+            self.fanout_wake.set()
         busy |= await self.top_up()
-        async with self.sessions() as session:
-            chunk = await fanout.fanout_chunk(session, self.settings.fanout_chunk_size)
-        if chunk is not None:
-            metrics.MESSAGES_CREATED.inc(chunk.created)
-            log.info(
-                "fan-out chunk", mailing_id=chunk.mailing_id, created=chunk.created, done=chunk.done
-            )
-            busy = True
-            busy |= await self.top_up()
         busy |= await self.sweep()
         await self.observe_queue()
         return busy
@@ -167,31 +230,41 @@ class Scheduler:
         return len(leases) >= room
 
     async def _publish(self, leases: list[leasing.Lease]) -> None:
+        """One confirmed broker message per MESSAGES_PER_JOB leases of one mailing."""
         assert self.topology is not None
+        by_mailing: dict[int, list[leasing.Lease]] = {}
+        for lease in leases:
+            by_mailing.setdefault(lease.mailing_id, []).append(lease)
+        jobs = [
+            chunk
+            for group in by_mailing.values()
+            for chunk in chunked(group, self.settings.messages_per_job)
+        ]
         errors = await publish_many(
             self.topology.send_exchange,
             (
                 (
-                    job_message(
-                        lease.message_id,
-                        lease.token,
-                        lease.mailing_id,
-                        expiration_s=lease.seconds_left,
-                        headers=self._job_headers(lease.mailing_id),
+                    jobs_message(
+                        job[0].mailing_id,
+                        ((lease.message_id, lease.token) for lease in job),
+                        expiration_s=min(lease.seconds_left for lease in job),
+                        headers=self._job_headers(job[0].mailing_id),
                     ),
                     SEND_ROUTING_KEY,
                 )
-                for lease in leases
+                for job in jobs
             ),
         )
-        for lease, error in zip(leases, errors, strict=True):
-            log.info(
-                "message queued" if error is None else "publish failed",
-                message_id=lease.message_id,
-                mailing_id=lease.mailing_id,
-                reaped=lease.reaped,
-                request_id=self.request_ids.get(lease.mailing_id),
-            )
+        for job, error in zip(jobs, errors, strict=True):
+            request_id = self.request_ids.get(job[0].mailing_id)
+            for lease in job:
+                log.info(
+                    "message queued" if error is None else "publish failed",
+                    message_id=lease.message_id,
+                    mailing_id=lease.mailing_id,
+                    reaped=lease.reaped,
+                    request_id=request_id,
+                )
         reaped = sum(lease.reaped for lease in leases)
         metrics.MESSAGES_QUEUED.labels("new").inc(len(leases) - reaped)
         metrics.MESSAGES_QUEUED.labels("reaped").inc(reaped)

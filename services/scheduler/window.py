@@ -5,12 +5,30 @@ A fixed window is wrong both ways: too small starves fast senders, too large lea
 waiting in the queue past their lease, so the reaper re-publishes messages that were never
 lost. The window follows the measured drain rate (live leases that ended per second) and holds
 `horizon_s` seconds of work, between `minimum` and `maximum`.
+
+The horizon is short (a couple of seconds, `window_horizon_s`): the send queue is FIFO, so a
+new mailing's first jobs wait behind whatever the window holds of the others' work.
+
+A window the senders empty measures only what it let through, not what the senders could
+take: measured as is, a window too small would shrink itself further. So when a full window
+drains (almost) dry between two looks, it doubles instead, up to `maximum`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
+# A window is "drained dry" when at most this share of it is still live at the next look.
+DRAINED_FRACTION = 0.1
+# How much a full window that drained dry grows at once.
+GROWTH = 2.0
+
+
+def window_horizon_s(lease_ttl_s: float, cap_s: float) -> float:
+    """Seconds of work to hold: a few (`cap_s`), and never more than a quarter of the lease, so
+    jobs are claimed long before their lease lapses."""
+    return min(lease_ttl_s / 4, cap_s)
 
 
 class SendWindow:
@@ -38,15 +56,22 @@ class SendWindow:
         if self._last is not None:
             then, live_then = self._last
             elapsed = now - then
+            held = live_then + self._leased_since  # the most that was live meanwhile
             # A window empty all along measures demand, not the senders' speed: skip it.
-            if elapsed > 0 and live_then + self._leased_since > 0:
-                drained = max(live_then + self._leased_since - live, 0)
+            if elapsed > 0 and held > 0:
+                size = self.size
+                drained = max(held - live, 0)
                 sample = drained / elapsed
-                self.rate = (
+                rate = (
                     sample
                     if self.rate is None
                     else self.rate + self.smoothing * (sample - self.rate)
                 )
+                # The window was full and the senders emptied it: they waited for work, so
+                # they can take more than was measured. Grow rather than spiral down.
+                if held >= size and live <= size * DRAINED_FRACTION:
+                    rate = max(rate, GROWTH * size / self.horizon_s)
+                self.rate = rate
         self._last = (now, live)
         self._leased_since = 0
 

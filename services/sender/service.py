@@ -1,8 +1,12 @@
-"""The sender: take send jobs in micro-batches, claim, call the provider, write, then ack.
+"""The sender: take send jobs, claim their messages in micro-batches, call the provider,
+write the results, then ack.
 
-Per batch: one claim statement, concurrent provider requests, one result write, then the
-acks. A job is acknowledged only after its result is in the database, so a crash never loses
-a result that a redelivery would then send again.
+A job carries up to MESSAGES_PER_JOB messages of one mailing; the batcher cuts the stream of
+messages into micro-batches of BATCH_SIZE whatever the job boundaries. Per batch: one claim
+statement, concurrent provider requests, results written a few milliseconds after each answer
+(many per statement). A job is acknowledged only once every one of its messages is finished
+(its result in the database, or dropped), so a crash never loses a result that a redelivery
+would then send again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aio_pika
@@ -22,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.sender import store
 from services.sender.breaker import Breaker, State
-from services.sender.budget import ClaimBudget
+from services.sender.budget import ClaimBudget, Share
+from services.sender.limit import ConcurrencyLimit
 from services.sender.provider import Outcome, ProviderClient, SendResult
 from services.sender.results import ResultWriter
 from shared import metrics
@@ -30,10 +36,11 @@ from shared.domain.retry import retry_delay
 from shared.messaging import (
     Job,
     Topology,
+    chunked,
     declare_topology,
-    decode_job,
+    decode_jobs,
     delay_ms,
-    job_message,
+    jobs_message,
     publish_many,
 )
 from shared.settings import SenderSettings
@@ -42,6 +49,31 @@ log = structlog.get_logger("sender")
 T = TypeVar("T")
 
 Delivery = AbstractIncomingMessage
+# Requests at once before the provider has answered (at start, after the breaker opened).
+SLOW_START_CONNECTIONS = 4
+
+
+@dataclass(eq=False, slots=True)
+class Held:
+    """One broker delivery (a job) and how many of its messages are not finished yet."""
+
+    delivery: Delivery
+    left: int
+    request_id: str | None
+
+
+@dataclass(eq=False, slots=True)
+class Item:
+    """One message of a job, as the batcher hands it on."""
+
+    job: Job
+    held: Held
+    finished: bool = False
+
+
+def prefetch_jobs(settings: SenderSettings) -> int:
+    """The broker's prefetch count: PREFETCH messages in jobs of MESSAGES_PER_JOB."""
+    return max(2, -(-settings.prefetch // settings.messages_per_job))
 
 
 def claim_budget(settings: SenderSettings) -> int:
@@ -73,9 +105,11 @@ class Sender:
         self.limiter = (
             AsyncLimiter(settings.rate_limit_per_s, 1) if settings.rate_limit_per_s else None
         )
-        self.inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.inbox: asyncio.Queue[Item] = asyncio.Queue()
         self.slots = asyncio.Semaphore(settings.batches_in_flight)
-        self.connections = asyncio.Semaphore(settings.max_connections)
+        self.connections = ConcurrencyLimit(
+            initial=SLOW_START_CONNECTIONS, maximum=settings.max_connections
+        )
         self.budget = ClaimBudget(claim_budget(settings))
         self.writer = ResultWriter(self._write_batch, linger_s=0.005, max_batch=500)
         # Mailings with claimed messages in this process, and those of them an admin stopped.
@@ -91,7 +125,8 @@ class Sender:
 
     async def setup(self) -> None:
         channel = await self.connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        # PREFETCH counts messages; the broker counts jobs.
+        await channel.set_qos(prefetch_count=prefetch_jobs(self.settings))
         self.topology = await declare_topology(
             channel, self.settings.amqp_namespace, self.settings.retry_delays_s
         )
@@ -146,8 +181,19 @@ class Sender:
     # --- intake and batching ---------------------------------------------------------------
 
     async def _on_job(self, delivery: Delivery) -> None:
-        metrics.JOBS_RECEIVED.inc()
-        self.inbox.put_nowait(delivery)
+        try:
+            jobs = decode_jobs(delivery.body)
+        except ValueError as exc:
+            await self._park(delivery, str(exc))
+            return
+        metrics.JOBS_RECEIVED.inc(len(jobs))
+        if not jobs:
+            await self._ack([delivery])
+            return
+        request_id = (delivery.headers or {}).get("request_id")
+        held = Held(delivery, len(jobs), request_id if isinstance(request_id, str) else None)
+        for job in jobs:
+            self.inbox.put_nowait(Item(job, held))
 
     async def _batcher(self) -> None:
         loop = asyncio.get_running_loop()
@@ -183,39 +229,52 @@ class Sender:
 
     # --- one batch -------------------------------------------------------------------------
 
-    async def _process(self, deliveries: list[Delivery]) -> None:
-        jobs: list[tuple[Job, Delivery]] = []
-        for delivery in deliveries:
-            try:
-                jobs.append((decode_job(delivery.body), delivery))
-            except ValueError as exc:
-                await self._park(delivery, str(exc))
-        if not jobs:
-            return
+    async def _process(self, items: list[Item]) -> None:
         if not self.breaker.allows_traffic():
-            await self._release([job for job, _ in jobs])
-            await self._ack(d for _, d in jobs)
+            await self._release([item.job for item in items])
+            await self._finish(items)
             return
-        await self.budget.take(len(jobs))
+        share = await self.budget.take(len(items))
         try:
-            await self._claim_and_send(jobs)
+            await self._claim_and_send(items, share)
+        except Exception:
+            # A bug, not a fault (those are retried inside): ack what is left rather than hold
+            # the jobs forever; their leases lapse and the reaper queues the messages again.
+            log.exception("batch failed; its unfinished messages come back when leases lapse")
+            await self._finish([item for item in items if not item.finished])
         finally:
-            await self.budget.give(len(jobs))
+            share.give_all()
 
-    async def _claim_and_send(self, jobs: list[tuple[Job, Delivery]]) -> None:
+    async def _claim_and_send(self, items: list[Item], share: Share) -> None:
         claimed = await self._with_db_retry(
             lambda s: store.claim(
                 s,
-                [job for job, _ in jobs],
+                [item.job for item in items],
                 margin_s=self.settings.end_safety_margin_s,
                 lease_s=self.settings.sending_lease_s,
             ),
             "claim",
         )
-        by_id = {job.message_id: delivery for job, delivery in jobs}
-        sending = [c for c in claimed if c.status == "sending"]
-        if len(claimed) < len(jobs):
-            metrics.JOBS_DROPPED.labels("stale").inc(len(jobs) - len(claimed))
+        # The item each claimed message is sent for; the rest (stale tokens, duplicates of a
+        # redelivered job, messages not to be sent now) are finished at once.
+        by_key: dict[tuple[int, int], Item] = {}
+        unsent: list[Item] = []
+        for item in items:
+            job = item.job
+            if (job.message_id, job.token) in by_key:
+                unsent.append(item)
+            else:
+                by_key[job.message_id, job.token] = item
+        sending: list[tuple[store.Claimed, Item]] = []
+        for c in claimed:
+            item = by_key.pop((c.message_id, c.token))
+            if c.status == "sending":
+                sending.append((c, item))
+            else:
+                unsent.append(item)
+        unsent.extend(by_key.values())
+        if len(claimed) < len(items):
+            metrics.JOBS_DROPPED.labels("stale").inc(len(items) - len(claimed))
         for c in claimed:
             if c.status != "sending":
                 metrics.JOBS_DROPPED.labels(c.status).inc()
@@ -226,50 +285,62 @@ class Sender:
                     client_id=c.client_id,
                     status=c.status,
                 )
-        mine = {c.message_id for c in sending}
-        await self._ack(d for job, d in jobs if job.message_id not in mine)
+        share.give(len(unsent))
+        await self._finish(unsent)
         if not sending:
             return
-        for c in sending:
+        for c, _ in sending:
             self.held[c.mailing_id] += 1
         try:
-            await self._send_claimed(sending, by_id)
+            await self._send_claimed(sending, share)
         finally:
-            for c in sending:
+            for c, _ in sending:
                 self.held[c.mailing_id] -= 1
                 if self.held[c.mailing_id] <= 0:
                     del self.held[c.mailing_id]
 
-    async def _send_claimed(
-        self, claimed: list[store.Claimed], deliveries: dict[int, Delivery]
-    ) -> None:
-        async def finish(c: store.Claimed, result: store.Result) -> None:
+    async def _send_claimed(self, sending: list[tuple[store.Claimed, Item]], share: Share) -> None:
+        async def finish(item: Item, result: store.Result) -> None:
+            share.give()  # no longer waiting to start: room for the next claim
             await self.writer.submit(result)
-            await self._ack([deliveries[c.message_id]])
+            await self._finish([item])
 
-        async def send_and_finish(c: store.Claimed) -> None:
-            headers = deliveries[c.message_id].headers or {}
-            request_id = headers.get("request_id")
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
-                await finish(c, await self._send_one(c))
+        async def send_and_finish(c: store.Claimed, item: Item) -> None:
+            await finish(item, await self._send_one(c, item.held.request_id))
 
         if self.breaker.state == State.HALF_OPEN:
             # Probe with one request before letting the rest through.
-            await send_and_finish(claimed[0])
-            rest = claimed[1:]
+            await send_and_finish(*sending[0])
+            rest = sending[1:]
             if self.breaker.state != State.CLOSED:
-                await asyncio.gather(*(finish(c, self._released(c)) for c in rest))
+                await asyncio.gather(*(finish(item, self._released(c)) for c, item in rest))
                 return
-            claimed = rest
-        await asyncio.gather(*(send_and_finish(c) for c in claimed))
+            sending = rest
+        await asyncio.gather(*(send_and_finish(c, item) for c, item in sending))
 
-    async def _send_one(self, c: store.Claimed) -> store.Result:
+    async def _finish(self, items: Iterable[Item]) -> None:
+        """Count these messages done; ack each job whose messages are all done."""
+        done = []
+        for item in items:
+            if item.finished:
+                continue
+            item.finished = True
+            item.held.left -= 1
+            if item.held.left == 0:
+                done.append(item.held.delivery)
+        if done:
+            await self._ack(done)
+
+    async def _send_one(self, c: store.Claimed, request_id: str | None) -> store.Result:
         # Wait for a connection here, not in the HTTP pool, so the end-time check below is made
         # when the request really starts.
-        async with self.connections:
-            return await self._send_now(c)
+        await self.connections.acquire()
+        try:
+            return await self._send_now(c, request_id)
+        finally:
+            self.connections.release()
 
-    async def _send_now(self, c: store.Claimed) -> store.Result:
+    async def _send_now(self, c: store.Claimed, request_id: str | None) -> store.Result:
         if not self.breaker.allows_traffic():
             return self._released(c)
         stopped = self.stopped.get(c.mailing_id)
@@ -303,12 +374,16 @@ class Sender:
             "client_id": c.client_id,
             "latency_ms": latency_ms,
         }
+        if request_id is not None:
+            fields["request_id"] = request_id
         if result.outcome is Outcome.SENT:
             self.breaker.record_success()
+            self.connections.grow()
             log.info("provider accepted message", **fields)
             return store.Result(c.message_id, c.mailing_id, c.token, "sent")
         if result.outcome is Outcome.UNAUTHORIZED:
             self.breaker.open("unauthorized")
+            self.connections.reset()
             log.error(
                 "ALERT provider refused our token; sending paused until it changes",
                 **fields,
@@ -317,9 +392,11 @@ class Sender:
             return self._released(c)
         if result.outcome is Outcome.REJECTED:
             self.breaker.record_success()  # the provider is up; it refuses this message
+            self.connections.grow()
             log.warning("provider rejected message", **fields, error=result.error)
             return store.Result(c.message_id, c.mailing_id, c.token, "failed", result.error)
         if self.breaker.record_failure():
+            self.connections.reset()
             log.warning("provider failing; breaker open", cooldown_s=self.breaker.cooldown)
         return self._retry_or_give_up(c, result, fields)
 
@@ -371,21 +448,25 @@ class Sender:
         return written
 
     async def _publish_retries(self, retries: Sequence[store.Result]) -> None:
+        """One job per mailing and delay tier (and MESSAGES_PER_JOB messages)."""
         assert self.topology is not None
+        groups: dict[tuple[int, int], list[store.Result]] = {}
+        for r in retries:
+            groups.setdefault((r.mailing_id, delay_ms(r.delay_s)), []).append(r)
         errors = await publish_many(
             self.topology.retry_exchange,
             (
                 (
-                    job_message(
-                        r.message_id,
-                        r.token,
-                        r.mailing_id,
+                    jobs_message(
+                        mailing_id,
+                        ((r.message_id, r.token) for r in job),
                         expiration_s=None,
-                        headers={"mailing_id": r.mailing_id},
+                        headers={"mailing_id": mailing_id},
                     ),
-                    str(delay_ms(r.delay_s)),
+                    str(tier_ms),
                 )
-                for r in retries
+                for (mailing_id, tier_ms), group in groups.items()
+                for job in chunked(group, self.settings.messages_per_job)
             ),
         )
         failed = sum(error is not None for error in errors)
@@ -473,25 +554,32 @@ class Sender:
     async def _on_dead_letter(self, delivery: Delivery) -> None:
         reason = _death_reason(delivery)
         try:
-            job = decode_job(delivery.body)
+            jobs = decode_jobs(delivery.body)
         except ValueError as exc:
             await self._park(delivery, f"dead letter ({reason}): {exc}")
             return
         metrics.DEAD_LETTERS.labels(reason).inc()
+        ids = [job.message_id for job in jobs]
         if reason == "expired":
-            status = await self._with_db_retry(
+            statuses = await self._with_db_retry(
                 lambda s: store.dead_letter_expired(
-                    s, job, margin_s=self.settings.end_safety_margin_s
+                    s, jobs, margin_s=self.settings.end_safety_margin_s
                 ),
                 "dead letter",
             )
-            log.info("expired job handled", message_id=job.message_id, status=status)
+            for job in jobs:
+                log.info(
+                    "expired job handled",
+                    message_id=job.message_id,
+                    mailing_id=job.mailing_id,
+                    status=statuses.get(job.message_id),
+                )
         else:
-            status = await self._with_db_retry(
-                lambda s: store.dead_letter_poison(s, job, f"poison job: {reason}"),
+            failed = await self._with_db_retry(
+                lambda s: store.dead_letter_poison(s, jobs, f"poison job: {reason}"),
                 "dead letter",
             )
-            log.error("poison job parked", message_id=job.message_id, reason=reason)
+            log.error("poison job parked", message_ids=ids, failed=failed, reason=reason)
             await self._publish_parked(delivery.body, reason)
         await delivery.ack()
 

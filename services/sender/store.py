@@ -24,7 +24,7 @@ CLAIM = text(f"""
         SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token)
     ),
     target AS (
-        SELECT m.id,
+        SELECT m.id, job.token AS job_token,
             CASE
                 WHEN mg.deleted_at IS NOT NULL OR mg.status = 'cancelled'
                      OR c.deleted_at IS NOT NULL THEN 'cancelled'
@@ -53,7 +53,8 @@ CLAIM = text(f"""
         updated_at = now()
     FROM target t, mailing mg, client c
     WHERE m.id = t.id AND mg.id = m.mailing_id AND c.id = m.client_id
-    RETURNING m.id, m.token, m.status, m.mailing_id, m.client_id, m.attempts, c.phone, mg.text,
+    RETURNING m.id, t.job_token AS token, m.status, m.mailing_id, m.client_id, m.attempts,
+              c.phone, mg.text,
               extract(epoch FROM mg.end_at - now()) AS seconds_to_end
 """)
 
@@ -94,8 +95,8 @@ RELEASE = text("""
     WHERE m.id = j.id AND m.token = j.token AND m.status IN ('queued', 'retrying')
 """)
 
-# A job that sat in the send queue past its expiration: expired if the end time (as it is now)
-# has come, else back to pending for the scheduler to queue again.
+# A job that sat in the send queue past its expiration: each of its messages is expired if the
+# end time (as it is now) has come, else back to pending for the scheduler to queue again.
 DEAD_LETTER_EXPIRED = text("""
     UPDATE message m SET
         status = CASE WHEN now() >= mg.end_at - make_interval(secs => :margin)
@@ -103,10 +104,10 @@ DEAD_LETTER_EXPIRED = text("""
         last_error = CASE WHEN now() >= mg.end_at - make_interval(secs => :margin)
                           THEN 'end time reached' ELSE m.last_error END,
         token = NULL, lease_until = NULL, updated_at = now()
-    FROM mailing mg
-    WHERE m.id = :id AND m.token = :token AND m.status IN ('queued', 'retrying')
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token), mailing mg
+    WHERE m.id = j.id AND m.token = j.token AND m.status IN ('queued', 'retrying')
       AND mg.id = m.mailing_id
-    RETURNING m.status
+    RETURNING m.id, m.status
 """)
 
 STOPPED_MAILINGS = text("""
@@ -119,8 +120,9 @@ STOPPED_MAILINGS = text("""
 DEAD_LETTER_POISON = text(f"""
     UPDATE message m SET status = 'failed', token = NULL, lease_until = NULL, updated_at = now(),
         last_error = :reason
-    WHERE m.id = :id AND m.token = :token AND m.status IN ({OPEN_STATUSES_SQL})
-    RETURNING m.status
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token)
+    WHERE m.id = j.id AND m.token = j.token AND m.status IN ({OPEN_STATUSES_SQL})
+    RETURNING m.id, m.status
 """)
 
 
@@ -154,12 +156,7 @@ async def claim(
 ) -> list[Claimed]:
     rows = await session.execute(
         CLAIM,
-        {
-            "ids": [job.message_id for job in jobs],
-            "tokens": [job.token for job in jobs],
-            "margin": margin_s,
-            "lease": lease_s,
-        },
+        {**_keys(jobs), "margin": margin_s, "lease": lease_s},
     )
     now = time.monotonic()
     claimed = [
@@ -205,29 +202,31 @@ async def write_results(
 async def release(session: AsyncSession, jobs: Sequence[Job], *, delay_s: float) -> None:
     await session.execute(
         RELEASE,
-        {
-            "ids": [job.message_id for job in jobs],
-            "tokens": [job.token for job in jobs],
-            "delay": delay_s,
-        },
+        {**_keys(jobs), "delay": delay_s},
     )
     await session.commit()
 
 
-async def dead_letter_expired(session: AsyncSession, job: Job, *, margin_s: float) -> str | None:
-    status = await session.scalar(
-        DEAD_LETTER_EXPIRED, {"id": job.message_id, "token": job.token, "margin": margin_s}
-    )
+async def dead_letter_expired(
+    session: AsyncSession, jobs: Sequence[Job], *, margin_s: float
+) -> dict[int, str]:
+    """Returns what each message became; messages missing had moved on (another token)."""
+    rows = await session.execute(DEAD_LETTER_EXPIRED, {**_keys(jobs), "margin": margin_s})
+    statuses = {row.id: row.status for row in rows}
     await session.commit()
-    return status
+    return statuses
 
 
-async def dead_letter_poison(session: AsyncSession, job: Job, reason: str) -> str | None:
-    status = await session.scalar(
-        DEAD_LETTER_POISON, {"id": job.message_id, "token": job.token, "reason": reason}
-    )
+async def dead_letter_poison(session: AsyncSession, jobs: Sequence[Job], reason: str) -> int:
+    """Fails the job's messages still open under its tokens; returns how many."""
+    rows = await session.execute(DEAD_LETTER_POISON, {**_keys(jobs), "reason": reason})
+    failed = len(rows.all())
     await session.commit()
-    return status
+    return failed
+
+
+def _keys(jobs: Sequence[Job]) -> dict[str, list[int]]:
+    return {"ids": [job.message_id for job in jobs], "tokens": [job.token for job in jobs]}
 
 
 async def stopped_mailings(session: AsyncSession, mailing_ids: list[int]) -> dict[int, str]:

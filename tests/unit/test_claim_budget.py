@@ -13,12 +13,51 @@ async def test_take_waits_until_enough_is_given_back() -> None:
     waiter = asyncio.create_task(budget.take(5))
     await asyncio.sleep(0)
     assert not waiter.done()
-    await budget.give(2)
+    budget.give(2)
     await asyncio.sleep(0)
     assert not waiter.done()
-    await budget.give(1)
+    budget.give(1)
     await asyncio.wait_for(waiter, 1)
     assert budget.free == 0
+
+
+async def test_a_share_is_given_back_message_by_message_and_once() -> None:
+    budget = ClaimBudget(10)
+    share = await budget.take(6)
+    share.give()
+    share.give(2)
+    assert budget.free == 7 and share.left == 3
+    share.give_all()
+    share.give_all()
+    share.give(5)
+    assert budget.free == 10
+
+
+async def test_waiters_are_served_in_turn() -> None:
+    budget = ClaimBudget(10)
+    first = await budget.take(10)
+    big = asyncio.create_task(budget.take(8))
+    await asyncio.sleep(0)
+    small = asyncio.create_task(budget.take(1))
+    await asyncio.sleep(0)
+    first.give(2)
+    await asyncio.sleep(0)
+    # Two are free, enough for the small one, but the big one asked first.
+    assert not big.done() and not small.done()
+    first.give_all()
+    await asyncio.wait_for(asyncio.gather(big, small), 1)
+    assert budget.free == 1
+
+
+async def test_a_cancelled_waiter_takes_nothing() -> None:
+    budget = ClaimBudget(4)
+    held = await budget.take(4)
+    waiter = asyncio.create_task(budget.take(3))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    held.give_all()
+    assert budget.free == 4
 
 
 def test_budget_follows_connections_and_rate_limit() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from services.scheduler.window import SendWindow
+import pytest
+from pydantic import ValidationError
+
+from services.scheduler.window import SendWindow, window_horizon_s
+from shared.settings import SchedulerSettings
 
 
 class Clock:
@@ -58,3 +62,71 @@ def test_a_full_window_that_does_not_drain_measures_zero() -> None:
     window.observe(100)
     assert window.rate == 0
     assert window.size == 100
+
+
+def test_a_window_the_senders_empty_grows_instead_of_spiralling_down() -> None:
+    """Senders faster than the window empty it and wait: the drain rate measured is only what
+    the window let through. Looked at less often than the horizon, that would shrink the window
+    every time; instead a full window that drained dry doubles."""
+    clock = Clock()
+    window = SendWindow(minimum=200, maximum=5000, horizon_s=2, clock=clock)
+    window.observe(0)
+    sizes = []
+    for _ in range(8):
+        size = window.size
+        window.leased(size)  # fill it
+        clock.now += 3.0  # longer than the horizon: the sample alone would be size / 3 per second
+        window.observe(0)  # the senders took everything
+        sizes.append(window.size)
+    assert sizes[:5] == [400, 800, 1600, 3200, 5000]
+    assert sizes[-1] == 5000
+
+
+def test_a_drained_window_that_was_not_full_keeps_the_measured_rate() -> None:
+    """Demand, not the window, limited the leases: nothing says the senders could take more."""
+    clock = Clock()
+    window = SendWindow(minimum=100, maximum=5000, horizon_s=2, clock=clock, smoothing=1.0)
+    window.observe(0)
+    window.leased(50)
+    clock.now = 1.0
+    window.observe(0)
+    assert window.rate == 50
+    assert window.size == 100
+
+
+def test_a_full_window_still_live_does_not_grow() -> None:
+    """The senders did not empty it: the measured rate stands, whatever the window was."""
+    clock = Clock()
+    window = SendWindow(minimum=200, maximum=5000, horizon_s=2, clock=clock, smoothing=1.0)
+    window.observe(0)
+    window.leased(200)
+    clock.now = 1.0
+    window.observe(150)  # 50 a second, 150 still live
+    assert window.rate == 50
+    assert window.size == 200
+
+
+def test_the_horizon_is_a_few_seconds_and_within_a_quarter_of_the_lease() -> None:
+    assert window_horizon_s(120.0, 2.0) == 2.0
+    assert window_horizon_s(4.0, 2.0) == 1.0
+    settings = SchedulerSettings()
+    assert settings.send_window_horizon_s == 2.0
+    assert window_horizon_s(settings.lease_ttl_s, settings.send_window_horizon_s) == 2.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc"])
+def test_the_horizon_setting_is_validated(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEND_WINDOW_HORIZON_S", value)
+    with pytest.raises(ValidationError):
+        SchedulerSettings()
+
+
+def test_a_big_window_holds_only_the_horizon_of_work() -> None:
+    """Fast senders do not fill SEND_WINDOW when it is more than a few seconds of their work:
+    a new mailing's first jobs queue behind about `horizon_s` seconds of the others'."""
+    clock = Clock()
+    window = SendWindow(minimum=200, maximum=5000, horizon_s=2, clock=clock, smoothing=1.0)
+    window.observe(1000)
+    clock.now = 1.0
+    window.observe(500)  # 500 a second, half still live
+    assert window.size == 1000
