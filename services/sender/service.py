@@ -197,8 +197,9 @@ class Sender:
 
     async def _batcher(self) -> None:
         loop = asyncio.get_running_loop()
-        # A batch must fit in the claim budget, or it could never be claimed whole.
-        size = min(self.settings.batch_size, self.budget.size)
+        # A batch must fit in half the claim budget, so the next one is claimed while this one
+        # is sending (a budget-sized batch would wait for its predecessor to finish).
+        size = max(1, min(self.settings.batch_size, self.budget.size // 2))
         linger = self.settings.batch_linger_ms / 1000
         while True:
             batch = [await self.inbox.get()]
