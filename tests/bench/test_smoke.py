@@ -28,7 +28,8 @@ SECTIONS = (
     "## Broker",
     "## Statistics",
     "## Admin API",
-    "## Findings",
+    "## Before and after",
+    "## What limits it now",
 )
 
 
