@@ -19,8 +19,15 @@ def create_engine(settings: BaseServiceSettings, *, pool_size: int | None = None
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         pool_pre_ping=True,
-        # A runaway statement must not hold locks forever; each session gets a server-side limit.
-        connect_args={"options": f"-c statement_timeout={settings.db_statement_timeout_ms}"},
+        # A runaway statement must not hold locks forever, nor a process frozen (SIGSTOP, a VM
+        # pause, a debugger) between a statement and its commit: the server ends that session,
+        # rolls its transaction back and frees the locks (the counter rows every status change
+        # touches), so the other replicas go on.
+        connect_args={
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}"
+            f" -c idle_in_transaction_session_timeout="
+            f"{settings.db_idle_in_transaction_timeout_ms}"
+        },
     )
 
 

@@ -22,6 +22,8 @@ class BaseServiceSettings(BaseSettings):
     messages_per_job: int = Field(50, ge=1, le=1000)
     db_pool_size: int = Field(10, ge=1)
     db_statement_timeout_ms: int = Field(30_000, ge=100)
+    # A session idle inside a transaction this long is ended by the server (its locks freed).
+    db_idle_in_transaction_timeout_ms: int = Field(10_000, ge=100)
     log_level: str = "INFO"
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
     # Port of the /healthz, /readyz and /metrics endpoint for services that are not the API.

@@ -72,8 +72,12 @@ class Item:
 
 
 def prefetch_jobs(settings: SenderSettings) -> int:
-    """The broker's prefetch count: PREFETCH messages in jobs of MESSAGES_PER_JOB."""
-    return max(2, -(-settings.prefetch // settings.messages_per_job))
+    """The broker's prefetch count: PREFETCH messages in jobs of MESSAGES_PER_JOB, but no more
+    than twice what the sender may hold claimed. Prefetched jobs hold live leases: a sender that
+    hoards more than it can start (a rate-limited one, or one that froze) keeps the scheduler's
+    window full until those leases lapse."""
+    messages = min(settings.prefetch, 2 * claim_budget(settings))
+    return max(2, -(-messages // settings.messages_per_job))
 
 
 def claim_budget(settings: SenderSettings) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 
 from services.sender.budget import ClaimBudget
-from services.sender.service import claim_budget
+from services.sender.service import claim_budget, prefetch_jobs
 from shared.settings import SenderSettings
 
 
@@ -65,3 +65,11 @@ def test_budget_follows_connections_and_rate_limit() -> None:
     limited = SenderSettings(max_connections=50, rate_limit_per_s=2, sending_lease_s=60)
     assert claim_budget(limited) == 30
     assert claim_budget(SenderSettings(max_connections=50, rate_limit_per_s=0.01)) == 1
+
+
+def test_prefetch_counts_jobs_and_follows_the_budget() -> None:
+    assert prefetch_jobs(SenderSettings(prefetch=512, messages_per_job=50)) == 11
+    # Rate-limited to 20/s with a 5 s lease: 25 may be claimed, so about 50 are prefetched.
+    limited = SenderSettings(rate_limit_per_s=20, sending_lease_s=5, provider_timeout_s=2)
+    assert prefetch_jobs(limited) == 2
+    assert prefetch_jobs(SenderSettings(prefetch=1, messages_per_job=50)) == 2
