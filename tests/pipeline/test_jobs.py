@@ -22,9 +22,11 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.pipeline
 
 
-async def _running_mailing(pipeline: Pipeline, clients: int, *, ends_in: float = 3600) -> int:
-    """A running mailing whose `clients` messages are leased (queued, a token each)."""
-    pipeline.seed_clients(clients)
+async def _running_mailing(pipeline: Pipeline, clients: int = 0, *, ends_in: float = 3600) -> int:
+    """A running mailing to every client (`clients` more seeded first), its messages leased
+    (queued, a token each)."""
+    if clients:
+        pipeline.seed_clients(clients)
     mailing = await pipeline.create_mailing(starts_in=3000, ends_in=ends_in)
     with database.connect(pipeline.db_name) as conn:
         conn.execute(
@@ -219,22 +221,7 @@ async def test_a_job_of_a_deleted_mailing_cancels_and_the_sender_goes_on(
     deleted = await _running_mailing(pipeline, 5)
     with database.connect(pipeline.db_name) as conn:
         conn.execute("UPDATE mailing SET deleted_at = now() WHERE id = %s", [deleted])
-        # A second, live mailing to the same clients.
-        live = await pipeline.create_mailing(starts_in=3000)
-        conn.execute(
-            "UPDATE mailing SET status = 'running', start_at = now() - interval '1 s', "
-            "started_at = now(), fanout_done_at = now() WHERE id = %s",
-            [live["id"]],
-        )
-        conn.execute(
-            """
-            INSERT INTO message (mailing_id, client_id, status, token, lease_until, not_before)
-            SELECT %s, id, 'queued', nextval('message_token_seq'), now() + interval '1 hour',
-                   now()
-            FROM client ORDER BY id
-            """,
-            [live["id"]],
-        )
+    live = await _running_mailing(pipeline)  # a second mailing to the same clients
     await pipeline.start(schedulers=0, senders=1, prefetch=1, messages_per_job=5)
     await _publish(pipeline, "send", encode_jobs(deleted, _leases(pipeline, deleted)))
 
@@ -242,10 +229,10 @@ async def test_a_job_of_a_deleted_mailing_cancels_and_the_sender_goes_on(
         return {s for s, _ in _statuses(pipeline, deleted).values()} == {"cancelled"}
 
     await wait_until(cancelled, timeout=30, message="cancelled")
-    await _publish(pipeline, "send", encode_jobs(live["id"], _leases(pipeline, live["id"])))
+    await _publish(pipeline, "send", encode_jobs(live, _leases(pipeline, live)))
 
     async def sent() -> bool:
-        return {s for s, _ in _statuses(pipeline, live["id"]).values()} == {"sent"}
+        return {s for s, _ in _statuses(pipeline, live).values()} == {"sent"}
 
     await wait_until(sent, timeout=30, message="the live mailing sent")
     assert pipeline.stub_requests() == 5
