@@ -141,23 +141,27 @@ async def test_garbage_is_parked_and_changes_nothing(pipeline: Pipeline) -> None
     assert pipeline.stub_requests() == 0
 
 
-async def test_an_expired_job_before_the_end_goes_back_to_pending(pipeline: Pipeline) -> None:
-    mailing_id = await _running_mailing(pipeline, 10)
-    leases = _leases(pipeline, mailing_id)
+async def _expire_in_queue(
+    pipeline: Pipeline, mailing_id: int, becomes: str
+) -> dict[int, tuple[str, str | None]]:
+    """Dead-letter a job of every message of the mailing as expired in the send queue; wait
+    until all its messages have become `becomes`."""
     await pipeline.start(schedulers=0, senders=1)
-    await _publish(
-        pipeline,
-        "dead",
-        encode_jobs(mailing_id, leases),
-        {"x-first-death-reason": "expired"},
-    )
+    body = encode_jobs(mailing_id, _leases(pipeline, mailing_id))
+    await _publish(pipeline, "dead", body, {"x-first-death-reason": "expired"})
 
     async def handled() -> dict[int, tuple[str, str | None]] | None:
         statuses = _statuses(pipeline, mailing_id)
-        return statuses if all(s == "pending" for s, _ in statuses.values()) else None
+        return statuses if all(s == becomes for s, _ in statuses.values()) else None
 
-    await wait_until(handled, timeout=30, message="back to pending")
+    statuses = await wait_until(handled, timeout=30, message=f"all {becomes}")
     assert pipeline.stub_requests() == 0
+    return statuses
+
+
+async def test_an_expired_job_before_the_end_goes_back_to_pending(pipeline: Pipeline) -> None:
+    mailing_id = await _running_mailing(pipeline, 10)
+    await _expire_in_queue(pipeline, mailing_id, "pending")
 
 
 async def test_an_expired_job_at_the_end_expires_its_messages(pipeline: Pipeline) -> None:
@@ -166,22 +170,8 @@ async def test_an_expired_job_at_the_end_expires_its_messages(pipeline: Pipeline
         conn.execute(
             "UPDATE mailing SET end_at = now() + interval '0.1 s' WHERE id = %s", [mailing_id]
         )
-    leases = _leases(pipeline, mailing_id)
-    await pipeline.start(schedulers=0, senders=1)
-    await _publish(
-        pipeline,
-        "dead",
-        encode_jobs(mailing_id, leases),
-        {"x-first-death-reason": "expired"},
-    )
-
-    async def handled() -> dict[int, tuple[str, str | None]] | None:
-        statuses = _statuses(pipeline, mailing_id)
-        return statuses if all(s == "expired" for s, _ in statuses.values()) else None
-
-    statuses = await wait_until(handled, timeout=30, message="expired")
+    statuses = await _expire_in_queue(pipeline, mailing_id, "expired")
     assert {e for _, e in statuses.values()} == {"end time reached"}
-    assert pipeline.stub_requests() == 0
 
 
 async def test_a_poison_job_fails_its_open_messages_and_is_parked(pipeline: Pipeline) -> None:
