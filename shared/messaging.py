@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 SEND_ROUTING_KEY = "send"
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 # A job's TTL only hurries the expiry path (the sender's claim enforces the end time), so it is
 # capped well below RabbitMQ's limit for mailings that end far in the future.
 MAX_JOB_TTL_S = 3600.0
@@ -152,9 +153,15 @@ def decode_jobs(body: bytes) -> list[Job]:
         raise ValueError(f"not a send job: {body[:100]!r}") from exc
 
 
-def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def packed(items: Iterable[T], key: Callable[[T], K], size: int) -> Iterator[tuple[K, list[T]]]:
+    """The items grouped by `key` (first-seen order), each group cut into jobs of at most
+    `size`: what one broker message may carry."""
+    groups: dict[K, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    for group_key, group in groups.items():
+        for start in range(0, len(group), size):
+            yield group_key, group[start : start + size]
 
 
 def jobs_message(

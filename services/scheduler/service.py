@@ -18,9 +18,9 @@ from shared import metrics
 from shared.messaging import (
     SEND_ROUTING_KEY,
     Topology,
-    chunked,
     declare_topology,
     jobs_message,
+    packed,
     publish_many,
 )
 from shared.settings import SchedulerSettings
@@ -232,13 +232,11 @@ class Scheduler:
     async def _publish(self, leases: list[leasing.Lease]) -> None:
         """One confirmed broker message per MESSAGES_PER_JOB leases of one mailing."""
         assert self.topology is not None
-        by_mailing: dict[int, list[leasing.Lease]] = {}
-        for lease in leases:
-            by_mailing.setdefault(lease.mailing_id, []).append(lease)
         jobs = [
-            chunk
-            for group in by_mailing.values()
-            for chunk in chunked(group, self.settings.messages_per_job)
+            job
+            for _, job in packed(
+                leases, lambda lease: lease.mailing_id, self.settings.messages_per_job
+            )
         ]
         errors = await publish_many(
             self.topology.send_exchange,

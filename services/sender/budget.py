@@ -12,8 +12,7 @@ of this one are still being written.
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
+from services.sender.gate import Gate
 
 
 class Share:
@@ -36,38 +35,17 @@ class Share:
 class ClaimBudget:
     def __init__(self, size: int) -> None:
         self.size = size
-        self._free = size
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._gate = Gate(size)
 
     async def take(self, count: int) -> Share:
         """Wait, in turn, until `count` (at most the whole budget) is free, and take it."""
         count = min(count, self.size)
-        if not self._waiters and self._free >= count:
-            self._free -= count
-            return Share(self, count)
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((count, waiter))
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.give(count)  # granted just as the wait was cancelled
-            raise
+        await self._gate.take(count)
         return Share(self, count)
 
     def give(self, count: int) -> None:
-        self._free = min(self._free + count, self.size)
-        while self._waiters:
-            wanted, waiter = self._waiters[0]
-            if waiter.done():  # cancelled while waiting
-                self._waiters.popleft()
-                continue
-            if self._free < wanted:
-                break
-            self._waiters.popleft()
-            self._free -= wanted
-            waiter.set_result(None)
+        self._gate.give(count)
 
     @property
     def free(self) -> int:
-        return self._free
+        return self._gate.free

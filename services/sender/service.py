@@ -36,11 +36,11 @@ from shared.domain.retry import retry_delay
 from shared.messaging import (
     Job,
     Topology,
-    chunked,
     declare_topology,
     decode_jobs,
     delay_ms,
     jobs_message,
+    packed,
     publish_many,
 )
 from shared.settings import SenderSettings
@@ -455,9 +455,9 @@ class Sender:
     async def _publish_retries(self, retries: Sequence[store.Result]) -> None:
         """One job per mailing and delay tier (and MESSAGES_PER_JOB messages)."""
         assert self.topology is not None
-        groups: dict[tuple[int, int], list[store.Result]] = {}
-        for r in retries:
-            groups.setdefault((r.mailing_id, delay_ms(r.delay_s)), []).append(r)
+        jobs = packed(
+            retries, lambda r: (r.mailing_id, delay_ms(r.delay_s)), self.settings.messages_per_job
+        )
         errors = await publish_many(
             self.topology.retry_exchange,
             (
@@ -470,8 +470,7 @@ class Sender:
                     ),
                     str(tier_ms),
                 )
-                for (mailing_id, tier_ms), group in groups.items()
-                for job in chunked(group, self.settings.messages_per_job)
+                for (mailing_id, tier_ms), job in jobs
             ),
         )
         failed = sum(error is not None for error in errors)
