@@ -23,12 +23,11 @@ from typing import Any, TypeVar
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
+from shared.domain.end_time import job_ttl_s
+
 SEND_ROUTING_KEY = "send"
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
-# A job's TTL only hurries the expiry path (the sender's claim enforces the end time), so it is
-# capped well below RabbitMQ's limit for mailings that end far in the future.
-MAX_JOB_TTL_S = 3600.0
 DELIVERY_LIMIT = 5
 
 
@@ -176,9 +175,7 @@ def jobs_message(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         content_type="application/json",
         # Left in the queue past the mailing's end, the job dead-letters as 'expired'.
-        expiration=min(max(expiration_s, 0.001), MAX_JOB_TTL_S)
-        if expiration_s is not None
-        else None,
+        expiration=job_ttl_s(expiration_s) if expiration_s is not None else None,
         headers=headers,
     )
 

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from yarl import URL
 
 from shared import metrics
+from shared.domain.end_time import END_REACHED, request_timeout_s
 
 
 class Outcome(StrEnum):
@@ -185,9 +186,9 @@ class ProviderClient:
 
     async def send(self, message_id: int, phone: str, text: str, time_left_s: float) -> SendResult:
         """One request, never running past the mailing's end time (`time_left_s` from now)."""
-        timeout = min(self.timeout_s, time_left_s)
+        timeout = request_timeout_s(self.timeout_s, time_left_s)
         if timeout <= 0:
-            return SendResult(Outcome.RETRY, "end time reached")
+            return SendResult(Outcome.RETRY, END_REACHED)
         token = self.tokens.value
         if token is None:
             return SendResult(Outcome.UNAUTHORIZED, "no provider token configured")
