@@ -10,6 +10,8 @@ import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.domain.retry import DEFAULT_RETRY_DELAYS_S
+
 
 class BaseServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -102,8 +104,10 @@ class SenderSettings(BaseServiceSettings):
     batch_linger_ms: float = Field(5.0, ge=0)
     batches_in_flight: int = Field(8, ge=1)
     max_attempts: int = Field(20, ge=1)
+    # The delay tiers of retries (see shared.domain.retry): seconds for isolated failures,
+    # minutes only for a message failing a dozen times; an outage is the breaker's.
     retry_delays_s: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0]
+        default_factory=lambda: list(DEFAULT_RETRY_DELAYS_S)
     )
     rate_limit_per_s: float | None = Field(None, gt=0)
     breaker_failure_threshold: int = Field(20, ge=1)
