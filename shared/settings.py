@@ -89,6 +89,10 @@ class SchedulerSettings(BaseServiceSettings):
         return self
 
 
+# What the sending lease adds to two request timeouts: the claim, the result write, a slow loop.
+SENDING_LEASE_SLACK_S = 2.0
+
+
 class SenderSettings(BaseServiceSettings):
     metrics_port: int = Field(9102, ge=0, le=65535)
     provider_url: str = "http://127.0.0.1:8090"
@@ -113,8 +117,10 @@ class SenderSettings(BaseServiceSettings):
     breaker_failure_threshold: int = Field(20, ge=1)
     breaker_cooldown_s: float = Field(5.0, gt=0)
     breaker_max_cooldown_s: float = Field(60.0, gt=0)
-    # How long a claimed ('sending') message is protected from the reaper; must exceed the timeout.
-    sending_lease_s: float = Field(60.0, gt=0)
+    # How long a claimed ('sending') message is protected from the reaper, so how long a killed
+    # sender's messages stall: must exceed twice the timeout (a claimed message may wait for
+    # one request ahead of it, then runs its own). Unset: 2 x PROVIDER_TIMEOUT_S + 2 s.
+    sending_lease_s: float = Field(2 * 10.0 + SENDING_LEASE_SLACK_S, gt=0)
 
     @field_validator("retry_delays_s", mode="before")
     @classmethod
@@ -125,6 +131,8 @@ class SenderSettings(BaseServiceSettings):
 
     @model_validator(mode="after")
     def _lease_outlasts_request(self) -> SenderSettings:
+        if "sending_lease_s" not in self.model_fields_set:
+            self.sending_lease_s = 2 * self.provider_timeout_s + SENDING_LEASE_SLACK_S
         # A claimed message may wait for one request ahead of it, then runs its own.
         if self.sending_lease_s <= 2 * self.provider_timeout_s:
             raise ValueError("SENDING_LEASE_S must exceed twice PROVIDER_TIMEOUT_S")
