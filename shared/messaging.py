@@ -15,12 +15,12 @@ so a dead-lettered job is never dropped on the way.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aio_pika
+import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 from shared.domain.end_time import job_ttl_s
@@ -131,9 +131,7 @@ class Job:
 
 
 def encode_jobs(mailing_id: int, items: Iterable[tuple[int, int]]) -> bytes:
-    return json.dumps(
-        {"mailing_id": mailing_id, "items": [[i, t] for i, t in items]}, separators=(",", ":")
-    ).encode()
+    return orjson.dumps({"mailing_id": mailing_id, "items": [[i, t] for i, t in items]})
 
 
 def decode_jobs(body: bytes) -> list[Job]:
@@ -143,7 +141,7 @@ def decode_jobs(body: bytes) -> list[Job]:
     jobs already queued survive a rolling upgrade.
     """
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)  # orjson.JSONDecodeError is a ValueError
         mailing_id = int(data["mailing_id"])
         if "items" in data:
             return [Job(int(i), int(t), mailing_id) for i, t in data["items"]]
