@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from bench.system import free_port
+from shared.domain.retry import DEFAULT_RETRY_DELAYS_S
 from tests.support.broker import delete_namespace
 from tests.support.database import sqlalchemy_url
 
@@ -163,7 +164,7 @@ class Deployment:
     @property
     def retry_delays(self) -> list[float]:
         raw = self.sender_env.get("RETRY_DELAYS_S")
-        return [float(d) for d in raw.split(",")] if raw else [1.0, 5.0, 30.0, 120.0, 600.0]
+        return [float(d) for d in raw.split(",")] if raw else list(DEFAULT_RETRY_DELAYS_S)
 
     async def start(self) -> Deployment:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 SECRET_KEYS = frozenset({"token", "authorization", "provider_token", "api_tokens", "password"})
@@ -22,10 +23,16 @@ def _drop_secrets(_: object, __: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
+def _orjson_text(event: object, **_: object) -> str:
+    # orjson is several times faster than json.dumps on the per-message log lines; anything it
+    # cannot encode natively becomes its str().
+    return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_orjson_text)
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )

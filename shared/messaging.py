@@ -15,20 +15,19 @@ so a dead-lettered job is never dropped on the way.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aio_pika
+import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from shared.domain.end_time import job_ttl_s
 
 SEND_ROUTING_KEY = "send"
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
-# A job's TTL only hurries the expiry path (the sender's claim enforces the end time), so it is
-# capped well below RabbitMQ's limit for mailings that end far in the future.
-MAX_JOB_TTL_S = 3600.0
 DELIVERY_LIMIT = 5
 
 
@@ -132,9 +131,7 @@ class Job:
 
 
 def encode_jobs(mailing_id: int, items: Iterable[tuple[int, int]]) -> bytes:
-    return json.dumps(
-        {"mailing_id": mailing_id, "items": [[i, t] for i, t in items]}, separators=(",", ":")
-    ).encode()
+    return orjson.dumps({"mailing_id": mailing_id, "items": [[i, t] for i, t in items]})
 
 
 def decode_jobs(body: bytes) -> list[Job]:
@@ -144,7 +141,7 @@ def decode_jobs(body: bytes) -> list[Job]:
     jobs already queued survive a rolling upgrade.
     """
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)  # orjson.JSONDecodeError is a ValueError
         mailing_id = int(data["mailing_id"])
         if "items" in data:
             return [Job(int(i), int(t), mailing_id) for i, t in data["items"]]
@@ -176,9 +173,7 @@ def jobs_message(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         content_type="application/json",
         # Left in the queue past the mailing's end, the job dead-letters as 'expired'.
-        expiration=min(max(expiration_s, 0.001), MAX_JOB_TTL_S)
-        if expiration_s is not None
-        else None,
+        expiration=job_ttl_s(expiration_s) if expiration_s is not None else None,
         headers=headers,
     )
 

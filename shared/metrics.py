@@ -20,8 +20,8 @@ BACKLOG = Gauge(
     "mailing_backlog_messages",
     "Messages of running mailings waiting to be queued (pending); the sender autoscaling signal",
 )
-WINDOW_SIZE = Gauge(
-    "mailing_send_window", "Live leases the scheduler allows now (follows the drain rate)"
+LEASE_CAP = Gauge(
+    "mailing_lease_cap", "Live leases the scheduler allows now (follows the drain rate)"
 )
 LIVE_LEASES = Gauge("mailing_live_leases", "Messages queued or being sent (the broker window)")
 SEND_QUEUE_MESSAGES = Gauge(

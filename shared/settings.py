@@ -6,8 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.domain.retry import DEFAULT_RETRY_DELAYS_S
 
 
 class BaseServiceSettings(BaseSettings):
@@ -52,14 +55,42 @@ class SchedulerSettings(BaseServiceSettings):
     # chunk is smaller, so its first sends start at once).
     fanout_chunk_size: int = Field(20_000, ge=1)
     # Most live leases (queued + sending) in the broker; the database holds the rest. Below
-    # this cap the window follows the senders' drain rate: SEND_WINDOW_HORIZON_S of their work.
-    send_window: int = Field(5_000, ge=1)
-    # Seconds of work the send window holds (at most a quarter of LEASE_TTL_S). The send queue
+    # this the cap follows the senders' drain rate: LEASE_CAP_HORIZON_S of their work.
+    lease_cap: int = Field(5_000, ge=1)
+    # Seconds of work the lease cap holds (at most a quarter of LEASE_TTL_S). The send queue
     # is FIFO: a new mailing's first jobs wait behind about this much of the others' work.
-    send_window_horizon_s: float = Field(2.0, gt=0, le=3600)
+    lease_cap_horizon_s: float = Field(2.0, gt=0, le=3600)
+    # The old names of the two above (they are no "send window": that is the client's hours).
+    send_window: int | None = Field(None, ge=1, deprecated="use LEASE_CAP")
+    send_window_horizon_s: float | None = Field(
+        None, gt=0, le=3600, deprecated="use LEASE_CAP_HORIZON_S"
+    )
     lease_batch_size: int = Field(1_000, ge=1)
     lease_ttl_s: float = Field(120.0, gt=0)
     sweep_batch_size: int = Field(50_000, ge=1)
+
+    @model_validator(mode="after")
+    def _old_lease_cap_names(self) -> SchedulerSettings:
+        for old, new in (
+            ("send_window", "lease_cap"),
+            ("send_window_horizon_s", "lease_cap_horizon_s"),
+        ):
+            if old not in self.model_fields_set:
+                continue
+            value = self.__dict__[old]  # not getattr: that warns again
+            structlog.get_logger("settings").warning(
+                "deprecated setting; use the new name",
+                setting=old.upper(),
+                new_name=new.upper(),
+                used=new not in self.model_fields_set,
+            )
+            if new not in self.model_fields_set:
+                setattr(self, new, value)
+        return self
+
+
+# What the sending lease adds to two request timeouts: the claim, the result write, a slow loop.
+SENDING_LEASE_SLACK_S = 2.0
 
 
 class SenderSettings(BaseServiceSettings):
@@ -77,15 +108,19 @@ class SenderSettings(BaseServiceSettings):
     batch_linger_ms: float = Field(5.0, ge=0)
     batches_in_flight: int = Field(8, ge=1)
     max_attempts: int = Field(20, ge=1)
+    # The delay tiers of retries (see shared.domain.retry): seconds for isolated failures,
+    # minutes only for a message failing a dozen times; an outage is the breaker's.
     retry_delays_s: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0]
+        default_factory=lambda: list(DEFAULT_RETRY_DELAYS_S)
     )
     rate_limit_per_s: float | None = Field(None, gt=0)
     breaker_failure_threshold: int = Field(20, ge=1)
     breaker_cooldown_s: float = Field(5.0, gt=0)
     breaker_max_cooldown_s: float = Field(60.0, gt=0)
-    # How long a claimed ('sending') message is protected from the reaper; must exceed the timeout.
-    sending_lease_s: float = Field(60.0, gt=0)
+    # How long a claimed ('sending') message is protected from the reaper, so how long a killed
+    # sender's messages stall: must exceed twice the timeout (a claimed message may wait for
+    # one request ahead of it, then runs its own). Unset: 2 x PROVIDER_TIMEOUT_S + 2 s.
+    sending_lease_s: float = Field(2 * 10.0 + SENDING_LEASE_SLACK_S, gt=0)
 
     @field_validator("retry_delays_s", mode="before")
     @classmethod
@@ -96,6 +131,8 @@ class SenderSettings(BaseServiceSettings):
 
     @model_validator(mode="after")
     def _lease_outlasts_request(self) -> SenderSettings:
+        if "sending_lease_s" not in self.model_fields_set:
+            self.sending_lease_s = 2 * self.provider_timeout_s + SENDING_LEASE_SLACK_S
         # A claimed message may wait for one request ahead of it, then runs its own.
         if self.sending_lease_s <= 2 * self.provider_timeout_s:
             raise ValueError("SENDING_LEASE_S must exceed twice PROVIDER_TIMEOUT_S")

@@ -7,16 +7,20 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-CLAIM_DUE_MAILINGS = text("""
+from shared.domain.lifecycle import sql
+from shared.domain.statuses import MailingStatus
+
+CLAIM_DUE_MAILINGS = text(f"""
     UPDATE mailing
-    SET status = 'running', started_at = now(), updated_at = now(), fanout_cursor = 0,
+    SET status = {sql(MailingStatus.RUNNING)}, started_at = now(), updated_at = now(),
+        fanout_cursor = 0,
         -- Not fanned out yet: first in line for the fan-out, and its first chunk is small.
         fanout_advanced_at = NULL,
         -- The recipient snapshot: clients added after the start are not part of this mailing.
         fanout_max_client_id = (SELECT coalesce(max(id), 0) FROM client)
     WHERE id IN (
         SELECT id FROM mailing
-        WHERE status = 'scheduled' AND start_at <= now() AND deleted_at IS NULL
+        WHERE status = {sql(MailingStatus.SCHEDULED)} AND start_at <= now() AND deleted_at IS NULL
         ORDER BY start_at
         LIMIT 100
         FOR UPDATE SKIP LOCKED
@@ -24,9 +28,9 @@ CLAIM_DUE_MAILINGS = text("""
     RETURNING id
 """)
 
-NEXT_START = text("""
+NEXT_START = text(f"""
     SELECT min(start_at) FROM mailing
-    WHERE status = 'scheduled' AND deleted_at IS NULL
+    WHERE status = {sql(MailingStatus.SCHEDULED)} AND deleted_at IS NULL
 """)
 
 

@@ -23,18 +23,22 @@ from functools import cache
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.sql import next_window_open
+from shared.domain.filters import matches_filter_sql
+from shared.domain.lifecycle import sql_in
+from shared.domain.send_window import next_window_open_sql
+from shared.domain.statuses import MailingStatus
 
 # A mailing's first chunk: small, so its first jobs are published within a moment of the start.
 FIRST_CHUNK_SIZE = 1_000
 # Most client ids one chunk scans, whatever the filter matches (well under a second of scan).
 MAX_SCAN_IDS = 1_000_000
 
-PICK_MAILING = text("""
+PICK_MAILING = text(f"""
     SELECT id, fanout_cursor, fanout_max_client_id, fanout_advanced_at,
            filter_operator_codes, filter_tags, send_window_start, send_window_end
     FROM mailing
-    WHERE status IN ('running', 'paused') AND fanout_done_at IS NULL AND deleted_at IS NULL
+    WHERE status IN ({sql_in([MailingStatus.RUNNING, MailingStatus.PAUSED])})
+      AND fanout_done_at IS NULL AND deleted_at IS NULL
     ORDER BY fanout_advanced_at NULLS FIRST, started_at, id
     LIMIT 1
     -- Excludes another scheduler's pick but not the key-share locks of foreign-key checks
@@ -54,19 +58,25 @@ ADVANCE = text("""
 
 @cache
 def insert_chunk(*, by_operator_code: bool, by_tag: bool) -> TextClause:
-    """The chunk statement for a filter shape. An empty filter list matches anyone, so its
-    condition is left out of the SQL rather than passed as a parameter: the planner then sees
-    the real predicate (a sparse tag filter rides `ix_client_operator_code_tag`)."""
-    conditions = ""
-    if by_operator_code:
-        conditions += " AND c.operator_code = ANY(CAST(:codes AS text[]))"
-    if by_tag:
-        conditions += " AND c.tag = ANY(CAST(:tags AS text[]))"
-    not_before = next_window_open("p.timezone", "CAST(:ws AS time)", "CAST(:we AS time)")
+    """The fan-out's one statement (which clients get a message, and when it is first due),
+    for a filter shape: a sparse tag filter rides `ix_client_operator_code_tag`.
+    Who may receive a mailing (the filter, a deleted client) is decided here and only here."""
+    recipient = [
+        "c.id > :cursor",
+        "c.id <= :high",
+        "c.deleted_at IS NULL",
+        *matches_filter_sql(
+            operator_code="c.operator_code",
+            tag="c.tag",
+            codes="CAST(:codes AS text[])" if by_operator_code else None,
+            tags="CAST(:tags AS text[])" if by_tag else None,
+        ),
+    ]
+    not_before = next_window_open_sql("p.timezone", "CAST(:ws AS time)", "CAST(:we AS time)")
     return text(f"""
         WITH picked AS MATERIALIZED (
             SELECT c.id, c.timezone FROM client c
-            WHERE c.id > :cursor AND c.id <= :high AND c.deleted_at IS NULL{conditions}
+            WHERE {" AND ".join(recipient)}
             ORDER BY c.id
             LIMIT :limit
         ),

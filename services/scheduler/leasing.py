@@ -14,21 +14,30 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-COUNT_LIVE_LEASES = text("""
+from shared.domain.end_time import not_ended_sql, seconds_to_end_sql
+from shared.domain.lifecycle import LEASED, REAPABLE, S, sql, sql_in
+from shared.domain.statuses import MailingStatus
+
+COUNT_LIVE_LEASES = text(f"""
     SELECT count(*) FROM message
-    WHERE status IN ('queued', 'sending') AND lease_until > now()
+    WHERE status IN ({sql_in(LEASED)}) AND lease_until > now()
 """)
 
-LEASE = text("""
-    WITH running AS (
-        SELECT id FROM mailing
-        WHERE status = 'running' AND deleted_at IS NULL AND end_at > now()
-    ),
+# Mailings whose messages may be leased: running, not deleted, before their end.
+RUNNING_MAILINGS = f"""
+    SELECT id FROM mailing
+    WHERE status = {sql(MailingStatus.RUNNING)} AND deleted_at IS NULL
+      AND {not_ended_sql("end_at")}
+"""
+
+LEASE = text(f"""
+    WITH running AS ({RUNNING_MAILINGS}),
     due AS (
         SELECT picked.id FROM running
         CROSS JOIN LATERAL (
             SELECT id FROM message
-            WHERE mailing_id = running.id AND status = 'pending' AND not_before <= now()
+            WHERE mailing_id = running.id AND status = {sql(S.PENDING)}
+              AND not_before <= now()
             ORDER BY not_before
             LIMIT :per_mailing
             FOR UPDATE SKIP LOCKED
@@ -36,7 +45,7 @@ LEASE = text("""
     ),
     lapsed AS (
         SELECT id FROM message
-        WHERE status IN ('queued', 'sending', 'retrying') AND lease_until <= now()
+        WHERE status IN ({sql_in(REAPABLE)}) AND lease_until <= now()
           AND mailing_id IN (SELECT id FROM running)
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -48,18 +57,15 @@ LEASE = text("""
     ),
     token AS (SELECT nextval('message_token_seq') AS value)
     UPDATE message m
-    SET status = 'queued', token = token.value, lease_until = now() + make_interval(secs => :ttl),
-        queued_at = now(), updated_at = now()
+    SET status = {sql(S.QUEUED)}, token = token.value,
+        lease_until = now() + make_interval(secs => :ttl), queued_at = now(), updated_at = now()
     FROM chosen, token, mailing mg
     WHERE m.id = chosen.id AND mg.id = m.mailing_id
     RETURNING m.id, m.token, m.mailing_id, mg.end_at, chosen.reaped,
-              extract(epoch FROM mg.end_at - now()) AS seconds_left
+              {seconds_to_end_sql("mg.end_at")} AS seconds_left
 """)
 
-RUNNING_COUNT = text("""
-    SELECT count(*) FROM mailing
-    WHERE status = 'running' AND deleted_at IS NULL AND end_at > now()
-""")
+RUNNING_COUNT = text(f"SELECT count(*) FROM ({RUNNING_MAILINGS}) AS running")
 
 
 @dataclass(frozen=True, slots=True)

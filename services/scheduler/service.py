@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import activation, fanout, leasing, sweep
-from services.scheduler.window import SendWindow, window_horizon_s
+from services.scheduler.lease_cap import LeaseCap, cap_horizon_s
 from shared import metrics
 from shared.messaging import (
     SEND_ROUTING_KEY,
@@ -26,8 +26,8 @@ from shared.messaging import (
 from shared.settings import SchedulerSettings
 
 log = structlog.get_logger("scheduler")
-WINDOW_RECHECK_S = 0.05
-MIN_WINDOW = 200
+CAP_RECHECK_S = 0.05
+MIN_LEASE_CAP = 200
 
 
 class Scheduler:
@@ -53,13 +53,13 @@ class Scheduler:
         # request id leads from the API through the scheduler to the sender's log lines.
         self.request_ids: dict[int, str] = {}
         self.queue_checked_at = 0.0
-        # Due messages wait behind a full send window: look again soon, not at the next poll.
-        self.window_full = False
-        self.window = SendWindow(
-            minimum=MIN_WINDOW,
-            maximum=settings.send_window,
+        # Due messages wait behind a full lease cap: look again soon, not at the next poll.
+        self.cap_full = False
+        self.lease_cap = LeaseCap(
+            minimum=MIN_LEASE_CAP,
+            maximum=settings.lease_cap,
             # A few seconds of work, so a new mailing's jobs wait behind little in the FIFO queue.
-            horizon_s=window_horizon_s(settings.lease_ttl_s, settings.send_window_horizon_s),
+            horizon_s=cap_horizon_s(settings.lease_ttl_s, settings.lease_cap_horizon_s),
         )
 
     async def setup(self) -> None:
@@ -168,7 +168,7 @@ class Scheduler:
 
     async def _idle(self) -> None:
         """Sleep until an event, the next start time or the poll interval; meanwhile, if due
-        messages wait behind a full send window, refill it as soon as room appears."""
+        messages wait behind a full lease cap, lease more as soon as room appears."""
         timeout = self.settings.poll_interval_s
         try:
             async with self.sessions() as session:
@@ -181,17 +181,17 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (remaining := deadline - loop.time()) > 0:
-            wait = min(remaining, WINDOW_RECHECK_S) if self.window_full else remaining
+            wait = min(remaining, CAP_RECHECK_S) if self.cap_full else remaining
             try:
                 await asyncio.wait_for(self.wake.wait(), wait)
                 return
             except TimeoutError:
                 pass
-            if self.window_full:
+            if self.cap_full:
                 try:
                     await self.top_up()
                 except Exception:
-                    log.exception("refilling the send window failed")
+                    log.exception("leasing up to the cap failed")
                     return
 
     async def round(self) -> bool:
@@ -215,17 +215,17 @@ class Scheduler:
         async with self.sessions() as session:
             live = await leasing.live_leases(session)
             metrics.LIVE_LEASES.set(live)
-            self.window.observe(live)
-            metrics.WINDOW_SIZE.set(self.window.size)
-            room = min(self.window.size - live, self.settings.lease_batch_size)
-            self.window_full = room <= 0
+            self.lease_cap.observe(live)
+            metrics.LEASE_CAP.set(self.lease_cap.size)
+            room = min(self.lease_cap.size - live, self.settings.lease_batch_size)
+            self.cap_full = room <= 0
             if room <= 0:
                 return False
             leases = await leasing.lease_due_messages(
                 session, limit=room, ttl_s=self.settings.lease_ttl_s
             )
         if leases:
-            self.window.leased(len(leases))
+            self.lease_cap.leased(len(leases))
             await self._publish(leases)
         return len(leases) >= room
 

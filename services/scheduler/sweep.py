@@ -14,49 +14,57 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.models import OPEN_STATUSES_SQL
+from shared.domain.end_time import END_REACHED, ended_sql
+from shared.domain.lifecycle import EXPIRABLE, OPEN, S, sql, sql_in
+from shared.domain.statuses import MailingStatus
+
+_LIVE = sql_in([MailingStatus.RUNNING, MailingStatus.PAUSED])
 
 CANCEL_CHUNK = text(f"""
-    UPDATE message SET status = 'cancelled', token = NULL, lease_until = NULL, updated_at = now()
+    UPDATE message SET status = {sql(S.CANCELLED)}, token = NULL, lease_until = NULL,
+        updated_at = now()
     WHERE id IN (
         SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
-        WHERE mg.status = 'cancelled' AND msg.status IN ({OPEN_STATUSES_SQL})
+        WHERE mg.status = {sql(MailingStatus.CANCELLED)} AND msg.status IN ({sql_in(OPEN)})
           -- A request under way may be delivered: its sender records the outcome.
-          AND NOT (msg.status = 'sending' AND coalesce(msg.lease_until > now(), false))
+          AND NOT (msg.status = {sql(S.SENDING)} AND coalesce(msg.lease_until > now(), false))
         LIMIT :limit
         FOR UPDATE OF msg SKIP LOCKED
     )
 """)
 
-EXPIRE_CHUNK = text("""
-    UPDATE message SET status = 'expired', token = NULL, lease_until = NULL, updated_at = now(),
-        last_error = coalesce(last_error, 'end time reached')
+EXPIRE_CHUNK = text(f"""
+    UPDATE message SET status = {sql(S.EXPIRED)}, token = NULL, lease_until = NULL,
+        updated_at = now(), last_error = coalesce(last_error, '{END_REACHED}')
     WHERE id IN (
         SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
-        WHERE mg.status IN ('running', 'paused') AND mg.end_at <= now()
-          AND (msg.status IN ('pending', 'queued', 'retrying')
-               OR (msg.status = 'sending' AND msg.lease_until <= now()))
+        WHERE mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")}
+          AND (msg.status IN ({sql_in(EXPIRABLE)})
+               OR (msg.status = {sql(S.SENDING)} AND msg.lease_until <= now()))
         LIMIT :limit
         FOR UPDATE OF msg SKIP LOCKED
     )
 """)
 
 COMPLETE = text(f"""
-    UPDATE mailing mg SET status = 'completed', completed_at = now(), updated_at = now()
+    UPDATE mailing mg SET status = {sql(MailingStatus.COMPLETED)}, completed_at = now(),
+        updated_at = now()
     WHERE mg.fanout_done_at IS NOT NULL
       -- A paused mailing completes only once its end time has passed.
-      AND (mg.status = 'running' OR (mg.status = 'paused' AND mg.end_at <= now()))
+      AND (mg.status = {sql(MailingStatus.RUNNING)}
+           OR (mg.status = {sql(MailingStatus.PAUSED)} AND {ended_sql("mg.end_at")}))
       AND NOT EXISTS (
           SELECT 1 FROM message_count c
-          WHERE c.mailing_id = mg.id AND c.status IN ({OPEN_STATUSES_SQL}) AND c.count > 0
+          WHERE c.mailing_id = mg.id AND c.status IN ({sql_in(OPEN)}) AND c.count > 0
       )
     RETURNING mg.id
 """)
 
-BACKLOG = text("""
+BACKLOG = text(f"""
     SELECT coalesce(sum(c.count), 0) FROM message_count c
     JOIN mailing mg ON mg.id = c.mailing_id
-    WHERE c.status = 'pending' AND mg.status = 'running' AND mg.deleted_at IS NULL
+    WHERE c.status = {sql(S.PENDING)} AND mg.status = {sql(MailingStatus.RUNNING)}
+      AND mg.deleted_at IS NULL
 """)
 
 

@@ -18,11 +18,13 @@ from enum import StrEnum
 from pathlib import Path
 
 import aiohttp
+import orjson
 from multidict import CIMultiDict, istr
 from prometheus_client import Counter
 from yarl import URL
 
 from shared import metrics
+from shared.domain.end_time import END_REACHED, request_timeout_s
 
 
 class Outcome(StrEnum):
@@ -59,8 +61,8 @@ def classify(status: int, body: bytes, retry_after: str | None) -> SendResult:
 
 def _is_ok_body(body: bytes) -> bool:
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = orjson.loads(body)
+    except ValueError:  # orjson.JSONDecodeError is one
         return False
     return (
         isinstance(data, dict)
@@ -130,8 +132,6 @@ def jwt_expiry(token: str | None) -> float | None:
 
 _AUTHORIZATION = istr("Authorization")
 _CONTENT_TYPE = istr("Content-Type")
-# The JSON of the request body's text, as httpx's `json=` wrote it: compact, UTF-8, no NaN.
-_json_string = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 # `mailing_provider_requests_total` by outcome, each series made on its first use (as `.labels()`
 # would) and then kept: the lookup under the metric's lock is not free per request.
 _REQUESTS: dict[Outcome, Counter] = {}
@@ -185,9 +185,9 @@ class ProviderClient:
 
     async def send(self, message_id: int, phone: str, text: str, time_left_s: float) -> SendResult:
         """One request, never running past the mailing's end time (`time_left_s` from now)."""
-        timeout = min(self.timeout_s, time_left_s)
+        timeout = request_timeout_s(self.timeout_s, time_left_s)
         if timeout <= 0:
-            return SendResult(Outcome.RETRY, "end time reached")
+            return SendResult(Outcome.RETRY, END_REACHED)
         token = self.tokens.value
         if token is None:
             return SendResult(Outcome.UNAUTHORIZED, "no provider token configured")
@@ -195,7 +195,7 @@ class ProviderClient:
         body = b'{"id":%d,"phone":%d,"text":%b}' % (
             message_id,
             int(phone),
-            _json_string(text).encode(),
+            orjson.dumps(text),  # compact UTF-8 JSON, as httpx's `json=` wrote it
         )
         started = time.perf_counter()
         try:

@@ -11,8 +11,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from services.sender.store import Result
+from shared.domain.statuses import MessageStatus
 
-WriteBatch = Callable[[Sequence[Result]], Awaitable[dict[int, str]]]
+WriteBatch = Callable[[Sequence[Result]], Awaitable[dict[int, MessageStatus]]]
 
 
 class ResultWriter:
@@ -20,12 +21,12 @@ class ResultWriter:
         self._write = write
         self._linger = linger_s
         self._max = max_batch
-        self._pending: list[tuple[Result, asyncio.Future[str | None]]] = []
+        self._pending: list[tuple[Result, asyncio.Future[MessageStatus | None]]] = []
         self._wakeup = asyncio.Event()
 
-    async def submit(self, result: Result) -> str | None:
+    async def submit(self, result: Result) -> MessageStatus | None:
         """The status the message has after the write (None: it was no longer ours)."""
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[MessageStatus | None] = asyncio.get_running_loop().create_future()
         self._pending.append((result, future))
         self._wakeup.set()
         return await future

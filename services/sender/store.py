@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
+import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared import metrics
+from shared.domain.end_time import END_REACHED, seconds_to_end_sql, too_late_to_start_sql
+from shared.domain.lifecycle import CLAIMABLE, OPEN, S, sql, sql_in
+from shared.domain.send_window import next_window_open_sql, window_open_sql
+from shared.domain.statuses import MailingStatus, MessageStatus
 from shared.messaging import Job
-from shared.models import OPEN_STATUSES_SQL
-from shared.sql import next_window_open, window_open
 
-_WINDOW_OPEN = window_open("c.timezone", "mg.send_window_start", "mg.send_window_end")
-_NEXT_OPEN = next_window_open("c.timezone", "mg.send_window_start", "mg.send_window_end")
+log = structlog.get_logger("sender")
+T = TypeVar("T")
+
+_WINDOW_OPEN = window_open_sql("c.timezone", "mg.send_window_start", "mg.send_window_end")
+_NEXT_OPEN = next_window_open_sql("c.timezone", "mg.send_window_start", "mg.send_window_end")
+_TOO_LATE = too_late_to_start_sql("mg.end_at", ":margin")
+# A deleted mailing or client: whatever was not sent is cancelled.
+_CANCELLED = (
+    f"mg.deleted_at IS NOT NULL OR mg.status = {sql(MailingStatus.CANCELLED)}"
+    " OR c.deleted_at IS NOT NULL"
+)
 
 # Decides, in the database's clock, what each job's message becomes: `sending` when it may go
 # out now; `cancelled`, `expired`, or back to `pending` (paused mailing, closed send window)
@@ -26,36 +41,36 @@ CLAIM = text(f"""
     target AS (
         SELECT m.id, job.token AS job_token,
             CASE
-                WHEN mg.deleted_at IS NOT NULL OR mg.status = 'cancelled'
-                     OR c.deleted_at IS NOT NULL THEN 'cancelled'
-                WHEN now() >= mg.end_at - make_interval(secs => :margin) THEN 'expired'
-                WHEN mg.status <> 'running' THEN 'pending'
-                WHEN NOT {_WINDOW_OPEN} THEN 'pending'
-                ELSE 'sending'
+                WHEN {_CANCELLED} THEN {sql(S.CANCELLED)}
+                WHEN {_TOO_LATE} THEN {sql(S.EXPIRED)}
+                WHEN mg.status <> {sql(MailingStatus.RUNNING)} THEN {sql(S.PENDING)}
+                WHEN NOT {_WINDOW_OPEN} THEN {sql(S.PENDING)}
+                ELSE {sql(S.SENDING)}
             END AS next_status,
             {_NEXT_OPEN} AS next_open
         FROM message m
         JOIN job ON job.id = m.id AND job.token = m.token
         JOIN mailing mg ON mg.id = m.mailing_id
         JOIN client c ON c.id = m.client_id
-        WHERE m.status IN ('queued', 'retrying')
+        WHERE m.status IN ({sql_in(CLAIMABLE)})
         ORDER BY m.id
         FOR UPDATE OF m
     )
     UPDATE message m SET
         status = t.next_status,
-        token = CASE WHEN t.next_status = 'sending' THEN m.token END,
-        lease_until = CASE WHEN t.next_status = 'sending'
+        token = CASE WHEN t.next_status = {sql(S.SENDING)} THEN m.token END,
+        lease_until = CASE WHEN t.next_status = {sql(S.SENDING)}
                            THEN now() + make_interval(secs => :lease) END,
-        not_before = CASE WHEN t.next_status = 'pending' THEN t.next_open ELSE m.not_before END,
-        last_error = CASE WHEN t.next_status = 'expired' THEN 'end time reached'
+        not_before = CASE WHEN t.next_status = {sql(S.PENDING)} THEN t.next_open
+                          ELSE m.not_before END,
+        last_error = CASE WHEN t.next_status = {sql(S.EXPIRED)} THEN '{END_REACHED}'
                           ELSE m.last_error END,
         updated_at = now()
     FROM target t, mailing mg, client c
     WHERE m.id = t.id AND mg.id = m.mailing_id AND c.id = m.client_id
     RETURNING m.id, t.job_token AS token, m.status, m.mailing_id, m.client_id, m.attempts,
               c.phone, mg.text,
-              extract(epoch FROM mg.end_at - now()) AS seconds_to_end
+              {seconds_to_end_sql("mg.end_at")} AS seconds_to_end
 """)
 
 # `sent` is a fact and lands on any message not yet terminal; every other outcome lands only
@@ -70,58 +85,57 @@ WRITE_RESULTS = text(f"""
     )
     UPDATE message m SET
         status = r.status,
-        token = CASE WHEN r.status = 'retrying' THEN m.token END,
-        lease_until = CASE WHEN r.status = 'retrying'
+        token = CASE WHEN r.status = {sql(S.RETRYING)} THEN m.token END,
+        lease_until = CASE WHEN r.status = {sql(S.RETRYING)}
                            THEN now() + make_interval(secs => r.delay_s + :lease) END,
-        not_before = CASE WHEN r.status IN ('retrying', 'pending')
+        not_before = CASE WHEN r.status IN ({sql_in([S.RETRYING, S.PENDING])})
                           THEN now() + make_interval(secs => r.delay_s) ELSE m.not_before END,
         attempts = m.attempts + r.attempted,
         last_error = coalesce(r.error, m.last_error),
-        sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE m.sent_at END,
+        sent_at = CASE WHEN r.status = {sql(S.SENT)} THEN now() ELSE m.sent_at END,
         updated_at = now()
     FROM r
     WHERE m.id = r.id
-      AND ((r.status = 'sent' AND m.status IN ({OPEN_STATUSES_SQL}))
-           OR (m.token = r.token AND m.status = 'sending'))
+      AND ((r.status = {sql(S.SENT)} AND m.status IN ({sql_in(OPEN)}))
+           OR (m.token = r.token AND m.status = {sql(S.SENDING)}))
     RETURNING m.id, m.status
 """)
 
 # Give leased jobs back without sending (breaker open): no attempt is spent.
-RELEASE = text("""
-    UPDATE message m SET status = 'pending', token = NULL, lease_until = NULL,
+RELEASE = text(f"""
+    UPDATE message m SET status = {sql(S.PENDING)}, token = NULL, lease_until = NULL,
         not_before = greatest(m.not_before, now() + make_interval(secs => :delay)),
         updated_at = now()
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token)
-    WHERE m.id = j.id AND m.token = j.token AND m.status IN ('queued', 'retrying')
+    WHERE m.id = j.id AND m.token = j.token AND m.status IN ({sql_in(CLAIMABLE)})
 """)
 
 # A job that sat in the send queue past its expiration: each of its messages is expired if the
 # end time (as it is now) has come, else back to pending for the scheduler to queue again.
-DEAD_LETTER_EXPIRED = text("""
+DEAD_LETTER_EXPIRED = text(f"""
     UPDATE message m SET
-        status = CASE WHEN now() >= mg.end_at - make_interval(secs => :margin)
-                      THEN 'expired' ELSE 'pending' END,
-        last_error = CASE WHEN now() >= mg.end_at - make_interval(secs => :margin)
-                          THEN 'end time reached' ELSE m.last_error END,
+        status = CASE WHEN {_TOO_LATE} THEN {sql(S.EXPIRED)} ELSE {sql(S.PENDING)} END,
+        last_error = CASE WHEN {_TOO_LATE} THEN '{END_REACHED}' ELSE m.last_error END,
         token = NULL, lease_until = NULL, updated_at = now()
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token), mailing mg
-    WHERE m.id = j.id AND m.token = j.token AND m.status IN ('queued', 'retrying')
+    WHERE m.id = j.id AND m.token = j.token AND m.status IN ({sql_in(CLAIMABLE)})
       AND mg.id = m.mailing_id
     RETURNING m.id, m.status
 """)
 
-STOPPED_MAILINGS = text("""
-    SELECT id, CASE WHEN deleted_at IS NOT NULL OR status = 'cancelled' THEN 'cancelled'
-                    ELSE 'pending' END AS becomes
+STOPPED_MAILINGS = text(f"""
+    SELECT id, CASE WHEN deleted_at IS NOT NULL OR status = {sql(MailingStatus.CANCELLED)}
+                    THEN {sql(S.CANCELLED)} ELSE {sql(S.PENDING)} END AS becomes
     FROM mailing
-    WHERE id = ANY(CAST(:ids AS bigint[])) AND (status <> 'running' OR deleted_at IS NOT NULL)
+    WHERE id = ANY(CAST(:ids AS bigint[]))
+      AND (status <> {sql(MailingStatus.RUNNING)} OR deleted_at IS NOT NULL)
 """)
 
 DEAD_LETTER_POISON = text(f"""
-    UPDATE message m SET status = 'failed', token = NULL, lease_until = NULL, updated_at = now(),
-        last_error = :reason
+    UPDATE message m SET status = {sql(S.FAILED)}, token = NULL, lease_until = NULL,
+        updated_at = now(), last_error = :reason
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token)
-    WHERE m.id = j.id AND m.token = j.token AND m.status IN ({OPEN_STATUSES_SQL})
+    WHERE m.id = j.id AND m.token = j.token AND m.status IN ({sql_in(OPEN)})
     RETURNING m.id, m.status
 """)
 
@@ -130,7 +144,7 @@ DEAD_LETTER_POISON = text(f"""
 class Claimed:
     message_id: int
     token: int
-    status: str
+    status: MessageStatus
     mailing_id: int
     client_id: int
     attempts: int
@@ -145,10 +159,11 @@ class Result:
     message_id: int
     mailing_id: int
     token: int
-    status: str  # sent | retrying | failed | expired | pending
+    status: MessageStatus  # one of lifecycle.RESULT_STATUSES
     error: str | None = None
     delay_s: float = 0.0
     attempted: int = 1
+    why: str = ""  # for logs and metrics only: which branch of the outcome policy
 
 
 async def claim(
@@ -163,7 +178,7 @@ async def claim(
         Claimed(
             r.id,
             r.token,
-            r.status,
+            MessageStatus(r.status),
             r.mailing_id,
             r.client_id,
             r.attempts,
@@ -180,21 +195,21 @@ async def claim(
 
 async def write_results(
     session: AsyncSession, results: Sequence[Result], *, lease_s: float
-) -> dict[int, str]:
+) -> dict[int, MessageStatus]:
     """Returns the status each written message now has; messages missing were not ours."""
     rows = await session.execute(
         WRITE_RESULTS,
         {
             "ids": [r.message_id for r in results],
             "tokens": [r.token for r in results],
-            "statuses": [r.status for r in results],
+            "statuses": [r.status.value for r in results],
             "errors": [r.error for r in results],
             "delays": [r.delay_s for r in results],
             "attempted": [r.attempted for r in results],
             "lease": lease_s,
         },
     )
-    written = {row.id: row.status for row in rows}
+    written = {row.id: MessageStatus(row.status) for row in rows}
     await session.commit()
     return written
 
@@ -209,10 +224,10 @@ async def release(session: AsyncSession, jobs: Sequence[Job], *, delay_s: float)
 
 async def dead_letter_expired(
     session: AsyncSession, jobs: Sequence[Job], *, margin_s: float
-) -> dict[int, str]:
+) -> dict[int, MessageStatus]:
     """Returns what each message became; messages missing had moved on (another token)."""
     rows = await session.execute(DEAD_LETTER_EXPIRED, {**_keys(jobs), "margin": margin_s})
-    statuses = {row.id: row.status for row in rows}
+    statuses = {row.id: MessageStatus(row.status) for row in rows}
     await session.commit()
     return statuses
 
@@ -229,7 +244,28 @@ def _keys(jobs: Sequence[Job]) -> dict[str, list[int]]:
     return {"ids": [job.message_id for job in jobs], "tokens": [job.token for job in jobs]}
 
 
-async def stopped_mailings(session: AsyncSession, mailing_ids: list[int]) -> dict[int, str]:
+async def stopped_mailings(
+    session: AsyncSession, mailing_ids: list[int]
+) -> dict[int, MessageStatus]:
     """Of these mailings, those no longer running: id -> what their held messages become."""
     rows = await session.execute(STOPPED_MAILINGS, {"ids": mailing_ids})
-    return {row.id: row.becomes for row in rows}
+    return {row.id: MessageStatus(row.becomes) for row in rows}
+
+
+async def with_retry(
+    sessions: async_sessionmaker[AsyncSession],
+    action: Callable[[AsyncSession], Awaitable[T]],
+    what: str,
+) -> T:
+    """Keep trying through a database outage; the jobs stay unacked meanwhile."""
+    pause = 0.1
+    while True:
+        try:
+            async with sessions() as session:
+                return await action(session)
+        except Exception as exc:
+            if what == "write results":
+                metrics.RESULT_WRITE_RETRIES.inc()
+            log.warning("database call failed; retrying", what=what, error=str(exc)[:200])
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)

@@ -1,7 +1,10 @@
 """Send windows: the hours of the client's local day in which a mailing may reach them.
 
 A window is `[start, end)` in local wall-clock time and may wrap midnight (22:00-06:00).
-The scheduler and sender evaluate the same rules in SQL (see `shared.sql`); tests compare both.
+The fan-out and the sender's claim evaluate the same rules in SQL, per row and without a round
+trip to Python: the `*_sql` functions below build those forms (their arguments are SQL
+expressions: columns or bind parameters). tests/db/test_rule_twins.py runs both forms on the
+real database and compares them.
 """
 
 from __future__ import annotations
@@ -70,3 +73,31 @@ def next_window_open(window: SendWindow | None, timezone: str, now: datetime) ->
                 return opening
         opening_day += timedelta(days=1)
     raise AssertionError(f"send window {window} never opens in {timezone}")  # pragma: no cover
+
+
+# --- SQL forms ------------------------------------------------------------------------------
+
+
+def local_now_sql(timezone: str, now: str = "now()") -> str:
+    return f"({now} AT TIME ZONE {timezone})"
+
+
+def window_open_sql(timezone: str, start: str, end: str, now: str = "now()") -> str:
+    """`is_window_open`: true when there is no window or the local time is in [start, end)."""
+    local = f"{local_now_sql(timezone, now)}::time"
+    return (
+        f"({start} IS NULL OR CASE WHEN {start} < {end} "
+        f"THEN {local} >= {start} AND {local} < {end} "
+        f"ELSE {local} >= {start} OR {local} < {end} END)"
+    )
+
+
+def next_window_open_sql(timezone: str, start: str, end: str, now: str = "now()") -> str:
+    """`next_window_open`: `now` when the window is open, else the next moment the client's
+    local clock reads `start`."""
+    local = local_now_sql(timezone, now)
+    opening_day = f"({local}::date + CASE WHEN {local}::time < {start} THEN 0 ELSE 1 END)"
+    return (
+        f"CASE WHEN {window_open_sql(timezone, start, end, now)} THEN {now} "
+        f"ELSE ({opening_day} + {start}) AT TIME ZONE {timezone} END"
+    )

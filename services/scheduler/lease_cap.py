@@ -1,16 +1,19 @@
-"""How many send jobs to keep in the broker: enough work for a while, never more than the
-senders drain before the lease expires.
+"""The lease cap: how many messages to keep leased (queued in the broker or being sent): enough
+work for a while, never more than the senders drain before the lease expires.
 
-A fixed window is wrong both ways: too small starves fast senders, too large leaves jobs
+(Not to be confused with a mailing's send window, the client's local hours in
+`shared.domain.send_window`. This was called the "send window" until it was renamed.)
+
+A fixed cap is wrong both ways: too small starves fast senders, too large leaves jobs
 waiting in the queue past their lease, so the reaper re-publishes messages that were never
-lost. The window follows the measured drain rate (live leases that ended per second) and holds
+lost. The cap follows the measured drain rate (live leases that ended per second) and holds
 `horizon_s` seconds of work, between `minimum` and `maximum`.
 
-The horizon is short (a couple of seconds, `window_horizon_s`): the send queue is FIFO, so a
-new mailing's first jobs wait behind whatever the window holds of the others' work.
+The horizon is short (a couple of seconds, `cap_horizon_s`): the send queue is FIFO, so a
+new mailing's first jobs wait behind whatever the cap holds of the others' work.
 
-A window the senders empty measures only what it let through, not what the senders could
-take: measured as is, a window too small would shrink itself further. So when a full window
+A cap the senders empty measures only what it let through, not what the senders could
+take: measured as is, a cap too small would shrink itself further. So when a full cap
 drains (almost) dry between two looks, it doubles instead, up to `maximum`.
 """
 
@@ -19,19 +22,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-# A window is "drained dry" when at most this share of it is still live at the next look.
+# A cap is "drained dry" when at most this share of it is still live at the next look.
 DRAINED_FRACTION = 0.1
-# How much a full window that drained dry grows at once.
+# How much a full cap that drained dry grows at once.
 GROWTH = 2.0
 
 
-def window_horizon_s(lease_ttl_s: float, cap_s: float) -> float:
+def cap_horizon_s(lease_ttl_s: float, cap_s: float) -> float:
     """Seconds of work to hold: a few (`cap_s`), and never more than a quarter of the lease, so
     jobs are claimed long before their lease lapses."""
     return min(lease_ttl_s / 4, cap_s)
 
 
-class SendWindow:
+class LeaseCap:
     def __init__(
         self,
         *,
@@ -46,7 +49,7 @@ class SendWindow:
         self.horizon_s = horizon_s
         self.clock = clock
         self.smoothing = smoothing
-        self.rate: float | None = None  # messages per second leaving the window
+        self.rate: float | None = None  # messages per second leaving the cap
         self._last: tuple[float, int] | None = None  # (when, live leases then)
         self._leased_since = 0
 
@@ -57,7 +60,7 @@ class SendWindow:
             then, live_then = self._last
             elapsed = now - then
             held = live_then + self._leased_since  # the most that was live meanwhile
-            # A window empty all along measures demand, not the senders' speed: skip it.
+            # A cap empty all along measures demand, not the senders' speed: skip it.
             if elapsed > 0 and held > 0:
                 size = self.size
                 drained = max(held - live, 0)
@@ -67,7 +70,7 @@ class SendWindow:
                     if self.rate is None
                     else self.rate + self.smoothing * (sample - self.rate)
                 )
-                # The window was full and the senders emptied it: they waited for work, so
+                # The cap was full and the senders emptied it: they waited for work, so
                 # they can take more than was measured. Grow rather than spiral down.
                 if held >= size and live <= size * DRAINED_FRACTION:
                     rate = max(rate, GROWTH * size / self.horizon_s)

@@ -1,0 +1,104 @@
+"""The message lifecycle: which status may follow which, and who makes each move.
+
+    fan-out      (none)                      -> pending          scheduler.fanout
+    lease        pending                     -> queued           scheduler.leasing
+    reaper       queued|sending|retrying, lease lapsed -> queued scheduler.leasing
+    claim        queued|retrying             -> sending | pending | expired | cancelled
+                                                                 sender.store (CLAIM)
+    release      queued|retrying             -> pending          sender.store (breaker open)
+    result       sending                     -> sent | retrying | failed | expired | pending
+                                                | cancelled      sender.store (WRITE_RESULTS)
+                 any open                    -> sent             (a delivery is a fact)
+    dead letter  queued|retrying             -> expired | pending   (job expired in the queue)
+                 any open                    -> failed              (poison job)
+    sweep        open, not held by a sender  -> cancelled | expired   scheduler.sweep
+
+A new move (say an admin's retry of failed messages, failed -> pending) is one entry in MOVES
+and one statement in the module named beside it. Every status list in the worker SQL comes
+from here or from `shared.domain.statuses`, through `sql_in`, never as a string literal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared.domain.statuses import MESSAGE_OPEN_STATUSES, MessageStatus
+
+S = MessageStatus
+
+
+class Mover(StrEnum):
+    FANOUT = "fan-out"
+    LEASE = "lease"
+    REAPER = "reaper"
+    CLAIM = "claim"
+    RELEASE = "release"
+    RESULT = "result"
+    DEAD_LETTER = "dead letter"
+    SWEEP = "sweep"
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    by: Mover
+    before: frozenset[MessageStatus | None]  # None: the message does not exist yet
+    after: frozenset[MessageStatus]
+
+
+def _move(
+    by: Mover, before: Iterable[MessageStatus | None], after: Iterable[MessageStatus]
+) -> Move:
+    return Move(by, frozenset(before), frozenset(after))
+
+
+# What a sender's claim takes: a job's message that is waiting for a sender.
+CLAIMABLE = (S.QUEUED, S.RETRYING)
+# A live lease: in the broker or in a sender's hands (the scheduler's lease cap counts these).
+LEASED = (S.QUEUED, S.SENDING)
+# What a lapsed lease gives back to the reaper.
+REAPABLE = (S.QUEUED, S.SENDING, S.RETRYING)
+# What the sweep expires outright at the end time (a `sending` one only once its lease lapsed).
+EXPIRABLE = (S.PENDING, S.QUEUED, S.RETRYING)
+OPEN = MESSAGE_OPEN_STATUSES
+
+MOVES: tuple[Move, ...] = (
+    _move(Mover.FANOUT, [None], [S.PENDING]),
+    _move(Mover.LEASE, [S.PENDING], [S.QUEUED]),
+    _move(Mover.REAPER, REAPABLE, [S.QUEUED]),
+    _move(Mover.CLAIM, CLAIMABLE, [S.SENDING, S.PENDING, S.EXPIRED, S.CANCELLED]),
+    _move(Mover.RELEASE, CLAIMABLE, [S.PENDING]),
+    _move(
+        Mover.RESULT,
+        [S.SENDING],
+        [S.SENT, S.RETRYING, S.FAILED, S.EXPIRED, S.PENDING, S.CANCELLED],
+    ),
+    _move(Mover.RESULT, OPEN, [S.SENT]),
+    _move(Mover.DEAD_LETTER, CLAIMABLE, [S.EXPIRED, S.PENDING]),
+    _move(Mover.DEAD_LETTER, OPEN, [S.FAILED]),
+    _move(Mover.SWEEP, OPEN, [S.CANCELLED]),
+    _move(Mover.SWEEP, (*EXPIRABLE, S.SENDING), [S.EXPIRED]),
+)
+
+# What a sender's result may say about a message it held.
+RESULT_STATUSES = frozenset().union(*(m.after for m in MOVES if m.by is Mover.RESULT))
+
+
+def movers(before: MessageStatus | None, after: MessageStatus) -> frozenset[Mover]:
+    """Who may move a message from `before` to `after` (empty: nobody, the move is illegal)."""
+    return frozenset(m.by for m in MOVES if before in m.before and after in m.after)
+
+
+def may_follow(before: MessageStatus | None, after: MessageStatus) -> bool:
+    return bool(movers(before, after))
+
+
+def sql(status: StrEnum) -> str:
+    """A status (of a message or a mailing) as an SQL literal."""
+    return f"'{status.value}'"
+
+
+def sql_in(statuses: Iterable[StrEnum]) -> str:
+    """Statuses as the inside of an SQL `IN (...)` list."""
+    return ", ".join(sql(s) for s in statuses)

@@ -1,0 +1,150 @@
+"""The scheduler's lease cap follows the senders' drain rate."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.scheduler.lease_cap import LeaseCap, cap_horizon_s
+from shared.settings import SchedulerSettings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_starts_at_the_minimum_until_a_rate_is_seen() -> None:
+    cap = LeaseCap(minimum=200, maximum=5000, horizon_s=30, clock=Clock())
+    assert cap.size == 200
+    cap.observe(0)
+    assert cap.size == 200
+
+
+def test_grows_with_fast_senders_up_to_the_cap() -> None:
+    clock = Clock()
+    cap = LeaseCap(minimum=200, maximum=5000, horizon_s=30, clock=clock)
+    cap.observe(0)
+    clock.now = 1.0
+    cap.observe(0)  # empty all along: no sample
+    assert cap.rate is None
+    cap.leased(200)
+    clock.now = 2.0
+    cap.observe(50)  # 150 of 200 left in a second
+    assert cap.rate == 150
+    assert cap.size == 4500
+    cap.leased(10_000)
+    clock.now = 3.0
+    cap.observe(50)
+    assert cap.size == 5000
+
+
+def test_shrinks_when_senders_slow_down_so_leases_do_not_lapse_in_the_queue() -> None:
+    clock = Clock()
+    cap = LeaseCap(minimum=200, maximum=5000, horizon_s=30, clock=clock, smoothing=1.0)
+    cap.observe(1000)
+    clock.now = 10.0
+    cap.observe(900)  # 10 messages a second
+    assert cap.size == 300
+    clock.now = 20.0
+    cap.observe(890)  # 1 a second: the minimum holds
+    assert cap.size == 200
+
+
+def test_a_full_window_that_does_not_drain_measures_zero() -> None:
+    clock = Clock()
+    cap = LeaseCap(minimum=100, maximum=5000, horizon_s=30, clock=clock, smoothing=1.0)
+    cap.observe(100)
+    clock.now = 5.0
+    cap.observe(100)
+    assert cap.rate == 0
+    assert cap.size == 100
+
+
+def test_a_window_the_senders_empty_grows_instead_of_spiralling_down() -> None:
+    """Senders faster than the cap empty it and wait: the drain rate measured is only what
+    the cap let through. Looked at less often than the horizon, that would shrink the cap
+    every time; instead a full cap that drained dry doubles."""
+    clock = Clock()
+    cap = LeaseCap(minimum=200, maximum=5000, horizon_s=2, clock=clock)
+    cap.observe(0)
+    sizes = []
+    for _ in range(8):
+        size = cap.size
+        cap.leased(size)  # fill it
+        clock.now += 3.0  # longer than the horizon: the sample alone would be size / 3 per second
+        cap.observe(0)  # the senders took everything
+        sizes.append(cap.size)
+    assert sizes[:5] == [400, 800, 1600, 3200, 5000]
+    assert sizes[-1] == 5000
+
+
+def test_a_drained_window_that_was_not_full_keeps_the_measured_rate() -> None:
+    """Demand, not the cap, limited the leases: nothing says the senders could take more."""
+    clock = Clock()
+    cap = LeaseCap(minimum=100, maximum=5000, horizon_s=2, clock=clock, smoothing=1.0)
+    cap.observe(0)
+    cap.leased(50)
+    clock.now = 1.0
+    cap.observe(0)
+    assert cap.rate == 50
+    assert cap.size == 100
+
+
+def test_a_full_window_still_live_does_not_grow() -> None:
+    """The senders did not empty it: the measured rate stands, whatever the cap was."""
+    clock = Clock()
+    cap = LeaseCap(minimum=200, maximum=5000, horizon_s=2, clock=clock, smoothing=1.0)
+    cap.observe(0)
+    cap.leased(200)
+    clock.now = 1.0
+    cap.observe(150)  # 50 a second, 150 still live
+    assert cap.rate == 50
+    assert cap.size == 200
+
+
+def test_the_horizon_is_a_few_seconds_and_within_a_quarter_of_the_lease() -> None:
+    assert cap_horizon_s(120.0, 2.0) == 2.0
+    assert cap_horizon_s(4.0, 2.0) == 1.0
+    settings = SchedulerSettings()
+    assert settings.lease_cap_horizon_s == 2.0
+    assert cap_horizon_s(settings.lease_ttl_s, settings.lease_cap_horizon_s) == 2.0
+
+
+@pytest.mark.parametrize("name", ["LEASE_CAP_HORIZON_S", "SEND_WINDOW_HORIZON_S"])
+@pytest.mark.parametrize("value", ["0", "-1", "abc"])
+def test_the_horizon_setting_is_validated(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        SchedulerSettings()
+
+
+def test_a_big_window_holds_only_the_horizon_of_work() -> None:
+    """Fast senders do not fill LEASE_CAP when it is more than a few seconds of their work:
+    a new mailing's first jobs queue behind about `horizon_s` seconds of the others'."""
+    clock = Clock()
+    cap = LeaseCap(minimum=200, maximum=5000, horizon_s=2, clock=clock, smoothing=1.0)
+    cap.observe(1000)
+    clock.now = 1.0
+    cap.observe(500)  # 500 a second, half still live
+    assert cap.size == 1000
+
+
+def test_the_old_setting_names_still_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEND_WINDOW and SEND_WINDOW_HORIZON_S were renamed: they still set the lease cap."""
+    monkeypatch.setenv("SEND_WINDOW", "1234")
+    monkeypatch.setenv("SEND_WINDOW_HORIZON_S", "3.5")
+    settings = SchedulerSettings()
+    assert settings.lease_cap == 1234
+    assert settings.lease_cap_horizon_s == 3.5
+
+
+def test_the_new_setting_names_win_over_the_old(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEND_WINDOW", "1234")
+    monkeypatch.setenv("LEASE_CAP", "777")
+    assert SchedulerSettings().lease_cap == 777

@@ -1,0 +1,48 @@
+"""The message lifecycle: who may move a message from which status to which."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.domain.lifecycle import MOVES, Mover, may_follow, movers, sql, sql_in
+from shared.domain.statuses import MESSAGE_TERMINAL_STATUSES, MessageStatus
+
+S = MessageStatus
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "by"),
+    [
+        (None, S.PENDING, {Mover.FANOUT}),
+        (S.PENDING, S.QUEUED, {Mover.LEASE}),
+        (S.SENDING, S.QUEUED, {Mover.REAPER}),
+        (S.QUEUED, S.SENDING, {Mover.CLAIM}),
+        (S.SENDING, S.RETRYING, {Mover.RESULT}),
+        (S.QUEUED, S.SENT, {Mover.RESULT}),  # a delivery is a fact, whoever holds it now
+        (S.RETRYING, S.PENDING, {Mover.CLAIM, Mover.RELEASE, Mover.DEAD_LETTER}),
+        (S.PENDING, S.EXPIRED, {Mover.SWEEP}),
+    ],
+)
+def test_who_makes_each_move(before: S | None, after: S, by: set[Mover]) -> None:
+    assert movers(before, after) == by
+
+
+def test_nothing_leaves_a_terminal_status() -> None:
+    for status in MESSAGE_TERMINAL_STATUSES:
+        for after in S:
+            assert not may_follow(status, after), (status, after)
+
+
+def test_nothing_goes_from_pending_straight_to_sending() -> None:
+    assert not may_follow(S.PENDING, S.SENDING)
+    assert not may_follow(S.PENDING, S.RETRYING)
+
+
+def test_every_status_is_reachable() -> None:
+    reached = set().union(*(m.after for m in MOVES))
+    assert reached == set(S)
+
+
+def test_sql_literals() -> None:
+    assert sql(S.SENDING) == "'sending'"
+    assert sql_in([S.QUEUED, S.RETRYING]) == "'queued', 'retrying'"
