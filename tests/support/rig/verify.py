@@ -96,8 +96,13 @@ def verify_mailing(
         assert unrecorded <= unsure, f"delivered but not sent: {sorted(unrecorded)[:10]}"
     else:
         assert not unrecorded, f"delivered but not marked sent: {sorted(unrecorded)[:10]}"
-    after_end = sum(1 for d in delivered.values() if d["last_at"] > end_at)
-    assert after_end == 0, f"{after_end} deliveries after the end time"
+    late = {i: d["last_at"] - end_at for i, d in delivered.items() if d["last_at"] > end_at}
+    after_end = len(late)
+    assert after_end == 0, (
+        f"{after_end} deliveries after the end time, up to {max(late.values()):.2f} s after it; "
+        f"{sum(1 for i in late if may_have_reached_provider(by_id[i][4]))} of them timed out "
+        f"at the sender; statuses {sorted({by_id[i][3] for i in late})}"
+    )
     duplicates = sum(d["count"] - 1 for d in delivered.values())
     # A request that timed out may have reached the provider all the same: sending it again
     # is the at-least-once no system avoids. Every other duplicate counts against the bound.
