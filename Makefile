@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/mailing
 
-.PHONY: run test test-unit test-chaos lint typecheck check services db install bench bench-smoke clean
+.PHONY: run test test-unit test-chaos lint typecheck check services db install bench bench-smoke soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench: install services
 ## The benchmarks at a tiny size (well under a minute): checks they work, report under build/.
 bench-smoke: install services
 	$(BIN)/python -m bench.run --smoke --report build/bench-smoke/BENCHMARKS.md
+
+## Load at half the machine's capacity with faults cycling, 30 minutes (SOAK_ARGS="--minutes 8"
+## for less); writes the Soak section of docs/RELIABILITY.md.
+soak: install services
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

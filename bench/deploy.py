@@ -1,4 +1,5 @@
-"""Real service processes for the benchmarks: the provider stub, api, scheduler and senders.
+"""Real service processes for the benchmarks: the provider stub, api, scheduler and senders,
+started and stopped by the shared rig (tests/support/rig).
 
 Each deployment gets its own RabbitMQ namespace (deleted when it stops) over a database the
 caller chose, and logs to files under the run's directory. Processes are stopped by their
@@ -8,122 +9,27 @@ own pids (SIGTERM, then SIGKILL), never by name.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from bench.system import free_port
 from shared.domain.retry import DEFAULT_RETRY_DELAYS_S
 from tests.support.broker import delete_namespace
-from tests.support.database import sqlalchemy_url
+from tests.support.database import ROOT, sqlalchemy_url
+from tests.support.rig.env import service_env
+from tests.support.rig.processes import ServiceProcess, free_port, launch
+from tests.support.rig.stub import STUB_TOKEN, StubControl, start_stub_process
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ADMIN_TOKEN", "ROOT", "Deployment", "Service", "Stub", "start_stub"]
+
 ADMIN_TOKEN = "bench-admin-token"
-STUB_TOKEN = "stub-token"
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def wait_ready(self, path: str = "/readyz", timeout: float = 60.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with httpx.AsyncClient(timeout=1.0) as client:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited:\n{self.log_tail()}")
-                try:
-                    if (await client.get(self.url + path)).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if loop.time() > deadline:
-                    raise RuntimeError(
-                        f"{self.name} not ready after {timeout}s:\n{self.log_tail()}"
-                    )
-                await asyncio.sleep(0.1)
-
-    def terminate(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait_stopped(self, timeout: float = 20.0) -> None:
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
-
-
-def start_process(name: str, module: str, env: dict[str, str], log_dir: Path, port: int) -> Service:
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", module],
-            cwd=ROOT,
-            env=os.environ | env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return Service(name, process, port, log_path)
-
-
-async def start_stub(log_dir: Path) -> Service:
-    port = free_port()
-    stub = start_process(
-        "stub",
-        "services.provider_stub",
-        {"STUB_PORT": str(port), "STUB_HOST": "127.0.0.1", "STUB_TOKEN": STUB_TOKEN},
-        log_dir,
-        port,
-    )
-    await stub.wait_ready("/healthz")
-    return stub
-
-
-class Stub:
-    """The provider stub's control API (faults, reset, stats)."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.url = service.url
-
-    async def reset(self, latency_ms: float = 0.0) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
-            (await client.post("/_control/reset")).raise_for_status()
-            response = await client.put("/_control/faults", json={"latency_ms": latency_ms})
-            response.raise_for_status()
-
-    async def stats(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
-            response = await client.get("/_control/stats")
-            response.raise_for_status()
-            return dict(response.json())
+# The rig's names under the ones the benchmarks used before it was one package.
+Service = ServiceProcess
+Stub = StubControl
+start_stub = start_stub_process
+start_process = launch
 
 
 @dataclass
@@ -145,16 +51,14 @@ class Deployment:
     sender_services: list[Service] = field(default_factory=list)
 
     def base_env(self) -> dict[str, str]:
-        return {
-            "DATABASE_URL": sqlalchemy_url(self.database),
-            "AMQP_URL": self.amqp_url,
-            "AMQP_NAMESPACE": self.namespace,
-            "PROVIDER_URL": self.stub_url,
-            "PROVIDER_TOKEN": STUB_TOKEN,
-            "API_TOKENS": ADMIN_TOKEN,
-            "LOG_FORMAT": "json",
-            "LOG_LEVEL": "INFO",
-        }
+        return service_env(
+            database_url=sqlalchemy_url(self.database),
+            amqp_url=self.amqp_url,
+            namespace=self.namespace,
+            provider_url=self.stub_url,
+            provider_token=STUB_TOKEN,
+            api_token=ADMIN_TOKEN,
+        ) | {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
 
     @property
     def services(self) -> list[Service]:
@@ -199,7 +103,7 @@ class Deployment:
                 )
             )
         try:
-            await asyncio.gather(*(s.wait_ready() for s in self.services))
+            await asyncio.gather(*(s.wait_ready(timeout=60.0) for s in self.services))
         except BaseException:
             await self.stop()
             raise
@@ -223,7 +127,7 @@ class Deployment:
             port,
         )
         self.sender_services.append(sender)
-        await sender.wait_ready()
+        await sender.wait_ready(timeout=60.0)
         return sender
 
     async def stop_scheduler(self) -> None:
@@ -245,7 +149,7 @@ class Deployment:
             self.log_dir,
             port,
         )
-        await self.scheduler.wait_ready()
+        await self.scheduler.wait_ready(timeout=60.0)
         return self.scheduler
 
     async def stop(self) -> None:

@@ -364,22 +364,22 @@ class Report:
     def tiny_limit(self, key: str, full: dict[str, Any]) -> str:
         window = None
         settings = self.r.get("settings", {}).get("scheduler", {})
-        if settings.get("SEND_WINDOW"):
-            window = int(settings["SEND_WINDOW"])
+        if settings.get("LEASE_CAP"):
+            window = int(settings["LEASE_CAP"])
         rate = full.get("first_window_rate")
         wait = window / rate if window and rate else None
-        horizon = settings.get("SEND_WINDOW_HORIZON_S", "2")
+        horizon = settings.get("LEASE_CAP_HORIZON_S", "2")
         if key in ("during_fanout", "late_in_window"):
             return (
                 "fan-out takes turns across mailings (the one that waited longest first), so "
                 "the small mailing's rows come within one chunk of the big one's; then its jobs "
-                f"queue behind the window: about SEND_WINDOW_HORIZON_S={horizon} s of the "
+                f"queue behind the window: about LEASE_CAP_HORIZON_S={horizon} s of the "
                 "senders' work"
             )
         return (
             f"its jobs join the FIFO send queue behind the window: about "
-            f"SEND_WINDOW_HORIZON_S={horizon} s of the senders' work (at most "
-            f"SEND_WINDOW={fmt(window)} messages, ≈{fmt(wait, 1)} s at {fmt(rate, 0)} msg/s)"
+            f"LEASE_CAP_HORIZON_S={horizon} s of the senders' work (at most "
+            f"LEASE_CAP={fmt(window)} messages, ≈{fmt(wait, 1)} s at {fmt(rate, 0)} msg/s)"
         )
 
     def settings(self) -> None:
@@ -394,494 +394,9 @@ class Report:
             "everything else is the shipped default. `LOG_LEVEL` is set per run for every "
             "service. The shipped defaults are `MAX_CONNECTIONS=256`, `PREFETCH=512`, "
             "`BATCH_SIZE=100`, `BATCHES_IN_FLIGHT=8`, `BATCH_LINGER_MS=5`, `DB_POOL_SIZE=10`, "
-            "`SEND_WINDOW=5000`, `LEASE_BATCH_SIZE=1000`, `POLL_INTERVAL_S=2`, `LOG_LEVEL=INFO`; "
+            "`LEASE_CAP=5000`, `LEASE_BATCH_SIZE=1000`, `POLL_INTERVAL_S=2`, `LOG_LEVEL=INFO`; "
             "the sweep below compares them with the tuned ones.\n\n"
             + table(["setting", "value"], rows)
-        )
-
-    def e2e(self) -> None:
-        e2e = self.r.get("e2e")
-        if not e2e:
-            return
-        runs: dict[str, Any] = e2e["runs"]
-        rows = []
-        for label, run in runs.items():
-            rows.append(
-                [
-                    f"`{label}`",
-                    f"{run['latency_ms']:g} ms",
-                    run["log_level"],
-                    run["settings"],
-                    f"**{fmt(run['rate'])}**",
-                    fmt(run["steady_rate"]),
-                    fmt(run["seconds"]),
-                    fmt(run["first_delivery_s"], 2),
-                    f"{fmt(run['sent'])} / {fmt(run['expected'])}",
-                    fmt((run.get("machine_busy") or 0) * 100, 0) + "%",
-                    " / ".join(map(str, run.get("load", []))),
-                ]
-            )
-        self.add(
-            f"## End-to-end throughput ({fmt(e2e['clients'])} clients, one mailing)\n\n"
-            f"{fmt(e2e['clients'])} matching clients bulk-seeded with SQL; one mailing that "
-            "starts now is created through the API. msg/s counts from the create request "
-            "until every message is `sent` (polled from the counters every 50 ms); steady "
-            "is the rate between 10% and 90% sent. busy is the CPU time of all processes "
-            "over wall time x cores. load is the 1-min load average before / after.\n\n"
-            + table(
-                [
-                    "run",
-                    "stub",
-                    "log level",
-                    "settings",
-                    "msg/s",
-                    "steady msg/s",
-                    "seconds",
-                    "first delivery s",
-                    "sent",
-                    "busy",
-                    "load",
-                ],
-                rows,
-            )
-        )
-        procs = [*PROCESSES[:-1], "postgres_server", "stub"]
-        header = ["CPU ms per delivered message"] + [f"`{label}`" for label in runs]
-        rows = []
-        for proc in procs:
-            rows.append(
-                [PROCESS_NAMES[proc]]
-                + [fmt(run["cpu_ms_per_msg"].get(proc), 3) for run in runs.values()]
-            )
-        rows.append(
-            ["**sum (without stub, DB backends only)**"]
-            + [fmt(self.cpu_total_ms(run), 3) for run in runs.values()]
-        )
-        self.add(
-            "CPU per delivered message, by process (`/proc/<pid>/stat` utime+stime over the "
-            'run). "this database\'s backends" sums the PostgreSQL backends connected to the '
-            'bench database; "whole server tree" is the postmaster and all its children '
-            "(including WAL writer, checkpointer, autovacuum — and any other engineer's load "
-            "at the time).\n\n" + table(header, rows)
-        )
-        rows = []
-        for latency in (0, 50):
-            run = self.run(f"{latency}ms-warning")
-            if not run:
-                continue
-            for client, name in (("aiohttp", "plain aiohttp"), ("provider", "ProviderClient")):
-                c = self.ceiling(f"{client}@{latency}ms")
-                if not c:
-                    continue
-                rows.append(
-                    [
-                        f"{latency} ms",
-                        name,
-                        fmt(c["requests"]),
-                        fmt(c["rate"]),
-                        fmt(c["cpu_ms_per_request"], 3),
-                        fmt(run["rate"]),
-                        ratio(run["rate"], c["rate"]),
-                    ]
-                )
-        if rows:
-            conc = self.r.get("settings", {}).get("sender", {}).get("MAX_CONNECTIONS")
-            self.add(
-                "### Ceilings (same run, same stub, same sends)\n\n"
-                f"The same number of sends pushed straight to the stub from one process at the "
-                f"sender's concurrency ({conc} = MAX_CONNECTIONS): plain aiohttp, and the "
-                "sender's own `ProviderClient` (plain aiohttp, plus its request building and "
-                "`classify()`). The "
-                "last column is the end-to-end rate (`0ms-warning` / `50ms-warning`) over the "
-                "ceiling.\n\n"
-                + table(
-                    [
-                        "stub",
-                        "client",
-                        "sends",
-                        "sends/s",
-                        "client CPU ms/send",
-                        "end-to-end msg/s",
-                        "end-to-end / ceiling",
-                    ],
-                    rows,
-                )
-            )
-
-    def logging_cost(self) -> str:
-        runs = self.r.get("sweep", {}).get("runs", {})
-        info, warn = runs.get("LOG_LEVEL=INFO"), runs.get("tuned")
-        if not info or not warn:
-            return ""
-        delta = {
-            p: (info["cpu_ms_per_msg"].get(p) or 0) - (warn["cpu_ms_per_msg"].get(p) or 0)
-            for p in ("sender", "scheduler")
-        }
-        return (
-            f"Per-message INFO logs: at `LOG_LEVEL=INFO` the pipeline reaches "
-            f"{ratio(info['rate'], warn['rate'])}x the rate at `WARNING` "
-            f"({fmt(info['rate'])} vs {fmt(warn['rate'])} msg/s); they cost "
-            f"{delta['sender']:.3f} ms of sender CPU and {delta['scheduler']:.3f} ms of "
-            'scheduler CPU per message (the sender logs "provider accepted message", the '
-            'scheduler "message queued": one JSON line each per message).'
-        )
-
-    def sweep(self) -> None:
-        sw = self.r.get("sweep")
-        if sw and sw.get("skipped"):
-            self.add(f"### Settings sweep\n\nSkipped in this run: {sw['skipped']}.")
-            return
-        if not sw or not sw.get("runs"):
-            return
-        base = sw["runs"].get("tuned")
-        rows = []
-        for label, run in sw["runs"].items():
-            per = run["cpu_ms_per_msg"]
-            rows.append(
-                [
-                    "tuned (as above, WARNING)"
-                    if label == "tuned"
-                    else (
-                        "all shipped defaults (WARNING)" if label == "defaults" else f"`{label}`"
-                    ),
-                    f"**{fmt(run['rate'])}**",
-                    fmt(run["steady_rate"]),
-                    ratio(run["rate"], base["rate"] if base else None),
-                    fmt(per.get("sender"), 3),
-                    fmt(per.get("scheduler"), 3),
-                    fmt(per.get("postgres_db"), 3),
-                    fmt(per.get("rabbitmq"), 3),
-                    " / ".join(map(str, run.get("load", [])[:1])),
-                ]
-            )
-        self.add(
-            f"### Settings sweep ({fmt(sw['messages'])} messages per run, stub at 0 ms, "
-            "LOG_LEVEL=WARNING)\n\n"
-            "One knob at a time against the tuned settings; the ratio is to the tuned run of "
-            "this sweep (same size). Runs this short are noisy on a shared machine: read "
-            "differences under about 10% as no difference.\n\n"
-            + table(
-                [
-                    "settings (one change from tuned)",
-                    "msg/s",
-                    "steady msg/s",
-                    "vs tuned",
-                    "sender CPU ms/msg",
-                    "scheduler",
-                    "PostgreSQL",
-                    "RabbitMQ",
-                    "1-min load",
-                ],
-                rows,
-            )
-            + "\n\n"
-            + self.logging_cost()
-        )
-
-    def http(self) -> None:
-        http = self.r.get("http")
-        if not http:
-            return
-        rows = []
-        aio = next((x for x in http["rows"] if x["client"] == "aiohttp"), None)
-        names = {
-            "httpx": "httpx, default transport (httpcore)",
-            "httpx-aiohttp": "httpx + httpx-aiohttp transport (the sender's former client)",
-            "provider": "the sender's ProviderClient (plain aiohttp + classify)",
-            "aiohttp": "plain aiohttp",
-        }
-        for row in http["rows"]:
-            name = names.get(row["client"], row["client"])
-            if row.get("loop") == "uvloop":
-                name += ", on uvloop"
-            rows.append(
-                [
-                    name,
-                    row["concurrency"],
-                    fmt(row["rate"]),
-                    fmt(row["cpu_ms_per_request"], 3),
-                    fmt(row.get("stub_cpu_ms_per_request"), 3),
-                    ratio(row["rate"], aio["rate"] if aio else None),
-                ]
-            )
-        self.add(
-            "## HTTP clients, one process to the stub (0 ms)\n\n"
-            f"Time-boxed ({fmt(self.r.get('args', {}).get('http_seconds'))} s each, after a "
-            "warm-up that opens the connections), each worker one request at a time.\n\n"
-            + table(
-                [
-                    "client",
-                    "concurrency",
-                    "requests/s",
-                    "client CPU ms/request",
-                    "stub CPU ms/request",
-                    "vs plain aiohttp",
-                ],
-                rows,
-            )
-        )
-
-    def scaleout(self) -> None:
-        so = self.r.get("scaleout")
-        if not so:
-            return
-        rows = []
-        for n, run in so["runs"].items():
-            rows.append(
-                [
-                    n,
-                    fmt(run["steady_rate"]),
-                    fmt(run["rate"]),
-                    fmt(run["seconds"]),
-                    fmt(run["cpu_ms_per_msg"].get("sender"), 3),
-                    fmt((run.get("machine_busy") or 0) * 100, 0) + "%",
-                ]
-            )
-        self.add(
-            f"## Scale-out (stub at {so['latency_ms']} ms, {so['max_connections']} connections "
-            f"per sender, {fmt(so['messages'])} messages)\n\n"
-            + table(
-                [
-                    "senders",
-                    "steady msg/s",
-                    "msg/s end to end",
-                    "seconds",
-                    "sender CPU ms/msg",
-                    "busy",
-                ],
-                rows,
-            )
-            + f"\n\nSpeed-up, two senders over one: **{fmt(so.get('speedup'), 2)}x** steady "
-            f"({fmt(so.get('speedup_end_to_end'), 2)}x end to end, which includes the start-up "
-            "and tail of a short run)."
-        )
-
-    def fanout(self) -> None:
-        fo = self.r.get("fanout")
-        if not fo:
-            return
-        step, full = fo.get("step") or {}, fo.get("full") or {}
-
-        def both(key: str, digits: int = 1, unit: str = "") -> list[str]:
-            return [fmt(step.get(key), digits) + unit, fmt(full.get(key), digits) + unit]
-
-        def rss(x: dict[str, Any]) -> str:
-            start, peak = x.get("scheduler_rss_start_mb"), x.get("scheduler_peak_rss_mb")
-            return f"{fmt(start)} → {fmt(peak)} MB"
-
-        rows = [
-            ["matching clients", *both("messages")],
-            ["message rows created in (fanout_done_at - started_at)", *both("fanout_s", 2, " s")],
-            ["fan-out done after the create request", *both("fanout_done_after_create_s", 2, " s")],
-            ["create request → first delivery", *both("first_delivery_s", 2, " s")],
-            [
-                "window measured (watched until)",
-                f"{fmt(step.get('window_s'))} s",
-                f"{fmt(full.get('window_s'))} s ({fmt(full.get('watched_s'))} s)",
-            ],
-            ["message rows at the window's end", *both("rows_at_window_end")],
-            ["sent in the window", *both("sent_in_window")],
-            ["send rate over the window (msg/s)", *both("first_window_rate")],
-            ["send queue peak depth", *both("queue_peak")],
-            ["scheduler RSS at start → peak", rss(step), rss(full)],
-            ["DELETE (cancel) request", *both("delete_request_ms", 1, " ms")],
-            [
-                "deliveries within 2 s after the DELETE returned",
-                *both("delivered_within_2s_after_delete"),
-            ],
-        ]
-        base = self.run("0ms-warning")
-        text = (
-            f"## Fan-out ({fmt(fo['clients'])} matching clients)\n\n"
-            f"{fmt(fo['clients'])} clients bulk-seeded ({fmt(fo.get('seed_s'))} s). A mailing to "
-            f"the first {fmt(fo['step_clients'])} (a fresh scheduler, until its fan-out is done "
-            "plus 3 s), then one to all of them (another fresh scheduler, measured for the "
-            "first minute, then deleted). Stub at 0 ms, tuned settings, one sender.\n\n"
-            + table(
-                ["", f"{fmt(fo['step_clients'])} clients", f"{fmt(fo['clients'])} clients"], rows
-            )
-        )
-        if base and full.get("first_window_rate"):
-            text += (
-                f"\n\nFirst-window send rate over the `0ms-warning` run's rate "
-                f"({fmt(base['rate'])} msg/s): "
-                f"**{ratio(full['first_window_rate'], base['rate'])}x**."
-            )
-        chunk = fo.get("chunk_profile")
-        if chunk and chunk.get("execution_ms"):
-            trig = chunk.get("triggers_ms", {})
-            fk = sum(v for k, v in trig.items() if k.startswith("fk_"))
-            counters = sum(v for k, v in trig.items() if not k.startswith("fk_"))
-            total_ms = chunk["execution_ms"]
-            rest = total_ms - fk - counters
-            rate = chunk["clients"] / total_ms * 1000
-            text += (
-                f"\n\nOne fan-out chunk ({fmt(chunk['clients'])} clients, the scheduler's "
-                "`INSERT … SELECT`) under `EXPLAIN ANALYZE` on the quiet pipeline after the run, "
-                f"rolled back: **{fmt(total_ms, 0)} ms** ({fmt(rate, 0)} rows/s) — "
-                + (
-                    f"the foreign-key checks {fmt(fk, 0)} ms, "
-                    if fk
-                    else "no foreign-key triggers (dropped in migration 0002: 44% of a chunk "
-                    "before), "
-                )
-                + f"the counter trigger {fmt(counters, 0)} ms, picking the clients and "
-                f"inserting the rows with their 6 indexes {fmt(rest, 0)} ms."
-            )
-        tiny = full.get("tiny", {})
-        if tiny:
-            rows = [
-                [
-                    k.replace("_", " "),
-                    fmt(v["created_at_s"]) + " s",
-                    fmt(v["seconds"], 2) + " s",
-                    fmt(v["completed"]),
-                    fmt(v["sent"]),
-                ]
-                for k, v in tiny.items()
-            ]
-            text += (
-                "\n\n100-client mailings created while the big one runs (time from their "
-                "`created_at` to `completed_at`, database clock):\n\n"
-                + table(
-                    ["created", "after the big one's create", "to completed", "completed", "sent"],
-                    rows,
-                )
-            )
-        self.add(text)
-
-    def broker(self) -> None:
-        b = self.r.get("broker")
-        if not b:
-            return
-        rows = []
-        for key, name in (
-            ("publish_sequential", "confirmed publish, one await at a time"),
-            ("publish_gathered", f"confirmed publish, gathered batches of {b['batch']}"),
-            ("consume_ack", "consume + ack one by one (prefetch 512)"),
-            ("consume_ack_multiple", "consume + ack `multiple=True` once per 100"),
-        ):
-            if key not in b:
-                continue
-            x = b[key]
-            rows.append(
-                [
-                    name,
-                    fmt(x["messages"]),
-                    fmt(x["rate"]),
-                    fmt(x["client_cpu_ms_per_msg"], 3),
-                    fmt(x["broker_cpu_ms_per_msg"], 3),
-                ]
-            )
-        text = (
-            "## Broker (aio-pika, one process, a quorum queue)\n\n"
-            "Persistent job-sized messages to a quorum queue declared like the send queue.\n\n"
-            + table(["step", "messages", "msg/s", "client CPU ms/msg", "RabbitMQ CPU ms/msg"], rows)
-        )
-        best = self.run("0ms-warning")
-        if best:
-            per = best["cpu_ms_per_msg"]
-            total = self.cpu_total_ms(best)
-            share = (per.get("rabbitmq") or 0) / total * 100 if total else None
-            text += (
-                f"\n\nIn the `0ms-warning` end-to-end run RabbitMQ used "
-                f"{fmt(per.get('rabbitmq'), 3)} ms of CPU per delivered message — "
-                f"{fmt(share, 0)}% of the pipeline's CPU (stub excluded): each message is "
-                "published once (confirmed), delivered once and acked once."
-            )
-        self.add(text)
-
-    def stats(self) -> None:
-        st = self.r.get("stats")
-        if not st or not st.get("rows_measured"):
-            return
-        rows = []
-        for row in st["rows_measured"]:
-            path = "/mailings/stats" if row["mode"] == "stats-all" else "/mailings/{id}/stats"
-            rows.append(
-                [
-                    f"GET {path}",
-                    row["concurrency"],
-                    fmt(row["requests"]),
-                    fmt(row["rate"]),
-                    fmt(row["p50_ms"]),
-                    fmt(row["p95_ms"]),
-                    fmt(row["p99_ms"]),
-                    fmt(row["api_cpu_ms_per_request"], 2),
-                ]
-            )
-        w = st.get("background_writes", {})
-        self.add(
-            f"## Statistics ({fmt(st['rows'])} message rows, {fmt(st['mailings'])} mailings)\n\n"
-            f"Database `{st['database']}`: "
-            + (
-                "reused from an earlier run (its description and row count matched)"
-                if st.get("reused")
-                else f"seeded in this run in {fmt(st.get('seed_seconds'))} s "
-                "(`INSERT … SELECT generate_series`, counters filled from one `GROUP BY`)"
-            )
-            + f". The `{{id}}` is the mailing with {fmt(st['big_mailing_rows'])} messages. A "
-            f"real uvicorn API process; meanwhile a background loop flips statuses of random "
-            f"100-row batches (half in the big mailing) through the counter triggers, as "
-            f"senders would: {fmt(w.get('rows_per_s'))} rows/s in "
-            f"{fmt(w.get('batches'))} statements.\n\n"
-            + table(
-                [
-                    "request",
-                    "concurrency",
-                    "requests",
-                    "req/s",
-                    "p50 ms",
-                    "p95 ms",
-                    "p99 ms",
-                    "API CPU ms/req",
-                ],
-                rows,
-            )
-            + "\n\nThe kept database is dropped with `python -m bench.run --drop-stats-db` (or "
-            "`psql -h 127.0.0.1 -U postgres -c 'DROP DATABASE mailing_bench_stats'`)."
-        )
-
-    def api(self) -> None:
-        api = self.r.get("api")
-        if not api:
-            return
-        rows = []
-        for row in api["rows"]:
-            rows.append(
-                [
-                    "POST /clients" if row["mode"] == "post-client" else "GET /clients/{id}",
-                    row["concurrency"],
-                    fmt(row["requests"]),
-                    fmt(row["rate"]),
-                    fmt(row["p50_ms"]),
-                    fmt(row["p99_ms"]),
-                    ", ".join(f"{k}: {v}" for k, v in row["statuses"].items()),
-                    fmt(row["api_cpu_ms_per_request"], 2),
-                    fmt(
-                        row["generator_cpu_s"] / row["seconds"] * 100 if row["seconds"] else None, 0
-                    )
-                    + "%",
-                ]
-            )
-        self.add(
-            f"## Admin API (uvicorn, one process, {fmt(api['clients'])} clients in the table)\n\n"
-            "A closed-loop load generator (aiohttp, one process, each worker one request at a "
-            "time) on the same 2 cores; its own CPU use is in the last column.\n\n"
-            + table(
-                [
-                    "request",
-                    "workers",
-                    "requests",
-                    "req/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "statuses",
-                    "API CPU ms/req",
-                    "generator CPU",
-                ],
-                rows,
-            )
         )
 
     @staticmethod
@@ -899,51 +414,39 @@ class Report:
         )
         return text + "\n"
 
-    def profiles(self) -> None:
-        self.e2e_profiles()
-        api = self.r.get("stats", {}).get("api_profile")
-        if api:
-            self.add(
-                f"### api during `GET /mailings/stats` ({fmt(api['samples'])} samples)\n\n"
-                "py-spy on the API process while the statistics phase sent its sequential "
-                "`GET /mailings/stats` requests.\n\n" + self.profile_tables(api)
-            )
-
-    def e2e_profiles(self) -> None:
-        run = self.run("50ms-warning")
-        if not run or not run.get("profiles"):
-            return
-        text = (
-            "## Profile (py-spy, during the `50ms-warning` run)\n\n"
-            "`py-spy record --nonblocking --rate 100 --format raw --function` on the sender "
-            f"and the scheduler during the {fmt(self.r['e2e']['clients'])}-client run with the "
-            "stub at 50 ms (the sender is CPU-bound there too; the 0 ms headline run is left "
-            f"undisturbed). That run reached {fmt(run['rate'])} msg/s while profiled; the two "
-            f"py-spy processes used {fmt(run.get('profiler_cpu_s'))} s of CPU. Percentages are "
-            "of the process's on-CPU samples (non-blocking sampling reads a few stacks "
-            "mid-change: those count, but short). The collapsed stacks are in "
-            "`build/bench/<run id>/profile-*.txt` (speedscope.app opens them).\n"
-        )
-        for name, summary in run["profiles"].items():
-            text += f"\n### {name} ({fmt(summary['samples'])} samples)\n\n"
-            text += self.profile_tables(summary)
-        self.add(text)
-
     def render(self) -> str:
+        """The summary and machine sections here; each phase's own from its typed result
+        (bench/phases/<name>.py), in this order; the closing findings from bench/findings.py."""
+        from bench.findings import findings
+        from bench.phases.api import ApiResult
+        from bench.phases.broker import BrokerResult
+        from bench.phases.e2e import E2EResult
+        from bench.phases.fanout import FanoutResult
+        from bench.phases.http import HttpResult
+        from bench.phases.scaleout import ScaleoutResult
+        from bench.phases.stats import StatsResult
+
         self.header()
         self.summary()
         self.machine()
         self.settings()
-        self.e2e()
-        self.sweep()
-        self.http()
-        self.scaleout()
-        self.fanout()
-        self.broker()
-        self.stats()
-        self.api()
-        self.profiles()
-        from bench.findings import findings
+        e2e = E2EResult.from_figures(self.r)
+        stats = StatsResult.from_figures(self.r)
+        for result in (
+            e2e,
+            HttpResult.from_figures(self.r),
+            ScaleoutResult.from_figures(self.r),
+            FanoutResult.from_figures(self.r),
+            BrokerResult.from_figures(self.r),
+            stats,
+            ApiResult.from_figures(self.r),
+        ):
+            if result is not None:
+                result.render(self)
+        if e2e is not None:
+            e2e.render_profiles(self)
+        if stats is not None:
+            stats.render_profile(self)
 
         self.add(findings(self.r))
         return "\n".join(self.parts)

@@ -143,3 +143,57 @@ class Machine:
             kernel=platform.release(),
             python=platform.python_version(),
         )
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    try:
+        for fd in (PROC / str(pid) / "fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                found.add(target[8:-1])
+    except (FileNotFoundError, PermissionError, ProcessLookupError):
+        pass
+    return found
+
+
+def tcp_connections(pid: int) -> int:
+    """Established TCP connections held by a process (its socket fds found in /proc/net/tcp*
+    in state 01); 0 if it is gone."""
+    inodes = _socket_inodes(pid)
+    if not inodes:
+        return 0
+    count = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] == "01" and parts[9] in inodes:
+                count += 1
+    return count
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return sum(1 for _ in (PROC / str(pid) / "fd").iterdir())
+    except (FileNotFoundError, PermissionError, ProcessLookupError):
+        return 0
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y over x (None with fewer than 3 points or no spread in x)."""
+    n = len(points)
+    if n < 3:
+        return None
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    if sxx == 0:
+        return None
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx

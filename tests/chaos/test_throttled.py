@@ -83,7 +83,7 @@ async def test_window_drained_slower_than_its_lease_keeps_its_pace(
     clients = 5000
     capacity = 200  # 10 connections at 50 ms
     async with open_rig(
-        "window drained slower than its lease", **servers, send_window=5000, lease_ttl_s=5
+        "window drained slower than its lease", **servers, lease_cap=5000, lease_ttl_s=5
     ) as rig:
         rig.seed_clients(clients)
         rig.set_faults(latency_ms=50)

@@ -1,0 +1,409 @@
+"""Phase `e2e`: one mailing to every seeded client through the real processes, stub at 0 and
+50 ms (the second one profiled), the ceilings of the same sends straight to the stub, and the
+settings sweep (one knob at a time, or all the shipped defaults)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bench import profile
+from bench.context import SCHEDULER_KNOBS, Bench, log
+from bench.phases.result import PhaseResult
+from bench.report import PROCESS_NAMES, PROCESSES, fmt, ratio, table
+
+if TYPE_CHECKING:
+    from bench.report import Report
+
+
+@dataclass
+class E2ESpec:
+    label: str
+    latency_ms: float
+    log_level: str = "WARNING"
+    senders: int = 1
+    profile: bool = False
+    defaults: bool = False  # the shipped defaults instead of the tuned settings
+    sender_env: dict[str, str] = field(default_factory=dict)
+    scheduler_env: dict[str, str] = field(default_factory=dict)
+    messages: int | None = None
+
+
+@dataclass(kw_only=True)
+class E2EResult(PhaseResult):
+    """Stored under three keys: `e2e` (the runs), `ceilings` and `sweep`."""
+
+    key = "e2e"
+    clients: int
+    seed_s: float
+    runs: dict[str, dict[str, Any]]
+    ceilings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweep: dict[str, Any] | None = None
+
+    def figures(self) -> dict[str, Any]:
+        body = self.body()
+        out = {"e2e": body, "ceilings": body.pop("ceilings")}
+        if "sweep" in body:
+            out["sweep"] = body.pop("sweep")
+        return out
+
+    @classmethod
+    def from_figures(cls, results: dict[str, Any]) -> E2EResult | None:
+        if not results.get("e2e"):
+            return None
+        body = dict(results["e2e"])
+        body["ceilings"] = results.get("ceilings", {})
+        if results.get("sweep"):
+            body["sweep"] = results["sweep"]
+        return cls.from_body(body)
+
+    def render(self, report: Report) -> None:
+        """The runs, their CPU per message and the ceilings; then the sweep."""
+        self.render_runs(report)
+        self.render_sweep(report)
+
+    def render_runs(self, report: Report) -> None:
+        e2e = self.body()
+        runs = self.runs
+        rows = []
+        for label, run in runs.items():
+            rows.append(
+                [
+                    f"`{label}`",
+                    f"{run['latency_ms']:g} ms",
+                    run["log_level"],
+                    run["settings"],
+                    f"**{fmt(run['rate'])}**",
+                    fmt(run["steady_rate"]),
+                    fmt(run["seconds"]),
+                    fmt(run["first_delivery_s"], 2),
+                    f"{fmt(run['sent'])} / {fmt(run['expected'])}",
+                    fmt((run.get("machine_busy") or 0) * 100, 0) + "%",
+                    " / ".join(map(str, run.get("load", []))),
+                ]
+            )
+        report.add(
+            f"## End-to-end throughput ({fmt(e2e['clients'])} clients, one mailing)\n\n"
+            f"{fmt(e2e['clients'])} matching clients bulk-seeded with SQL; one mailing that "
+            "starts now is created through the API. msg/s counts from the create request "
+            "until every message is `sent` (polled from the counters every 50 ms); steady "
+            "is the rate between 10% and 90% sent. busy is the CPU time of all processes "
+            "over wall time x cores. load is the 1-min load average before / after.\n\n"
+            + table(
+                [
+                    "run",
+                    "stub",
+                    "log level",
+                    "settings",
+                    "msg/s",
+                    "steady msg/s",
+                    "seconds",
+                    "first delivery s",
+                    "sent",
+                    "busy",
+                    "load",
+                ],
+                rows,
+            )
+        )
+        procs = [*PROCESSES[:-1], "postgres_server", "stub"]
+        header = ["CPU ms per delivered message"] + [f"`{label}`" for label in runs]
+        rows = []
+        for proc in procs:
+            rows.append(
+                [PROCESS_NAMES[proc]]
+                + [fmt(run["cpu_ms_per_msg"].get(proc), 3) for run in runs.values()]
+            )
+        rows.append(
+            ["**sum (without stub, DB backends only)**"]
+            + [fmt(report.cpu_total_ms(run), 3) for run in runs.values()]
+        )
+        report.add(
+            "CPU per delivered message, by process (`/proc/<pid>/stat` utime+stime over the "
+            'run). "this database\'s backends" sums the PostgreSQL backends connected to the '
+            'bench database; "whole server tree" is the postmaster and all its children '
+            "(including WAL writer, checkpointer, autovacuum — and any other engineer's load "
+            "at the time).\n\n" + table(header, rows)
+        )
+        rows = []
+        for latency in (0, 50):
+            latency_run = report.run(f"{latency}ms-warning")
+            if not latency_run:
+                continue
+            for client, name in (("aiohttp", "plain aiohttp"), ("provider", "ProviderClient")):
+                c = report.ceiling(f"{client}@{latency}ms")
+                if not c:
+                    continue
+                rows.append(
+                    [
+                        f"{latency} ms",
+                        name,
+                        fmt(c["requests"]),
+                        fmt(c["rate"]),
+                        fmt(c["cpu_ms_per_request"], 3),
+                        fmt(latency_run["rate"]),
+                        ratio(latency_run["rate"], c["rate"]),
+                    ]
+                )
+        if rows:
+            conc = report.r.get("settings", {}).get("sender", {}).get("MAX_CONNECTIONS")
+            report.add(
+                "### Ceilings (same run, same stub, same sends)\n\n"
+                f"The same number of sends pushed straight to the stub from one process at the "
+                f"sender's concurrency ({conc} = MAX_CONNECTIONS): plain aiohttp, and the "
+                "sender's own `ProviderClient` (plain aiohttp, plus its request building and "
+                "`classify()`). The "
+                "last column is the end-to-end rate (`0ms-warning` / `50ms-warning`) over the "
+                "ceiling.\n\n"
+                + table(
+                    [
+                        "stub",
+                        "client",
+                        "sends",
+                        "sends/s",
+                        "client CPU ms/send",
+                        "end-to-end msg/s",
+                        "end-to-end / ceiling",
+                    ],
+                    rows,
+                )
+            )
+
+    def render_sweep(self, report: Report) -> None:
+        sw = self.sweep
+        if sw and sw.get("skipped"):
+            report.add(f"### Settings sweep\n\nSkipped in this run: {sw['skipped']}.")
+            return
+        if not sw or not sw.get("runs"):
+            return
+        base = sw["runs"].get("tuned")
+        rows = []
+        for label, run in sw["runs"].items():
+            per = run["cpu_ms_per_msg"]
+            rows.append(
+                [
+                    "tuned (as above, WARNING)"
+                    if label == "tuned"
+                    else (
+                        "all shipped defaults (WARNING)" if label == "defaults" else f"`{label}`"
+                    ),
+                    f"**{fmt(run['rate'])}**",
+                    fmt(run["steady_rate"]),
+                    ratio(run["rate"], base["rate"] if base else None),
+                    fmt(per.get("sender"), 3),
+                    fmt(per.get("scheduler"), 3),
+                    fmt(per.get("postgres_db"), 3),
+                    fmt(per.get("rabbitmq"), 3),
+                    " / ".join(map(str, run.get("load", [])[:1])),
+                ]
+            )
+        report.add(
+            f"### Settings sweep ({fmt(sw['messages'])} messages per run, stub at 0 ms, "
+            "LOG_LEVEL=WARNING)\n\n"
+            "One knob at a time against the tuned settings; the ratio is to the tuned run of "
+            "this sweep (same size). Runs this short are noisy on a shared machine: read "
+            "differences under about 10% as no difference.\n\n"
+            + table(
+                [
+                    "settings (one change from tuned)",
+                    "msg/s",
+                    "steady msg/s",
+                    "vs tuned",
+                    "sender CPU ms/msg",
+                    "scheduler",
+                    "PostgreSQL",
+                    "RabbitMQ",
+                    "1-min load",
+                ],
+                rows,
+            )
+            + "\n\n"
+            + self.logging_cost(report)
+        )
+
+    def logging_cost(self, report: Report) -> str:
+        runs = (self.sweep or {}).get("runs", {})
+        info, warn = runs.get("LOG_LEVEL=INFO"), runs.get("tuned")
+        if not info or not warn:
+            return ""
+        delta = {
+            p: (info["cpu_ms_per_msg"].get(p) or 0) - (warn["cpu_ms_per_msg"].get(p) or 0)
+            for p in ("sender", "scheduler")
+        }
+        return (
+            f"Per-message INFO logs: at `LOG_LEVEL=INFO` the pipeline reaches "
+            f"{ratio(info['rate'], warn['rate'])}x the rate at `WARNING` "
+            f"({fmt(info['rate'])} vs {fmt(warn['rate'])} msg/s); they cost "
+            f"{delta['sender']:.3f} ms of sender CPU and {delta['scheduler']:.3f} ms of "
+            'scheduler CPU per message (the sender logs "provider accepted message", the '
+            'scheduler "message queued": one JSON line each per message).'
+        )
+
+    def render_profiles(self, report: Report) -> None:
+        run = report.run("50ms-warning")
+        if not run or not run.get("profiles"):
+            return
+        text = (
+            "## Profile (py-spy, during the `50ms-warning` run)\n\n"
+            "`py-spy record --nonblocking --rate 100 --format raw --function` on the sender "
+            f"and the scheduler during the {fmt(report.r['e2e']['clients'])}-client run with the "
+            "stub at 50 ms (the sender is CPU-bound there too; the 0 ms headline run is left "
+            f"undisturbed). That run reached {fmt(run['rate'])} msg/s while profiled; the two "
+            f"py-spy processes used {fmt(run.get('profiler_cpu_s'))} s of CPU. Percentages are "
+            "of the process's on-CPU samples (non-blocking sampling reads a few stacks "
+            "mid-change: those count, but short). The collapsed stacks are in "
+            "`build/bench/<run id>/profile-*.txt` (speedscope.app opens them).\n"
+        )
+        for name, summary in run["profiles"].items():
+            text += f"\n### {name} ({fmt(summary['samples'])} samples)\n\n"
+            text += report.profile_tables(summary)
+        report.add(text)
+
+
+def e2e_specs(bench: Bench) -> list[E2ESpec]:
+    # py-spy samples the 50 ms run (non-blocking: the sampled processes never pause; py-spy's
+    # own CPU is reported), so the 0 ms headline run is measured undisturbed.
+    profiled = not bench.args.no_profile and profile.available()
+    specs = [
+        E2ESpec("0ms-warning", 0.0, "WARNING"),
+        E2ESpec("50ms-warning", 50.0, "WARNING", profile=profiled),
+    ]
+    if bench.args.e2e_runs:
+        wanted = bench.args.e2e_runs.split(",")
+        specs = [spec for spec in specs if spec.label in wanted]
+    return specs
+
+
+async def e2e_run(bench: Bench, spec: E2ESpec, messages: int) -> dict[str, Any]:
+    assert bench.stub_ctl is not None
+    await bench.reset_messages()
+    await bench.stub_ctl.reset(spec.latency_ms)
+    sender_env = {} if spec.defaults else bench.sender_env | spec.sender_env
+    scheduler_env = {} if spec.defaults else bench.scheduler_env | spec.scheduler_env
+    dep = await bench.deploy(
+        bench.deployment(
+            f"e2e-{spec.label}",
+            log_level=spec.log_level,
+            sender_env=sender_env,
+            scheduler_env=scheduler_env,
+            senders=spec.senders,
+        )
+    )
+    recorders: list[profile.Recorder] = []
+    try:
+        if spec.profile:
+            assert dep.scheduler is not None
+            targets = {"sender": dep.sender_services[0].pid, "scheduler": dep.scheduler.pid}
+            recorders = [
+                profile.Recorder(pid, bench.run_dir / f"profile-{name}.txt")
+                for name, pid in targets.items()
+            ]
+            await asyncio.sleep(1.0)  # py-spy attaches
+        timeout = max(120.0, messages / 100)
+        result = await bench.run_to_completion(dep, messages, timeout=timeout, recorders=recorders)
+    finally:
+        profiles = {}
+        for name, rec in zip(("sender", "scheduler"), recorders, strict=False):
+            path = rec.stop()
+            if path is not None:
+                profiles[name] = profile.summarize(path)
+        await bench.undeploy(dep)
+    result |= {
+        "label": spec.label,
+        "latency_ms": spec.latency_ms,
+        "log_level": spec.log_level,
+        "senders": spec.senders,
+        "settings": "shipped defaults" if spec.defaults else "tuned",
+        "sender_env": sender_env,
+        "scheduler_env": scheduler_env,
+    }
+    if profiles:
+        result["profiles"] = profiles
+    return result
+
+
+async def run(bench: Bench) -> E2EResult:
+    messages = bench.args.clients
+    await bench.reset_messages(clients=True)
+    seed_s = await bench.seed_clients(messages)
+    out = bench.keep(E2EResult(clients=messages, seed_s=round(seed_s, 2), runs={}))
+    runs = out.runs
+    for spec in e2e_specs(bench):
+        runs[spec.label] = await e2e_run(bench, spec, messages)
+        run = runs[spec.label]
+        log(
+            f"  e2e {spec.label}: {run['rate']}/s (steady {run['steady_rate']}/s) "
+            f"in {run['seconds']}s, sent {run['sent']}/{messages}"
+        )
+        if spec.label in ("0ms-warning", "50ms-warning") and not bench.args.no_ceilings:
+            await ceilings(bench, out, spec.latency_ms, messages)
+    if bench.args.sweep:
+        # The sweep is the part of `make bench` that can give way: skip it when the run
+        # would otherwise overshoot its time budget (a loaded machine sends slowly).
+        variants = 1 + len([v for v in bench.args.sweep.split(";") if v])
+        rate = max(run["rate"], 1.0)
+        sweep_s = variants * (min(bench.args.sweep_messages, messages) / rate + 12)
+        elapsed = time.monotonic() - bench.started
+        rest_s = 300.0 if bench.args.fanout_clients >= 500_000 else 60.0
+        if elapsed + sweep_s + rest_s > bench.args.budget_s:
+            out.sweep = {
+                "skipped": f"after {elapsed:.0f} s the sweep (≈{sweep_s:.0f} s at "
+                f"{rate:.0f} msg/s) would take the run past its {bench.args.budget_s:.0f} s "
+                "budget (--budget-s)"
+            }
+            log(f"  sweep skipped: {out.sweep['skipped']}")
+        else:
+            await sweep(bench, out)
+    return out
+
+
+async def sweep(bench: Bench, result: E2EResult) -> None:
+    """One knob at a time from the tuned settings, at a smaller size, stub at 0 ms."""
+    messages = min(bench.args.sweep_messages, bench.args.clients)
+    await bench.reset_messages(clients=True)
+    await bench.seed_clients(messages)
+    variants: list[tuple[str, dict[str, str], dict[str, str]]] = [("tuned", {}, {})]
+    levels: dict[str, str] = {}
+    for item in filter(None, bench.args.sweep.split(";")):
+        sender_env: dict[str, str] = {}
+        scheduler_env: dict[str, str] = {}
+        if item == "defaults":
+            variants.append((item, {}, {}))
+            continue
+        for pair in item.split(","):
+            key, _, value = pair.partition("=")
+            key = key.strip().upper()
+            if key == "LOG_LEVEL":
+                levels[item] = value.strip().upper()
+                continue
+            (scheduler_env if key in SCHEDULER_KNOBS else sender_env)[key] = value.strip()
+        variants.append((item, sender_env, scheduler_env))
+    out: dict[str, Any] = {"messages": messages, "runs": {}}
+    result.sweep = out
+    for label, sender_env, scheduler_env in variants:
+        spec = E2ESpec(
+            f"sweep-{len(out['runs'])}",
+            0.0,
+            levels.get(label, "WARNING"),
+            defaults=label == "defaults",
+            sender_env=sender_env,
+            scheduler_env=scheduler_env,
+        )
+        run = await e2e_run(bench, spec, messages)
+        run["variant"] = label
+        out["runs"][label] = run
+        log(f"  sweep {label}: {run['rate']}/s (steady {run['steady_rate']}/s)")
+
+
+async def ceilings(bench: Bench, result: E2EResult, latency_ms: float, count: int) -> None:
+    """The same number of sends straight to the same stub at the sender's concurrency."""
+    assert bench.stub_ctl is not None
+    concurrency = int(bench.sender_env["MAX_CONNECTIONS"])
+    out = result.ceilings
+    for client in ("aiohttp", "provider"):
+        await bench.stub_ctl.reset(latency_ms)
+        ceiling = await bench.httpload(client, concurrency, count=count, first_id=1)
+        out[f"{client}@{latency_ms:g}ms"] = ceiling
+        log(f"  ceiling {client} at {latency_ms:g} ms: {ceiling['rate']}/s")
