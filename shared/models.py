@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy import (
     text as sql,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.domain.statuses import MESSAGE_OPEN_STATUSES, MailingStatus, MessageStatus
@@ -199,3 +200,34 @@ class MessageCount(Base):
     mailing_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("mailing.id"), primary_key=True)
     status: Mapped[str] = mapped_column(Text, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+# --- directory operations (migration 0004) ---
+
+
+class AuditEntry(Base):
+    """One change made through the API or the console, written in the change's transaction."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    actor_name: Mapped[str] = mapped_column(Text)  # the token's name or the user's login
+    actor_kind: Mapped[str] = mapped_column(Text)  # token | user
+    actor_role: Mapped[str] = mapped_column(Text)  # admin | viewer
+    action: Mapped[str] = mapped_column(Text)  # create, update, delete, pause, sign_in, ...
+    target_type: Mapped[str] = mapped_column(Text)  # client, mailing, import, user, ...
+    target_id: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)  # the client's address
+    # The changed fields; never a secret, phones masked (services/api/audit/log.py).
+    changes: Mapped[dict[str, object] | None] = mapped_column(JSONB)
+
+    __table_args__ = (
+        CheckConstraint("actor_kind IN ('token', 'user')", name="actor_kind_known"),
+        # The audit list's filters, each newest first by id (keyset).
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_actor_name_id", "actor_name", "id"),
+        Index("ix_audit_log_action_id", "action", "id"),
+        Index("ix_audit_log_target_type_target_id_id", "target_type", "target_id", "id"),
+    )

@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.api import health
+from services.api.auth import parse_api_tokens
 from services.api.body_limit import BodySizeLimit
 from services.api.clients.router import router as clients_router
 from services.api.errors import install_error_handlers
 from services.api.events import AmqpEvents, EventPublisher
 from services.api.mailings.router import router as mailings_router
 from services.api.observability import RequestObservability
+from services.api.openapi import annotate_roles, operation_id
 from shared.db import create_engine, create_session_factory
 from shared.settings import ApiSettings
 
@@ -21,6 +23,9 @@ DESCRIPTION = """
 Manage a directory of clients and SMS mailings to them, and read delivery statistics.
 
 Every `/api/v1` call needs `Authorization: Bearer <token>` with a token from `API_TOKENS`.
+A token has a role: **viewer** tokens may read everything, **admin** tokens may also change
+data; each operation names the role it needs (`x-required-role`). Every change is recorded in
+the audit log (`GET /api/v1/audit`) with the token's name.
 Datetimes are ISO 8601 with an offset. Errors are JSON: `{"detail": "...", "errors": [...]}`.
 Lists are keyset-paginated: pass a page's `next_after_id` as `after_id` for the next one.
 """
@@ -54,14 +59,16 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
-    app.state.api_tokens = [token.get_secret_value() for token in settings.api_tokens]
+    app.state.api_tokens = parse_api_tokens(t.get_secret_value() for t in settings.api_tokens)
     app.state.events = publisher
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(clients_router, prefix="/api/v1")
     app.include_router(mailings_router, prefix="/api/v1")
+    annotate_roles(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost: every request, even a refused one, gets an id, a log line and metrics.
     app.add_middleware(RequestObservability)
