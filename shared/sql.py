@@ -29,3 +29,13 @@ def next_window_open(timezone: str, start: str, end: str) -> str:
         f"CASE WHEN {window_open(timezone, start, end)} THEN now() "
         f"ELSE ({opening_day} + {start}) AT TIME ZONE {timezone} END"
     )
+
+
+# Opt-out: an opted-out client gets no message. The fan-out leaves them out, the sender's claim
+# cancels a message whose client opted out meanwhile (with this reason), the preview does not
+# count them. `client` is the client table's alias.
+OPTED_OUT_REASON = "opted out"
+
+
+def client_opted_out(client: str) -> str:
+    return f"({client}.opted_out_at IS NOT NULL)"

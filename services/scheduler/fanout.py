@@ -23,7 +23,7 @@ from functools import cache
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.sql import next_window_open
+from shared.sql import client_opted_out, next_window_open
 
 # A mailing's first chunk: small, so its first jobs are published within a moment of the start.
 FIRST_CHUNK_SIZE = 1_000
@@ -66,7 +66,8 @@ def insert_chunk(*, by_operator_code: bool, by_tag: bool) -> TextClause:
     return text(f"""
         WITH picked AS MATERIALIZED (
             SELECT c.id, c.timezone FROM client c
-            WHERE c.id > :cursor AND c.id <= :high AND c.deleted_at IS NULL{conditions}
+            WHERE c.id > :cursor AND c.id <= :high AND c.deleted_at IS NULL
+              AND NOT {client_opted_out("c")}{conditions}
             ORDER BY c.id
             LIMIT :limit
         ),

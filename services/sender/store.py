@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.messaging import Job
 from shared.models import OPEN_STATUSES_SQL
-from shared.sql import next_window_open, window_open
+from shared.sql import OPTED_OUT_REASON, client_opted_out, next_window_open, window_open
 
 _WINDOW_OPEN = window_open("c.timezone", "mg.send_window_start", "mg.send_window_end")
 _NEXT_OPEN = next_window_open("c.timezone", "mg.send_window_start", "mg.send_window_end")
@@ -27,13 +27,13 @@ CLAIM = text(f"""
         SELECT m.id, job.token AS job_token,
             CASE
                 WHEN mg.deleted_at IS NOT NULL OR mg.status = 'cancelled'
-                     OR c.deleted_at IS NOT NULL THEN 'cancelled'
+                     OR c.deleted_at IS NOT NULL OR {client_opted_out("c")} THEN 'cancelled'
                 WHEN now() >= mg.end_at - make_interval(secs => :margin) THEN 'expired'
                 WHEN mg.status <> 'running' THEN 'pending'
                 WHEN NOT {_WINDOW_OPEN} THEN 'pending'
                 ELSE 'sending'
             END AS next_status,
-            {_NEXT_OPEN} AS next_open
+            {_NEXT_OPEN} AS next_open, {client_opted_out("c")} AS opted_out
         FROM message m
         JOIN job ON job.id = m.id AND job.token = m.token
         JOIN mailing mg ON mg.id = m.mailing_id
@@ -49,6 +49,8 @@ CLAIM = text(f"""
                            THEN now() + make_interval(secs => :lease) END,
         not_before = CASE WHEN t.next_status = 'pending' THEN t.next_open ELSE m.not_before END,
         last_error = CASE WHEN t.next_status = 'expired' THEN 'end time reached'
+                          WHEN t.next_status = 'cancelled' AND t.opted_out
+                          THEN '{OPTED_OUT_REASON}'
                           ELSE m.last_error END,
         updated_at = now()
     FROM target t, mailing mg, client c

@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import audit
+from services.api.clients import optout
 from services.api.clients.schemas import ClientCreate, ClientPatch
 from services.api.errors import Conflict, NotFound
 from services.api.principal import Actor
@@ -63,6 +64,7 @@ async def create_client(session: AsyncSession, data: ClientCreate, *, actor: Act
         operator_code=data.operator_code or default_operator_code(data.phone),
         tag=data.tag,
         timezone=data.timezone,
+        opted_out_at=func.now() if data.opted_out else None,
     )
     session.add(client)
     try:
@@ -72,6 +74,8 @@ async def create_client(session: AsyncSession, data: ClientCreate, *, actor: Act
     except IntegrityError as exc:
         await session.rollback()
         raise _duplicate_phone(data.phone) from exc
+    if data.opted_out:
+        await session.refresh(client)  # opted_out_at is the database's now()
     log.info("client created", client_id=client.id, phone=mask_phone(client.phone))
     return client
 
@@ -85,7 +89,8 @@ async def update_client(
     action: str = "update",
 ) -> Client:
     client = await get_client(session, client_id)
-    changed = {
+    opted_out = changes.pop("opted_out", None)
+    changed: dict[str, object] = {
         name: {"old": getattr(client, name), "new": value}
         for name, value in changes.items()
         if getattr(client, name) != value
@@ -93,8 +98,15 @@ async def update_client(
     for name, value in changes.items():
         setattr(client, name, value)
     client.updated_at = func.now()
-    await audit.record(session, actor, action, "client", client_id, changed)
+    opting_out = opted_out is not None and opted_out != (client.opted_out_at is not None)
+    if opting_out:
+        changed["opted_out"] = {"old": not opted_out, "new": opted_out}
+        client.opted_out_at = func.now() if opted_out else None
     try:
+        if opting_out and opted_out:
+            # At once, in this transaction; a claim racing it cancels the message too.
+            changed["messages_cancelled"] = await optout.cancel_undelivered(session, client_id)
+        await audit.record(session, actor, action, "client", client_id, changed)
         await session.commit()
     except IntegrityError as exc:
         await session.rollback()
@@ -124,6 +136,7 @@ async def replace_client(
             "operator_code": data.operator_code or default_operator_code(data.phone),
             "tag": data.tag,
             "timezone": data.timezone,
+            "opted_out": data.opted_out,
         },
         actor=actor,
         action="replace",
