@@ -842,6 +842,39 @@ class Report:
             "`psql -h 127.0.0.1 -U postgres -c 'DROP DATABASE mailing_bench_stats'`)."
         )
 
+    def imports(self) -> None:
+        """The CSV import phase (bench/import_phase.py)."""
+        result = self.r.get("import")
+        if not result:
+            return
+        met = result["targets_met"]
+        rows = [
+            ["rows", fmt(result["rows"]), f"{fmt(result['file_mb'])} MB file"],
+            [
+                "import time (POST to done)",
+                f"{fmt(result['total_s'])} s",
+                "met" if met["under_60_s"] else "NOT met (target < 60 s)",
+            ],
+            ["upload (POST to 202)", f"{fmt(result['upload_s'])} s", ""],
+            ["rows/s", fmt(result["rows_per_s"]), ""],
+            ["created / rejected", f"{fmt(result['created'])} / {fmt(result['rejected'])}", ""],
+            [
+                "api RSS start / peak",
+                f"{fmt(result['api_rss_start_mb'])} / {fmt(result['api_rss_peak_mb'])} MB",
+                "met" if met["rss_under_200_mb"] else "NOT met (target < 200 MB)",
+            ],
+            [
+                "mailing sends/s before / during",
+                f"{fmt(result['sent_per_s_before'])} / {fmt(result['sent_per_s_during'])}",
+                "kept sending" if met["kept_sending"] else "NOT met: stopped sending",
+            ],
+        ]
+        self.add(
+            f"## CSV import ({fmt(result['rows'])} rows through POST /clients/imports)\n\n"
+            f"Status `{result['status']}`, while a {fmt(result['mailing_clients'])}-client"
+            " mailing sends.\n\n" + table(["figure", "value", "target"], rows)
+        )
+
     def api(self) -> None:
         api = self.r.get("api")
         if not api:
@@ -942,6 +975,7 @@ class Report:
         self.broker()
         self.stats()
         self.api()
+        self.imports()
         self.profiles()
         from bench.findings import findings
 

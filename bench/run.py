@@ -41,7 +41,7 @@ AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
 PG_PORT = int(os.environ.get("BENCH_PG_PORT", "5432"))
 AMQP_PORT = int(os.environ.get("BENCH_AMQP_PORT", "5672"))
 TERMINAL = ("sent", "failed", "expired", "cancelled")
-PHASES = ("http", "broker", "e2e", "scaleout", "api", "fanout", "stats")
+PHASES = ("http", "broker", "e2e", "scaleout", "api", "fanout", "import", "stats")
 
 # The settings every throughput run uses unless it says otherwise (see docs/BENCHMARKS.md,
 # "Settings"): found by trying the knobs on this machine. LOG_LEVEL is set per run.
@@ -756,6 +756,30 @@ class Bench:
             await self.undeploy(dep)
         self.results["api"] = {"clients": seeded, "rows": rows}
 
+    async def phase_import(self) -> None:
+        """A CSV import of --import-rows clients while a mailing sends (bench/import_phase.py)."""
+        from bench.import_phase import run_import_phase
+
+        assert self.pg is not None and self.stub_ctl is not None
+        await self.reset_messages(clients=True)
+        await self.stub_ctl.reset()
+        dep = await self.deploy(self.deployment("import"))
+        try:
+            result = await run_import_phase(
+                dep=dep,
+                pg=self.pg,
+                work_dir=self.run_dir,
+                rows=self.args.import_rows,
+                mailing_clients=self.args.import_mailing_clients,
+            )
+        finally:
+            await self.undeploy(dep)
+        self.results["import"] = result.as_dict()
+        log(
+            f"  import {result.rows} rows: {result.total_s}s, api RSS peak"
+            f" {result.api_rss_peak_mb} MB, sent {result.sent_per_s_during}/s during"
+        )
+
     async def phase_fanout(self) -> None:
         assert self.stub_ctl is not None
         total = self.args.fanout_clients
@@ -1202,6 +1226,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--broker-gathered", type=int, default=10_000)
     parser.add_argument("--api-seconds", type=float, default=6.0)
     parser.add_argument("--api-concurrency", type=int, default=16)
+    parser.add_argument("--import-rows", type=int, default=1_000_000)
+    parser.add_argument("--import-mailing-clients", type=int, default=200_000)
     parser.add_argument("--stats-requests", type=int, default=300)
     parser.add_argument("--stats-write-rate", type=float, default=2_000.0, help="rows/s")
     parser.add_argument("--stats-db", help="database name for the statistics phase")
@@ -1255,6 +1281,8 @@ SMOKE = {
     "broker_gathered": 500,
     "api_seconds": 0.5,
     "stats_requests": 10,
+    "import_rows": 5_000,
+    "import_mailing_clients": 2_000,
     "stats_throwaway": True,
 }
 

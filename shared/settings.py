@@ -36,6 +36,10 @@ class ApiSettings(BaseServiceSettings):
     # Comma-separated bearer tokens accepted by the admin API; empty means every request is refused.
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(256 * 1024, ge=1024)
+    # The CSV import (POST /api/v1/clients/imports): largest file accepted (413 above it), and
+    # the statement timeout of an import's or an export's transaction (its upload included).
+    import_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    bulk_timeout_s: float = Field(900.0, gt=0)
 
     @field_validator("api_tokens", mode="before")
     @classmethod

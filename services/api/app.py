@@ -13,6 +13,10 @@ from services.api.body_limit import BodySizeLimit
 from services.api.clients.router import router as clients_router
 from services.api.errors import install_error_handlers
 from services.api.events import AmqpEvents, EventPublisher
+from services.api.exports import router as exports_router
+from services.api.imports.router import router as imports_router
+from services.api.imports.service import ImportTasks
+from services.api.mailings.resend import router as resend_router
 from services.api.mailings.router import router as mailings_router
 from services.api.observability import RequestObservability
 from services.api.openapi import annotate_roles, operation_id
@@ -48,6 +52,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.import_tasks.close()
             if isinstance(publisher, AmqpEvents):
                 await publisher.close()
             await engine.dispose()
@@ -64,12 +69,21 @@ def create_app(
     app.state.settings = settings
     app.state.api_tokens = parse_api_tokens(t.get_secret_value() for t in settings.api_tokens)
     app.state.events = publisher
+    app.state.import_tasks = ImportTasks()
     install_error_handlers(app)
     app.include_router(health.router)
+    # Before the clients router: /clients/imports and /clients/export are not /clients/{id}.
+    app.include_router(imports_router, prefix="/api/v1")
+    app.include_router(exports_router, prefix="/api/v1")
     app.include_router(clients_router, prefix="/api/v1")
     app.include_router(mailings_router, prefix="/api/v1")
+    app.include_router(resend_router, prefix="/api/v1")
     annotate_roles(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        per_path={"/api/v1/clients/imports": settings.import_max_bytes},
+    )
     # Outermost: every request, even a refused one, gets an id, a log line and metrics.
     app.add_middleware(RequestObservability)
     return app

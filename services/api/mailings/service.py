@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import ColumnElement, and_, func, select, true
+from sqlalchemy import Boolean, ColumnElement, and_, func, literal_column, not_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +16,7 @@ from services.api.mailings.schemas import MailingCreate, MailingFilter, MailingP
 from services.api.principal import Actor
 from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus
 from shared.models import Client, Mailing, Message
+from shared.sql import client_opted_out
 
 log = structlog.get_logger("api.mailings")
 
@@ -237,6 +238,7 @@ async def count_matching_clients(session: AsyncSession, mailing_filter: MailingF
         .select_from(Client)
         .where(
             Client.deleted_at.is_(None),
+            not_(literal_column(client_opted_out("client"), Boolean)),
             filter_condition(mailing_filter.operator_codes, mailing_filter.tags),
         )
     )
