@@ -27,6 +27,15 @@ ZONES = ("Europe/Moscow", "Asia/Yekaterinburg", "UTC", "Asia/Vladivostok")
 
 
 @dataclass
+class ExportResult:
+    path: str
+    rows: int
+    mb: float
+    seconds: float
+    api_rss_peak_mb: float
+
+
+@dataclass
 class ImportResult:
     rows: int
     file_mb: float
@@ -42,6 +51,8 @@ class ImportResult:
     sent_per_s_before: float | None  # the mailing's send rate just before the import
     sent_per_s_during: float | None  # and while it ran
     sent_during: int
+    mailing_done_before: bool  # the mailing had sent everything before the import began
+    exports: list[ExportResult] = field(default_factory=list)
     rss_series: list[tuple[float, float]] = field(default_factory=list)
 
     @property
@@ -49,7 +60,10 @@ class ImportResult:
         return {
             "under_60_s": self.status == "done" and self.total_s < TARGET_SECONDS,
             "rss_under_200_mb": self.api_rss_peak_mb < TARGET_RSS_MB,
-            "kept_sending": self.sent_during > 0,
+            "kept_sending": self.sent_during > 0 and not self.mailing_done_before,
+            "exports_rss_under_200_mb": all(
+                e.api_rss_peak_mb < TARGET_RSS_MB for e in self.exports
+            ),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,6 +88,26 @@ async def _file_chunks(path: Path, size: int = 256 * 1024) -> AsyncIterator[byte
     with path.open("rb") as source:
         while chunk := await asyncio.to_thread(source.read, size):
             yield chunk
+
+
+async def export_csv(api: Any, pid: int, path: str) -> ExportResult:
+    """Stream one CSV export to nowhere, counting its rows and the api's peak RSS."""
+    peak = system.rss_mb(pid)
+    lines = size = 0
+    started = time.monotonic()
+    async with api.stream("GET", path) as response:
+        response.raise_for_status()
+        async for chunk in response.aiter_bytes():
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+            peak = max(peak, system.rss_mb(pid))
+    return ExportResult(
+        path=path,
+        rows=lines - 1,
+        mb=round(size / 2**20, 1),
+        seconds=round(time.monotonic() - started, 1),
+        api_rss_peak_mb=round(peak, 1),
+    )
 
 
 async def _sent(pg: psycopg.AsyncConnection[Any], mailing_id: int) -> int:
@@ -159,6 +193,10 @@ async def run_import_phase(
             stop.set()
             await poller
         sent_at_end = await _sent(pg, mailing_id)
+        exports = [
+            await export_csv(api, pid, "/clients/export"),
+            await export_csv(api, pid, f"/mailings/{mailing_id}/messages/export"),
+        ]
         await api.delete(f"/mailings/{mailing_id}")
     csv_path.unlink(missing_ok=True)
     during = sent_at_end - sent_at_start
@@ -177,5 +215,7 @@ async def run_import_phase(
         sent_per_s_before=round((before_end - before_start) / (before_t_end - before_t), 1),
         sent_per_s_during=round(during / total_s, 1),
         sent_during=during,
+        mailing_done_before=sent_at_start >= mailing_clients,
+        exports=exports,
         rss_series=series[:: max(1, len(series) // 200)],
     )

@@ -866,9 +866,23 @@ class Report:
             [
                 "mailing sends/s before / during",
                 f"{fmt(result['sent_per_s_before'])} / {fmt(result['sent_per_s_during'])}",
-                "kept sending" if met["kept_sending"] else "NOT met: stopped sending",
+                "kept sending"
+                if met["kept_sending"]
+                else "not measured: the mailing was done before the import"
+                if result.get("mailing_done_before")
+                else "NOT met: stopped sending",
             ],
         ]
+        for export in result.get("exports", []):
+            rows.append(
+                [
+                    f"GET {export['path']}",
+                    f"{fmt(export['rows'])} rows, {fmt(export['mb'])} MB in"
+                    f" {fmt(export['seconds'])} s,"
+                    f" api RSS peak {fmt(export['api_rss_peak_mb'])} MB",
+                    "met" if export["api_rss_peak_mb"] < 200 else "NOT met (target < 200 MB)",
+                ]
+            )
         self.add(
             f"## CSV import ({fmt(result['rows'])} rows through POST /clients/imports)\n\n"
             f"Status `{result['status']}`, while a {fmt(result['mailing_clients'])}-client"

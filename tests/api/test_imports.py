@@ -9,6 +9,8 @@ import httpx
 import psycopg
 import pytest
 from asgi_lifespan import LifespanManager
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.api.app import create_app
 from tests.api.helpers import assert_error, insert_clients, insert_mailing, insert_messages, phone
@@ -315,3 +317,28 @@ async def test_a_failing_import_changes_nothing(
     assert db.execute(
         "SELECT count(*) FROM audit_log WHERE action = 'import_clients'"
     ).fetchone() == (0,)
+
+
+csv_alphabet = st.sampled_from([*'7912,"\n\r\x00 ;abc\ufeffé', "UTC", "phone", "tag", "timezone"])
+csv_texts = st.lists(csv_alphabet, max_size=60).map("".join)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    body=st.one_of(
+        csv_texts.map(lambda t: ("phone,tag,timezone\n" + t).encode()),
+        csv_texts.map(str.encode),
+        st.binary(max_size=80),
+    )
+)
+async def test_any_body_is_imported_or_refused_never_a_server_error(
+    api: httpx.AsyncClient, body: bytes
+) -> None:
+    response = await api.post(
+        "/clients/imports", content=body, headers={"Content-Type": "text/csv"}
+    )
+    assert response.status_code in (202, 422), response.text
+    if response.status_code == 202:
+        result = await finished(api, response.json()["id"])
+        assert result["status"] == "done", result
+        assert result["created"] + result["skipped"] + result["rejected"] == result["rows"]

@@ -98,6 +98,9 @@ async def _multipart_file(request: Request, boundary: bytes) -> AsyncIterator[by
         for data in part.data:
             yield data
         part.data.clear()
-    parser.finalize()
+    try:
+        parser.finalize()
+    except Exception as exc:
+        raise Unprocessable(f"the multipart body cannot be read: {exc}") from None
     if not part.found:
         raise Unprocessable("the multipart body has no field named 'file'")
