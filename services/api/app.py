@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
+import structlog
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import health
+from services.api.audit import service as audit_service
+from services.api.audit.router import router as audit_router
 from services.api.auth import parse_api_tokens
 from services.api.body_limit import BodySizeLimit
 from services.api.clients.router import router as clients_router
@@ -19,9 +26,11 @@ from services.api.imports.service import ImportTasks
 from services.api.mailings.resend import router as resend_router
 from services.api.mailings.router import router as mailings_router
 from services.api.observability import RequestObservability
-from services.api.openapi import annotate_roles, operation_id
+from services.api.openapi import operation_id
 from shared.db import create_engine, create_session_factory
 from shared.settings import ApiSettings
+
+log = structlog.get_logger("api")
 
 DESCRIPTION = """
 Manage a directory of clients and SMS mailings to them, and read delivery statistics.
@@ -49,10 +58,23 @@ def create_app(
         app.state.session_factory = create_session_factory(engine)
         if isinstance(publisher, AmqpEvents):
             await publisher.start()
+        pruning = None
+        if settings.audit_retention_days is not None:
+            pruning = asyncio.create_task(
+                prune_audit_log(
+                    app.state.session_factory,
+                    settings.audit_retention_days,
+                    settings.audit_prune_interval_s,
+                )
+            )
         try:
             yield
         finally:
             await app.state.import_tasks.close()
+            if pruning is not None:
+                pruning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruning
             if isinstance(publisher, AmqpEvents):
                 await publisher.close()
             await engine.dispose()
@@ -78,7 +100,7 @@ def create_app(
     app.include_router(clients_router, prefix="/api/v1")
     app.include_router(mailings_router, prefix="/api/v1")
     app.include_router(resend_router, prefix="/api/v1")
-    annotate_roles(app)
+    app.include_router(audit_router, prefix="/api/v1")
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
@@ -87,3 +109,21 @@ def create_app(
     # Outermost: every request, even a refused one, gets an id, a log line and metrics.
     app.add_middleware(RequestObservability)
     return app
+
+
+async def prune_audit_log(
+    session_factory: async_sessionmaker[AsyncSession], retention_days: int, interval_s: float
+) -> None:
+    """AUDIT_RETENTION_DAYS: delete older audit entries now and every `interval_s`. Every api
+    replica runs it; the DELETE is idempotent, so they need no coordination."""
+    while True:
+        try:
+            async with session_factory() as session:
+                pruned = await audit_service.prune(
+                    session, retention_days=retention_days, now=datetime.now(UTC)
+                )
+            if pruned:
+                log.info("audit log pruned", entries=pruned, retention_days=retention_days)
+        except Exception:
+            log.exception("audit log prune failed; trying again later")
+        await asyncio.sleep(interval_s)

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 from psycopg import sql
 
 from services.api.bulk import iso, stream_csv
 from services.api.clients.schemas import OperatorCode, Phone, Tag
-from services.api.deps import SessionDep, SettingsDep, TokenRequired
+from services.api.deps import SessionDep, SettingsDep
 from services.api.mailings.service import get_mailing
+from services.api.openapi import api_router
 from services.api.pagination import ResourceId
-from services.api.schemas import ERROR_RESPONSES
 from shared.domain.statuses import MessageStatus
 
-router = APIRouter(tags=["exports"], dependencies=[TokenRequired], responses=ERROR_RESPONSES)
+router = api_router(prefix="", tags=["exports"])
 
 CLIENTS_CSV = (
     "id,phone,operator_code,tag,timezone,opted_out_at,created_at,updated_at\n"

@@ -1,21 +1,28 @@
 """The spec as generated clients read it: stable operation ids and the role each one needs.
 
 Operation ids are the handlers' names (`create_client`, `get_mailing_stats`), so they stay the
-same whatever the path or method. The role comes from the handler's dependencies: one that
-takes an `AdminActorDep` needs an admin token; every other `/api/v1` operation a viewer's.
+same whatever the path or method. The role comes from the handler's parameters: one that takes
+an `AdminActorDep` needs an admin token (a viewer is 403); every other operation of an API
+router (`api_router`) needs any token. Routers made by `api_router` mark each operation with
+`x-required-role`, a line in its description and, for admin operations, the 403 answer.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fastapi import APIRouter, params
 from fastapi.routing import APIRoute
 
 from services.api.auth import admin_actor
+from services.api.deps import TokenRequired
 from services.api.principal import Role
-from services.api.schemas import ErrorResponse
+from services.api.schemas import ERROR_RESPONSES, ErrorResponse
 
-FORBIDDEN_RESPONSE = {
+FORBIDDEN_RESPONSE: dict[str, Any] = {
     "model": ErrorResponse,
     "description": "The token's role may not do this (a viewer token may only read)",
     "content": {
@@ -30,29 +37,49 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def _needs_admin(dependant: Dependant) -> bool:
-    return any(dep.call is admin_actor or _needs_admin(dep) for dep in dependant.dependencies)
+def _is_admin_dependency(value: object) -> bool:
+    return isinstance(value, params.Depends) and value.dependency is admin_actor
 
 
-def required_role(route: APIRoute) -> Role | None:
-    """The role an `/api/v1` operation needs; None for public ones (health, metrics)."""
-    if not route.path.startswith("/api/"):
-        return None
-    return Role.ADMIN if _needs_admin(route.dependant) else Role.VIEWER
+def required_role(
+    endpoint: Callable[..., Any], dependencies: Sequence[params.Depends] | None = None
+) -> Role:
+    """Admin if the handler (or its route) depends on `admin_actor`, else viewer."""
+    hints = typing.get_type_hints(endpoint, include_extras=True)
+    for name, parameter in inspect.signature(endpoint).parameters.items():
+        metadata = typing.get_args(hints.get(name))[1:]
+        if any(_is_admin_dependency(m) for m in (*metadata, parameter.default)):
+            return Role.ADMIN
+    if any(_is_admin_dependency(d) for d in dependencies or ()):
+        return Role.ADMIN
+    return Role.VIEWER
 
 
-def annotate_roles(app: FastAPI) -> None:
-    """Mark each operation with `x-required-role`, a line in its description and, where a
-    viewer is refused, the 403 answer."""
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or (role := required_role(route)) is None:
-            continue
-        route.openapi_extra = {**(route.openapi_extra or {}), "x-required-role": role.value}
+class RoleRoute(APIRoute):
+    """An API route that documents the role it needs."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        role = required_role(endpoint, kwargs.get("dependencies"))
         note = (
             "Needs an **admin** token (a viewer token is 403)."
             if role is Role.ADMIN
             else "Needs any token (**viewer** or admin)."
         )
-        route.description = f"{route.description}\n\n{note}".strip()
+        description = kwargs.get("description") or inspect.cleandoc(endpoint.__doc__ or "")
+        kwargs["description"] = f"{description}\n\n{note}".strip()
+        kwargs["openapi_extra"] = {**(kwargs.get("openapi_extra") or {}), "x-required-role": role}
         if role is Role.ADMIN:
-            route.responses = {**route.responses, 403: FORBIDDEN_RESPONSE}
+            kwargs["responses"] = {**(kwargs.get("responses") or {}), 403: FORBIDDEN_RESPONSE}
+        super().__init__(path, endpoint, **kwargs)
+
+
+def api_router(*, prefix: str, tags: list[str | Any]) -> APIRouter:
+    """A router of `/api/v1` operations: every one needs a token and documents its role and
+    errors. Writes take `actor: AdminActorDep`; reads need nothing more."""
+    return APIRouter(
+        prefix=prefix,
+        tags=tags,
+        dependencies=[TokenRequired],
+        responses=ERROR_RESPONSES,
+        route_class=RoleRoute,
+    )

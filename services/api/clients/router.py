@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 
 from services.api.clients import service
 from services.api.clients.schemas import (
@@ -13,13 +13,12 @@ from services.api.clients.schemas import (
     Phone,
     Tag,
 )
-from services.api.deps import AdminActorDep, SessionDep, TokenRequired
+from services.api.deps import AdminActorDep, SessionDep
+from services.api.openapi import api_router
 from services.api.pagination import AfterId, Limit, ResourceId, next_after_id
-from services.api.schemas import ERROR_RESPONSES, Page
+from services.api.schemas import Page
 
-router = APIRouter(
-    prefix="/clients", tags=["clients"], dependencies=[TokenRequired], responses=ERROR_RESPONSES
-)
+router = api_router(prefix="/clients", tags=["clients"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientOut)

@@ -2,24 +2,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from psycopg import sql
 
 from services.api.bulk import stream_csv
-from services.api.deps import AdminActorDep, SessionDep, SettingsDep, TokenRequired
+from services.api.deps import AdminActorDep, SessionDep, SettingsDep
 from services.api.imports import service
 from services.api.imports.schemas import ImportDetail, ImportOut, OnConflict, RejectedRow
 from services.api.imports.upload import upload_chunks
+from services.api.openapi import api_router
 from services.api.pagination import AfterId, Limit, ResourceId, next_after_id
-from services.api.schemas import ERROR_RESPONSES, ErrorResponse, Page
+from services.api.schemas import ErrorResponse, Page
 
-router = APIRouter(
-    prefix="/clients/imports",
-    tags=["imports"],
-    dependencies=[TokenRequired],
-    responses=ERROR_RESPONSES,
-)
+router = api_router(prefix="/clients/imports", tags=["imports"])
 
 CSV_EXAMPLE = (
     "phone,tag,timezone,operator_code,opted_out\n"

@@ -8,18 +8,17 @@ sent, expired and cancelled messages never change. A completed mailing runs agai
 from __future__ import annotations
 
 import structlog
-from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import audit
-from services.api.deps import AdminActorDep, EventsDep, SessionDep, TokenRequired
+from services.api.deps import AdminActorDep, EventsDep, SessionDep
 from services.api.errors import Conflict
 from services.api.mailings.service import get_mailing
+from services.api.openapi import api_router
 from services.api.pagination import ResourceId
 from services.api.principal import Actor
-from services.api.schemas import ERROR_RESPONSES
 from shared.domain.statuses import MailingStatus
 
 log = structlog.get_logger("api.mailings")
@@ -61,9 +60,7 @@ async def retry_failed(session: AsyncSession, mailing_id: int, *, actor: Actor) 
     return RetryOut(mailing_id=mailing_id, retried=retried, status=MailingStatus(mailing.status))
 
 
-router = APIRouter(
-    prefix="/mailings", tags=["mailings"], dependencies=[TokenRequired], responses=ERROR_RESPONSES
-)
+router = api_router(prefix="/mailings", tags=["mailings"])
 
 
 @router.post("/{mailing_id}/retry-failed", response_model=RetryOut)

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import Header, Query, Response, status
 
-from services.api.deps import AdminActorDep, EventsDep, SessionDep, TokenRequired
+from services.api.deps import AdminActorDep, EventsDep, SessionDep
 from services.api.mailings import service, stats
 from services.api.mailings.schemas import (
+    MailingClone,
     MailingCreate,
     MailingOut,
     MailingPatch,
@@ -16,13 +17,12 @@ from services.api.mailings.schemas import (
     PreviewOut,
     StatsPage,
 )
+from services.api.openapi import api_router
 from services.api.pagination import AfterId, Limit, ResourceId, next_after_id
-from services.api.schemas import ERROR_RESPONSES, Page
+from services.api.schemas import Page
 from shared.domain.statuses import MailingStatus, MessageStatus
 
-router = APIRouter(
-    prefix="/mailings", tags=["mailings"], dependencies=[TokenRequired], responses=ERROR_RESPONSES
-)
+router = api_router(prefix="/mailings", tags=["mailings"])
 
 IdempotencyKey = Annotated[
     str | None,
@@ -128,6 +128,35 @@ async def resume_mailing(
 ) -> MailingOut:
     mailing = await service.resume_mailing(session, mailing_id, actor=actor)
     await events.mailing_changed("updated", mailing.id)
+    return MailingOut.of(mailing)
+
+
+@router.post("/{mailing_id}/cancel", response_model=MailingOut)
+async def cancel_mailing(
+    mailing_id: ResourceId, session: SessionDep, events: EventsDep, actor: AdminActorDep
+) -> MailingOut:
+    """Stop a mailing for good (status `cancelled`): nothing more is sent, its undelivered
+    messages become `cancelled`, and it stays visible with its statistics. Cancelling a
+    cancelled mailing changes nothing; a completed one is 409."""
+    mailing = await service.cancel_mailing(session, mailing_id, actor=actor)
+    await events.mailing_changed("updated", mailing.id)
+    return MailingOut.of(mailing)
+
+
+@router.post("/{mailing_id}/clone", status_code=status.HTTP_201_CREATED, response_model=MailingOut)
+async def clone_mailing(
+    mailing_id: ResourceId,
+    body: MailingClone,
+    session: SessionDep,
+    events: EventsDep,
+    response: Response,
+    actor: AdminActorDep,
+) -> MailingOut:
+    """A new `scheduled` mailing with this one's text, filter and send window, running from
+    `start_at` to `end_at`. Any mailing can be cloned, a cancelled or completed one too."""
+    mailing = await service.clone_mailing(session, mailing_id, body, actor=actor)
+    response.headers["Location"] = f"/api/v1/mailings/{mailing.id}"
+    await events.mailing_changed("created", mailing.id)
     return MailingOut.of(mailing)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import audit
 from services.api.errors import Conflict, NotFound, Unprocessable
-from services.api.mailings.schemas import MailingCreate, MailingFilter, MailingPatch
+from services.api.mailings.schemas import MailingClone, MailingCreate, MailingFilter, MailingPatch
 from services.api.principal import Actor
 from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus
 from shared.models import Client, Mailing, Message
@@ -216,6 +216,51 @@ async def _set_status(
     await session.commit()
     await session.refresh(mailing)
     log.info("mailing status changed", mailing_id=mailing.id, status=status)
+    return mailing
+
+
+async def cancel_mailing(session: AsyncSession, mailing_id: int, *, actor: Actor) -> Mailing:
+    """Stop a mailing for good; it stays visible with its statistics. As for a delete, senders
+    refuse its messages from this commit on and the scheduler cancels the undelivered ones."""
+    mailing = await get_mailing(session, mailing_id, lock=True)
+    if mailing.status == MailingStatus.CANCELLED:
+        return mailing
+    if mailing.status == MailingStatus.COMPLETED:
+        raise Conflict(f"mailing {mailing_id} is completed: there is nothing left to cancel")
+    return await _set_status(
+        session, mailing, MailingStatus.CANCELLED, actor=actor, action="cancel"
+    )
+
+
+async def clone_mailing(
+    session: AsyncSession, mailing_id: int, data: MailingClone, *, actor: Actor
+) -> Mailing:
+    """A new scheduled mailing with the original's text, filter and send window."""
+    original = await get_mailing(session, mailing_id)
+    if data.end_at <= _now():
+        raise Unprocessable("end_at must be in the future")
+    mailing = Mailing(
+        start_at=data.start_at,
+        end_at=data.end_at,
+        text=original.text,
+        filter_operator_codes=list(original.filter_operator_codes),
+        filter_tags=list(original.filter_tags),
+        send_window_start=original.send_window_start,
+        send_window_end=original.send_window_end,
+    )
+    session.add(mailing)
+    await session.flush()
+    await audit.record(
+        session,
+        actor,
+        "clone",
+        "mailing",
+        mailing.id,
+        {"cloned_from": mailing_id, **_audit_fields(mailing)},
+    )
+    await session.commit()
+    await session.refresh(mailing)
+    log.info("mailing cloned", mailing_id=mailing.id, cloned_from=mailing_id)
     return mailing
 
 
