@@ -94,13 +94,16 @@ async def export_csv(api: Any, pid: int, path: str) -> ExportResult:
     """Stream one CSV export to nowhere, counting its rows and the api's peak RSS."""
     peak = system.rss_mb(pid)
     lines = size = 0
-    started = time.monotonic()
+    started = polled = time.monotonic()
     async with api.stream("GET", path) as response:
         response.raise_for_status()
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.aiter_raw():
             lines += chunk.count(b"\n")
             size += len(chunk)
-            peak = max(peak, system.rss_mb(pid))
+            if time.monotonic() - polled >= 0.1:
+                peak = max(peak, system.rss_mb(pid))
+                polled = time.monotonic()
+    peak = max(peak, system.rss_mb(pid))
     return ExportResult(
         path=path,
         rows=lines - 1,

@@ -10,6 +10,8 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+CHUNK_BYTES = 64 * 1024
+
 
 async def begin_bulk(engine: AsyncEngine, *, timeout_s: float) -> AsyncConnection:
     """A pooled connection in a transaction with the bulk statement timeout (the pool's
@@ -38,9 +40,17 @@ async def stream_csv(
     try:
         pg = await driver(conn)
         statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(query)
+        # The server sends a row per message: pass them on in chunks of about CHUNK_BYTES,
+        # not as a million tiny HTTP chunks.
+        buffer = bytearray()
         async with pg.cursor() as cursor, cursor.copy(statement) as copy:
             async for data in copy:
-                yield bytes(data)
+                buffer += data
+                if len(buffer) >= CHUNK_BYTES:
+                    yield bytes(buffer)
+                    buffer.clear()
+        if buffer:
+            yield bytes(buffer)
         await conn.commit()
     finally:
         await conn.close()
