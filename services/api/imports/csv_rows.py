@@ -72,6 +72,9 @@ class CsvRows:
         self._reader = csv.reader(self._lines, strict=True)
         self._next_line = 1
         self._columns: list[str] | None = None
+        # Where each of COLUMNS is in a record (None: not in the file).
+        self._index: tuple[int | None, ...] = ()
+        self._nul_seen = False  # rows are checked for NUL field by field once one appears
         self.rows = 0
 
     def feed(self, chunk: bytes) -> Iterator[StagingRow]:
@@ -79,6 +82,7 @@ class CsvRows:
             text = self._partial + self._decoder.decode(chunk)
         except UnicodeDecodeError as exc:
             raise CsvFileError(f"the file is not UTF-8 (near line {self._next_line})") from exc
+        self._nul_seen = self._nul_seen or "\x00" in text
         # Lines end at "\n" only (csv reads "\r\n"), not at the other breaks str.splitlines knows.
         *lines, self._partial = text.split("\n")
         self._lines.ready.extend(line + "\n" for line in lines)
@@ -121,6 +125,9 @@ class CsvRows:
                 continue  # a blank line
             if self._columns is None:
                 self._columns = _header(record)
+                self._index = tuple(
+                    self._columns.index(name) if name in self._columns else None for name in COLUMNS
+                )
                 continue
             self.rows += 1
             yield self._row(line, record)
@@ -131,6 +138,19 @@ class CsvRows:
         if len(record) != len(columns):
             shape = f"expected {len(columns)} fields, found {len(record)}"
             return StagingRow(line, None, None, None, None, None, None, shape)
+        if not self._nul_seen:  # the common case, a million times: no dict, no scan
+            phone, tag, timezone, code, opted_out = self._index
+            assert phone is not None and tag is not None and timezone is not None
+            return StagingRow(
+                line,
+                record[phone],
+                record[tag],
+                record[timezone],
+                None if code is None else record[code] or None,
+                None if opted_out is None else record[opted_out] or None,
+                None,
+                None,
+            )
         values = dict(zip(columns, record, strict=True))
         problem_field = None
         for name in COLUMNS:
