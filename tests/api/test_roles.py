@@ -9,7 +9,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from pydantic import SecretStr
 
+from services.api.app import create_app
+from services.api.events import NoEvents
+from shared.settings import ApiSettings
 from tests.api.helpers import (
     assert_error,
     db_state,
@@ -145,3 +149,22 @@ async def test_admin_tokens_still_change_data(anon: httpx.AsyncClient, clean_db:
             headers={"Authorization": f"Bearer {token}"},
         )
         assert response.status_code == 201, response.text
+
+
+def test_a_malformed_api_tokens_entry_stops_the_app_without_showing_the_token() -> None:
+    settings = ApiSettings(api_tokens=[SecretStr("ok-token"), SecretStr("ci:owner:s3cret")])
+    with pytest.raises(ValueError, match="entry 2 \\(ci\\): role must be admin or viewer") as err:
+        create_app(settings, events=NoEvents())
+    assert "s3cret" not in str(err.value)
+
+
+def test_api_tokens_from_the_environment_keep_names_and_roles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("API_TOKENS", "first, ci:admin:a:b ,dash:viewer:c")
+    app = create_app(ApiSettings(), events=NoEvents())
+    assert [(t.name, t.role.value) for t in app.state.api_tokens] == [
+        ("token-1", "admin"),
+        ("ci", "admin"),
+        ("dash", "viewer"),
+    ]
