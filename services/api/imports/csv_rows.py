@@ -139,15 +139,15 @@ class CsvRows:
             shape = f"expected {len(columns)} fields, found {len(record)}"
             return StagingRow(line, None, None, None, None, None, None, shape)
         if not self._nul_seen:  # the common case, a million times: no dict, no scan
-            phone, tag, timezone, code, opted_out = self._index
-            assert phone is not None and tag is not None and timezone is not None
+            at_phone, at_tag, at_zone, at_code, at_opted_out = self._index
+            assert at_phone is not None and at_tag is not None and at_zone is not None
             return StagingRow(
                 line,
-                record[phone],
-                record[tag],
-                record[timezone],
-                None if code is None else record[code] or None,
-                None if opted_out is None else record[opted_out] or None,
+                record[at_phone],
+                record[at_tag],
+                record[at_zone],
+                None if at_code is None else record[at_code] or None,
+                None if at_opted_out is None else record[at_opted_out] or None,
                 None,
                 None,
             )
