@@ -36,3 +36,5 @@ ActorDep = Annotated[Actor, Depends(current_actor)]
 AdminActorDep = Annotated[Actor, Depends(admin_actor)]
 # As a router dependency: every route of the router needs a valid token.
 TokenRequired = Depends(current_actor)
+# The old name (before roles), as a route dependency: an admin token.
+AdminDep = Depends(admin_actor)
