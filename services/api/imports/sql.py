@@ -11,7 +11,6 @@ from shared.domain.clients import (
     OPTED_OUT_MESSAGE,
     OPTED_OUT_NO,
     OPTED_OUT_YES,
-    PHONE_RE,
     client_problem_sql,
     default_operator_code_sql,
 )
@@ -51,11 +50,12 @@ CHECK_FIELDS = f"""
     WHERE r.problem_reason IS NULL AND ({_FIELD} IS NOT NULL OR {_OPTED_OUT_BAD})
 """
 
-# A phone repeated within the file: its first row counts, later rows are refused.
-CHECK_REPEATS = f"""
+# A phone repeated within the file: its first row counts, later rows are refused. (Rows of a
+# bad phone are refused already, whichever comes first: no need to filter them out here.)
+CHECK_REPEATS = """
     WITH first AS (
         SELECT phone, min(line) AS line FROM import_row
-        WHERE phone ~ '{PHONE_RE.pattern}'
+        WHERE phone IS NOT NULL
         GROUP BY phone HAVING count(*) > 1
     )
     UPDATE import_row r SET problem_field = 'phone', problem_reason = 'duplicate of line ' || f.line
