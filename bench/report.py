@@ -423,6 +423,7 @@ class Report:
         from bench.phases.e2e import E2EResult
         from bench.phases.fanout import FanoutResult
         from bench.phases.http import HttpResult
+        from bench.phases.imports import ImportPhaseResult
         from bench.phases.scaleout import ScaleoutResult
         from bench.phases.stats import StatsResult
 
@@ -440,6 +441,7 @@ class Report:
             BrokerResult.from_figures(self.r),
             stats,
             ApiResult.from_figures(self.r),
+            ImportPhaseResult.from_figures(self.r),
         ):
             if result is not None:
                 result.render(self)

@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--broker-gathered", type=int, default=10_000)
     parser.add_argument("--api-seconds", type=float, default=6.0)
     parser.add_argument("--api-concurrency", type=int, default=16)
+    parser.add_argument("--import-rows", type=int, default=1_000_000)
+    parser.add_argument("--import-mailing-clients", type=int, default=200_000)
     parser.add_argument("--stats-requests", type=int, default=300)
     parser.add_argument("--stats-write-rate", type=float, default=2_000.0, help="rows/s")
     parser.add_argument("--stats-db", help="database name for the statistics phase")
@@ -145,6 +147,8 @@ SMOKE = {
     "broker_sequential": 100,
     "broker_gathered": 500,
     "api_seconds": 0.5,
+    "import_rows": 5_000,
+    "import_mailing_clients": 2_000,
     "stats_requests": 10,
     "stats_throwaway": True,
 }

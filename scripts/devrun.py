@@ -73,7 +73,8 @@ def main() -> None:
         )
         threading.Thread(target=pump, args=(name, processes[name].stdout), daemon=True).start()
     api_port = env.get("API_PORT", "8000")
-    token = values["API_TOKENS"].split(",")[0]
+    # The first entry's token: a bare token, or the last part of `name:role:token`.
+    token = values["API_TOKENS"].split(",")[0].split(":", 2)[-1]
     print(
         f"""
   Mailing service is starting:

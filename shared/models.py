@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy import (
     text as sql,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.domain.statuses import MESSAGE_OPEN_STATUSES, MailingStatus, MessageStatus
@@ -64,6 +65,8 @@ class Client(Base):
     created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
     deleted_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    # Set when the client opted out (migration 0004): such a client gets no message.
+    opted_out_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
 
     __table_args__ = (
         CheckConstraint(r"phone ~ '^7[0-9]{10}$'", name="phone_format"),
@@ -199,3 +202,85 @@ class MessageCount(Base):
     mailing_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("mailing.id"), primary_key=True)
     status: Mapped[str] = mapped_column(Text, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+# --- directory operations (migration 0004) ---
+
+
+class AuditEntry(Base):
+    """One change made through the API or the console, written in the change's transaction."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    actor_name: Mapped[str] = mapped_column(Text)  # the token's name or the user's login
+    actor_kind: Mapped[str] = mapped_column(Text)  # token | user
+    actor_role: Mapped[str] = mapped_column(Text)  # admin | viewer
+    action: Mapped[str] = mapped_column(Text)  # create, update, delete, pause, sign_in, ...
+    target_type: Mapped[str] = mapped_column(Text)  # client, mailing, import, user, ...
+    target_id: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)  # the client's address
+    # The changed fields; never a secret, phones masked (services/api/audit/log.py).
+    changes: Mapped[dict[str, object] | None] = mapped_column(JSONB)
+
+    __table_args__ = (
+        CheckConstraint("actor_kind IN ('token', 'user')", name="actor_kind_known"),
+        # The audit list's filters, each newest first by id (keyset).
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_actor_name_id", "actor_name", "id"),
+        Index("ix_audit_log_action_id", "action", "id"),
+        Index("ix_audit_log_target_type_target_id_id", "target_type", "target_id", "id"),
+    )
+
+
+class ClientImport(Base):
+    """A CSV import of clients (migration 0004): its progress, counts and outcome."""
+
+    __tablename__ = "client_import"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    status: Mapped[str] = mapped_column(Text, server_default="running")
+    on_conflict: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    created: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    skipped: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    rejected: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'done', 'failed')", name="status_known"),
+        CheckConstraint("on_conflict IN ('skip', 'update')", name="on_conflict_known"),
+        Index(
+            "uq_client_import_idempotency_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=sql("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+
+class ClientImportRejection(Base):
+    """A CSV row an import refused, with the file's values and why (migration 0004)."""
+
+    __tablename__ = "client_import_rejection"
+
+    import_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("client_import.id", ondelete="CASCADE"), primary_key=True
+    )
+    line: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    field: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+    operator_code: Mapped[str | None] = mapped_column(Text)
+    tag: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str | None] = mapped_column(Text)
+    opted_out: Mapped[str | None] = mapped_column(Text)

@@ -37,8 +37,18 @@ class ApiSettings(BaseServiceSettings):
     api_host: str = "0.0.0.0"  # noqa: S104 - the API is meant to be reachable in its container
     api_port: int = Field(8000, ge=1, le=65535)
     # Comma-separated bearer tokens accepted by the admin API; empty means every request is refused.
+    # An entry `name:role:token` (role admin or viewer) names the token; a bare token is an admin
+    # named by its position (token-1, token-2, ...). Parsed by services/api/auth.py.
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(256 * 1024, ge=1024)
+    # Audit entries older than this many days are deleted by the api (unset: kept for ever),
+    # checked every AUDIT_PRUNE_INTERVAL_S.
+    audit_retention_days: int | None = Field(None, ge=1)
+    audit_prune_interval_s: float = Field(3600.0, gt=0)
+    # The CSV import (POST /api/v1/clients/imports): largest file accepted (413 above it), and
+    # the statement timeout of an import's or an export's transaction (its upload included).
+    import_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    bulk_timeout_s: float = Field(900.0, gt=0)
 
     @field_validator("api_tokens", mode="before")
     @classmethod

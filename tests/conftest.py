@@ -13,7 +13,8 @@ from shared.settings import ApiSettings
 from tests.support import database
 from tests.support.broker import AMQP_URL
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token"  # a bare entry: the admin named token-1
+VIEWER_TOKEN = "test-viewer-token"  # the entry `reports:viewer:test-viewer-token`
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +44,11 @@ def api_settings(database_url: str) -> ApiSettings:
     return ApiSettings(
         database_url=database_url,
         amqp_url=AMQP_URL,
-        api_tokens=[SecretStr(ADMIN_TOKEN), SecretStr("second-token")],
+        api_tokens=[
+            SecretStr(ADMIN_TOKEN),
+            SecretStr("second-token"),
+            SecretStr(f"reports:viewer:{VIEWER_TOKEN}"),
+        ],
         # Its own broker namespace, so test runs never wake a real scheduler.
         amqp_namespace=f"test-{uuid.uuid4().hex[:8]}",
         db_pool_size=5,

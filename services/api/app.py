@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
+import structlog
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import health
+from services.api.audit import service as audit_service
+from services.api.audit.router import router as audit_router
+from services.api.auth import parse_api_tokens
 from services.api.body_limit import BodySizeLimit
 from services.api.clients.router import router as clients_router
 from services.api.errors import install_error_handlers
 from services.api.events import AmqpEvents, EventPublisher
+from services.api.exports import router as exports_router
+from services.api.imports.router import router as imports_router
+from services.api.imports.service import ImportTasks
+from services.api.mailings.resend import router as resend_router
 from services.api.mailings.router import router as mailings_router
 from services.api.observability import RequestObservability
+from services.api.openapi import operation_id
 from shared.db import create_engine, create_session_factory
 from shared.settings import ApiSettings
+
+log = structlog.get_logger("api")
 
 DESCRIPTION = """
 Manage a directory of clients and SMS mailings to them, and read delivery statistics.
 
 Every `/api/v1` call needs `Authorization: Bearer <token>` with a token from `API_TOKENS`.
+A token has a role: **viewer** tokens may read everything, **admin** tokens may also change
+data; each operation names the role it needs (`x-required-role`). Every change is recorded in
+the audit log (`GET /api/v1/audit`) with the token's name.
 Datetimes are ISO 8601 with an offset. Errors are JSON: `{"detail": "...", "errors": [...]}`.
 Lists are keyset-paginated: pass a page's `next_after_id` as `after_id` for the next one.
 """
@@ -40,9 +58,23 @@ def create_app(
         app.state.session_factory = create_session_factory(engine)
         if isinstance(publisher, AmqpEvents):
             await publisher.start()
+        pruning = None
+        if settings.audit_retention_days is not None:
+            pruning = asyncio.create_task(
+                prune_audit_log(
+                    app.state.session_factory,
+                    settings.audit_retention_days,
+                    settings.audit_prune_interval_s,
+                )
+            )
         try:
             yield
         finally:
+            await app.state.import_tasks.close()
+            if pruning is not None:
+                pruning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruning
             if isinstance(publisher, AmqpEvents):
                 await publisher.close()
             await engine.dispose()
@@ -54,15 +86,44 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
-    app.state.api_tokens = [token.get_secret_value() for token in settings.api_tokens]
+    app.state.api_tokens = parse_api_tokens(t.get_secret_value() for t in settings.api_tokens)
     app.state.events = publisher
+    app.state.import_tasks = ImportTasks()
     install_error_handlers(app)
     app.include_router(health.router)
+    # Before the clients router: /clients/imports and /clients/export are not /clients/{id}.
+    app.include_router(imports_router, prefix="/api/v1")
+    app.include_router(exports_router, prefix="/api/v1")
     app.include_router(clients_router, prefix="/api/v1")
     app.include_router(mailings_router, prefix="/api/v1")
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(resend_router, prefix="/api/v1")
+    app.include_router(audit_router, prefix="/api/v1")
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        per_path={"/api/v1/clients/imports": settings.import_max_bytes},
+    )
     # Outermost: every request, even a refused one, gets an id, a log line and metrics.
     app.add_middleware(RequestObservability)
     return app
+
+
+async def prune_audit_log(
+    session_factory: async_sessionmaker[AsyncSession], retention_days: int, interval_s: float
+) -> None:
+    """AUDIT_RETENTION_DAYS: delete older audit entries now and every `interval_s`. Every api
+    replica runs it; the DELETE is idempotent, so they need no coordination."""
+    while True:
+        try:
+            async with session_factory() as session:
+                pruned = await audit_service.prune(
+                    session, retention_days=retention_days, now=datetime.now(UTC)
+                )
+            if pruned:
+                log.info("audit log pruned", entries=pruned, retention_days=retention_days)
+        except Exception:
+            log.exception("audit log prune failed; trying again later")
+        await asyncio.sleep(interval_s)

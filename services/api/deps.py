@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api.auth import require_admin
+from services.api.auth import admin_actor, current_actor
 from services.api.events import EventPublisher
+from services.api.principal import Actor
 from shared.settings import ApiSettings
 
 
@@ -29,4 +30,11 @@ def _events(request: Request) -> EventPublisher:
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 EventsDep = Annotated[EventPublisher, Depends(_events)]
-AdminDep = Depends(require_admin)
+# Any configured token (admin or viewer): for reads. Routers take it as a router dependency.
+ActorDep = Annotated[Actor, Depends(current_actor)]
+# An admin token; a viewer is 403 (the OpenAPI spec marks these operations `x-required-role`).
+AdminActorDep = Annotated[Actor, Depends(admin_actor)]
+# As a router dependency: every route of the router needs a valid token.
+TokenRequired = Depends(current_actor)
+# The old name (before roles), as a route dependency: an admin token.
+AdminDep = Depends(admin_actor)

@@ -29,6 +29,11 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def request_id_of(scope: Scope) -> str | None:
+    """The id the middleware gave this request (the response's X-Request-ID)."""
+    return scope.get("state", {}).get("request_id")
+
+
 def _route_template(scope: Scope) -> str:
     """The path with its parameters named, not valued: ids would explode the label set."""
     if scope.get("route") is None:
@@ -48,6 +53,7 @@ class RequestObservability:
             await self.app(scope, receive, send)
             return
         request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = time.perf_counter()
 

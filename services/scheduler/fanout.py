@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.domain.filters import matches_filter_sql
 from shared.domain.lifecycle import sql_in
+from shared.domain.opt_out import opted_out_sql
 from shared.domain.send_window import next_window_open_sql
 from shared.domain.statuses import MailingStatus
 
@@ -65,6 +66,7 @@ def insert_chunk(*, by_operator_code: bool, by_tag: bool) -> TextClause:
         "c.id > :cursor",
         "c.id <= :high",
         "c.deleted_at IS NULL",
+        f"NOT {opted_out_sql('c')}",
         *matches_filter_sql(
             operator_code="c.operator_code",
             tag="c.tag",

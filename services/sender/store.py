@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import metrics
 from shared.domain.end_time import END_REACHED, seconds_to_end_sql, too_late_to_start_sql
 from shared.domain.lifecycle import CLAIMABLE, OPEN, S, sql, sql_in
+from shared.domain.opt_out import OPTED_OUT_REASON, opted_out_sql
 from shared.domain.send_window import next_window_open_sql, window_open_sql
 from shared.domain.statuses import MailingStatus, MessageStatus
 from shared.messaging import Job
@@ -25,10 +26,11 @@ T = TypeVar("T")
 _WINDOW_OPEN = window_open_sql("c.timezone", "mg.send_window_start", "mg.send_window_end")
 _NEXT_OPEN = next_window_open_sql("c.timezone", "mg.send_window_start", "mg.send_window_end")
 _TOO_LATE = too_late_to_start_sql("mg.end_at", ":margin")
-# A deleted mailing or client: whatever was not sent is cancelled.
+_OPTED_OUT = opted_out_sql("c")
+# A deleted mailing or client, or a client that opted out: whatever was not sent is cancelled.
 _CANCELLED = (
     f"mg.deleted_at IS NOT NULL OR mg.status = {sql(MailingStatus.CANCELLED)}"
-    " OR c.deleted_at IS NOT NULL"
+    f" OR c.deleted_at IS NOT NULL OR {_OPTED_OUT}"
 )
 
 # Decides, in the database's clock, what each job's message becomes: `sending` when it may go
@@ -47,7 +49,7 @@ CLAIM = text(f"""
                 WHEN NOT {_WINDOW_OPEN} THEN {sql(S.PENDING)}
                 ELSE {sql(S.SENDING)}
             END AS next_status,
-            {_NEXT_OPEN} AS next_open
+            {_NEXT_OPEN} AS next_open, {_OPTED_OUT} AS opted_out
         FROM message m
         JOIN job ON job.id = m.id AND job.token = m.token
         JOIN mailing mg ON mg.id = m.mailing_id
@@ -64,6 +66,8 @@ CLAIM = text(f"""
         not_before = CASE WHEN t.next_status = {sql(S.PENDING)} THEN t.next_open
                           ELSE m.not_before END,
         last_error = CASE WHEN t.next_status = {sql(S.EXPIRED)} THEN '{END_REACHED}'
+                          WHEN t.next_status = {sql(S.CANCELLED)} AND t.opted_out
+                          THEN '{OPTED_OUT_REASON}'
                           ELSE m.last_error END,
         updated_at = now()
     FROM target t, mailing mg, client c

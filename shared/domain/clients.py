@@ -43,3 +43,73 @@ def is_valid_timezone(name: str) -> bool:
 def mask_phone(phone: str) -> str:
     """For logs: keep the operator code and the last two digits."""
     return phone[:4] + "*****" + phone[-2:] if len(phone) == 11 else "***"
+
+
+# The rules a client's fields must keep, for one client (POST /clients) and a million (the CSV
+# import). `client_problem` is the Python form; `client_problem_sql` derives the SQL form the
+# import runs over its staging table from the same patterns, limits and messages; a test on the
+# real database (tests/db/test_client_rules_sql.py) holds the two together.
+MAX_TAG_LENGTH = 100
+PHONE_MESSAGE = "phone must be 7 followed by 10 digits, e.g. 79123456789"
+OPERATOR_CODE_MESSAGE = "operator_code must be exactly 3 digits, e.g. 912"
+TAG_MESSAGE = f"tag must be at most {MAX_TAG_LENGTH} characters"
+TIMEZONE_MESSAGE = "timezone must be an IANA time zone name, e.g. Europe/Moscow"
+NUL_MESSAGE = "must not contain NUL characters"
+
+
+def client_problem(
+    *, phone: str | None, operator_code: str | None, tag: str, timezone: str | None
+) -> tuple[str, str] | None:
+    """The first rule the fields break as (field, message), or None; `operator_code` None means
+    "derive it from the phone"."""
+    if phone is None or not is_valid_phone(phone):
+        return "phone", PHONE_MESSAGE
+    if operator_code is not None and not is_valid_operator_code(operator_code):
+        return "operator_code", OPERATOR_CODE_MESSAGE
+    if len(tag) > MAX_TAG_LENGTH:
+        return "tag", TAG_MESSAGE
+    if timezone is None or not is_valid_timezone(timezone):
+        return "timezone", TIMEZONE_MESSAGE
+    return None
+
+
+def known_timezones() -> list[str]:
+    """The zone names `is_valid_timezone` accepts, for the SQL form (a bind parameter)."""
+    return sorted(name for name in _known_timezones() if is_valid_timezone(name))
+
+
+def _sql_regex(pattern: re.Pattern[str]) -> str:
+    # Both patterns are anchored ASCII classes: POSIX and Python regexes read them alike.
+    return "'" + pattern.pattern.replace("'", "''") + "'"
+
+
+def client_problem_sql(
+    *, phone: str, operator_code: str, tag: str, timezone: str, zones: str
+) -> tuple[str, str]:
+    """SQL expressions (field, message) for `client_problem` over column expressions; `zones`
+    is a text[] expression holding `known_timezones()`. Both are NULL for a valid row."""
+    checks = [
+        (f"NOT coalesce({phone} ~ {_sql_regex(PHONE_RE)}, false)", "phone", PHONE_MESSAGE),
+        (
+            f"{operator_code} IS NOT NULL AND {operator_code} !~ {_sql_regex(OPERATOR_CODE_RE)}",
+            "operator_code",
+            OPERATOR_CODE_MESSAGE,
+        ),
+        (f"char_length({tag}) > {MAX_TAG_LENGTH}", "tag", TAG_MESSAGE),
+        (f"NOT coalesce({timezone} = ANY({zones}), false)", "timezone", TIMEZONE_MESSAGE),
+    ]
+    field = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for cond, name, _ in checks) + " END"
+    message = "CASE " + " ".join(f"WHEN {cond} THEN '{msg}'" for cond, _, msg in checks) + " END"
+    return field, message
+
+
+def default_operator_code_sql(phone: str) -> str:
+    """`default_operator_code` in SQL."""
+    return f"substr({phone}, 2, 3)"
+
+
+# How a CSV import writes `opted_out`: these mean yes or no; empty leaves an existing client's
+# opt-out as it is (a new client is not opted out).
+OPTED_OUT_YES = ("true", "1", "yes")
+OPTED_OUT_NO = ("false", "0", "no")
+OPTED_OUT_MESSAGE = "opted_out must be true or false (or 1/0, yes/no), or empty to leave it as is"

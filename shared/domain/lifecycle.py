@@ -12,10 +12,13 @@
     dead letter  queued|retrying             -> expired | pending   (job expired in the queue)
                  any open                    -> failed              (poison job)
     sweep        open, not held by a sender  -> cancelled | expired   scheduler.sweep
+    opt-out      open, not held by a sender  -> cancelled        api.clients.optout
+    retry failed failed                      -> pending          api.mailings.resend
+                 (an admin's explicit resend: the one way out of a terminal status)
 
-A new move (say an admin's retry of failed messages, failed -> pending) is one entry in MOVES
-and one statement in the module named beside it. Every status list in the worker SQL comes
-from here or from `shared.domain.statuses`, through `sql_in`, never as a string literal.
+A new move is one entry in MOVES and one statement in the module named beside it. Every status
+list in the worker SQL comes from here or from `shared.domain.statuses`, through `sql_in`,
+never as a string literal.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class Mover(StrEnum):
     RESULT = "result"
     DEAD_LETTER = "dead letter"
     SWEEP = "sweep"
+    OPT_OUT = "opt-out"
+    RETRY_FAILED = "retry failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,8 @@ MOVES: tuple[Move, ...] = (
     _move(Mover.DEAD_LETTER, OPEN, [S.FAILED]),
     _move(Mover.SWEEP, OPEN, [S.CANCELLED]),
     _move(Mover.SWEEP, (*EXPIRABLE, S.SENDING), [S.EXPIRED]),
+    _move(Mover.OPT_OUT, OPEN, [S.CANCELLED]),
+    _move(Mover.RETRY_FAILED, [S.FAILED], [S.PENDING]),
 )
 
 # What a sender's result may say about a message it held.

@@ -10,7 +10,7 @@ class MailingStatus(StrEnum):
     RUNNING = "running"  # started: messages are being created and sent
     PAUSED = "paused"  # an admin stopped delivery; resume continues it
     COMPLETED = "completed"  # every message reached a terminal status
-    CANCELLED = "cancelled"  # deleted by an admin; undelivered messages are cancelled
+    CANCELLED = "cancelled"  # cancelled or deleted by an admin; undelivered messages cancelled
 
 
 class MessageStatus(StrEnum):

@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import psycopg
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.db import create_engine, create_session_factory
+from shared.settings import ApiSettings
 from tests.support import database
 
 
@@ -25,3 +28,15 @@ async def anon(api_app: object) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=api_app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
         yield client
+
+
+@pytest.fixture
+async def sessions(
+    api_settings: ApiSettings, clean_db: str
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the (emptied) test database, for calling service functions directly."""
+    engine = create_engine(api_settings)
+    try:
+        yield create_session_factory(engine)
+    finally:
+        await engine.dispose()

@@ -13,7 +13,15 @@ from alembic.script import ScriptDirectory
 from shared.models import Base
 from tests.support import database
 
-APP_TABLES = {"client", "mailing", "message", "message_count"}
+APP_TABLES = {
+    "client",
+    "mailing",
+    "message",
+    "message_count",
+    "audit_log",
+    "client_import",
+    "client_import_rejection",
+}
 
 
 @pytest.fixture

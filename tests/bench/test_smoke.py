@@ -28,6 +28,7 @@ SECTIONS = (
     "## Broker",
     "## Statistics",
     "## Admin API",
+    "## CSV import",
     "## Before and after",
     "## What limits it now",
 )

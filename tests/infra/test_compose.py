@@ -129,3 +129,12 @@ def test_stub_accepts_the_token_the_senders_send(services: dict[str, dict[str, A
     assert sender["PROVIDER_TOKEN"] == stub["STUB_TOKEN"]
     assert "provider-stub:8090" in sender["PROVIDER_URL"]
     assert stub["STUB_HOST"] == "0.0.0.0"
+
+
+def test_the_csv_import_gets_the_same_limit_and_timeout_as_in_kubernetes(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    config = yaml.safe_load((ROOT / "deploy/k8s/base/configmap.yaml").read_text())["data"]
+    api = services["api"]["environment"]
+    assert api["IMPORT_MAX_BYTES"] == config["IMPORT_MAX_BYTES"]
+    assert api["BULK_TIMEOUT_S"] == config["BULK_TIMEOUT_S"]

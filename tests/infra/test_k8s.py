@@ -434,3 +434,30 @@ def test_demo_overlay_points_senders_at_the_stub(rendered: dict[str, list[Obj]])
     assert find(objects, "Secret", "mailing-secrets")
     images = {c["image"] for o in workloads(objects) for c in pod_spec(o)["containers"]}
     assert images == {"mailing-service:local"}
+
+
+def _bytes(size: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    return int(size[:-1]) * units[size[-1].lower()] if size[-1].isalpha() else int(size)
+
+
+def test_the_csv_import_has_its_own_body_limit_and_timeouts(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    """The main Ingress caps bodies at 1 MB; the import's path gets IMPORT_MAX_BYTES,
+    streaming (no request buffering) and timeouts as long as an import's BULK_TIMEOUT_S."""
+    for overlay in ("base", "production"):
+        objects = rendered[overlay]
+        config = find(objects, "ConfigMap", "mailing-config")["data"]
+        imports = find(objects, "Ingress", "api-imports")
+        notes = imports["metadata"]["annotations"]
+        prefix = "nginx.ingress.kubernetes.io/"
+        assert _bytes(notes[prefix + "proxy-body-size"]) == int(config["IMPORT_MAX_BYTES"])
+        assert notes[prefix + "proxy-request-buffering"] == "off"
+        for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+            assert float(notes[prefix + timeout]) >= float(config["BULK_TIMEOUT_S"])
+        [path] = [p for r in imports["spec"]["rules"] for p in r["http"]["paths"]]
+        assert (path["path"], path["pathType"]) == ("/api/v1/clients/imports", "Exact")
+        main = find(objects, "Ingress", "api")
+        assert imports["spec"]["rules"][0]["host"] == main["spec"]["rules"][0]["host"]
+        assert imports["spec"].get("tls") == main["spec"].get("tls")

@@ -1,4 +1,4 @@
-"""Pause, resume, delete and send windows take effect on a mailing in flight."""
+"""Pause, resume, cancel, delete and send windows take effect on a mailing in flight."""
 
 from __future__ import annotations
 
@@ -80,6 +80,32 @@ async def test_delete_stops_delivery_and_cancels_the_rest(pipeline: Pipeline) ->
     assert set(counts) == {"sent", "cancelled"}
     assert counts["sent"] == len(pipeline.deliveries())
     assert (await pipeline.api.get(f"/mailings/{mailing['id']}/stats")).status_code == 404
+
+
+async def test_cancel_stops_delivery_and_keeps_the_mailing_with_its_stats(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.seed_clients(1500)
+    pipeline.set_faults(latency_ms=50)
+    await pipeline.start(max_connections=10)
+    mailing = await pipeline.create_mailing()
+    await _sent_at_least(pipeline, 100)
+
+    cancelled_at = datetime.now(UTC)
+    response = await pipeline.api.post(f"/mailings/{mailing['id']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    await _deliveries_settle(pipeline)
+    late = [
+        d for d in pipeline.deliveries().values() if d["first_at"] > cancelled_at.timestamp() + 1.0
+    ]
+    assert late == []
+    counts = await pipeline.wait_terminal(mailing["id"], 1500, timeout=30)
+    assert set(counts) == {"sent", "cancelled"}
+    assert counts["sent"] == len(pipeline.deliveries())
+    stats = await pipeline.api.get(f"/mailings/{mailing['id']}/stats")
+    assert stats.status_code == 200 and stats.json()["status"] == "cancelled"
+    assert {k: v for k, v in stats.json()["counts"].items() if v} == counts
+    await pipeline.assert_stats_agree(mailing["id"])
 
 
 async def test_send_window_respects_client_time_zones(pipeline: Pipeline) -> None:

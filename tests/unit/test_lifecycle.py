@@ -27,10 +27,13 @@ def test_who_makes_each_move(before: S | None, after: S, by: set[Mover]) -> None
     assert movers(before, after) == by
 
 
-def test_nothing_leaves_a_terminal_status() -> None:
+def test_nothing_leaves_a_terminal_status_but_an_admins_retry_of_failed() -> None:
     for status in MESSAGE_TERMINAL_STATUSES:
         for after in S:
-            assert not may_follow(status, after), (status, after)
+            if (status, after) == (S.FAILED, S.PENDING):
+                assert movers(status, after) == {Mover.RETRY_FAILED}
+            else:
+                assert not may_follow(status, after), (status, after)
 
 
 def test_nothing_goes_from_pending_straight_to_sending() -> None:

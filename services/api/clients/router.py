@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 
 from services.api.clients import service
 from services.api.clients.schemas import (
@@ -13,19 +13,18 @@ from services.api.clients.schemas import (
     Phone,
     Tag,
 )
-from services.api.deps import AdminDep, SessionDep
+from services.api.deps import AdminActorDep, SessionDep
+from services.api.openapi import api_router
 from services.api.pagination import AfterId, Limit, ResourceId, next_after_id
-from services.api.schemas import ERROR_RESPONSES, Page
+from services.api.schemas import Page
 
-router = APIRouter(
-    prefix="/clients", tags=["clients"], dependencies=[AdminDep], responses=ERROR_RESPONSES
-)
+router = api_router(prefix="/clients", tags=["clients"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientOut)
-async def create_client(body: ClientCreate, session: SessionDep) -> ClientOut:
+async def create_client(body: ClientCreate, session: SessionDep, actor: AdminActorDep) -> ClientOut:
     """Add a client to the directory. A phone already used by a live client is 409."""
-    return ClientOut.model_validate(await service.create_client(session, body))
+    return ClientOut.model_validate(await service.create_client(session, body, actor=actor))
 
 
 @router.get("", response_model=Page[ClientOut])
@@ -53,21 +52,29 @@ async def get_client(client_id: ResourceId, session: SessionDep) -> ClientOut:
 
 
 @router.patch("/{client_id}", response_model=ClientOut)
-async def patch_client(client_id: ResourceId, body: ClientPatch, session: SessionDep) -> ClientOut:
+async def patch_client(
+    client_id: ResourceId, body: ClientPatch, session: SessionDep, actor: AdminActorDep
+) -> ClientOut:
     """Change the given attributes. The operator code is not re-derived from a new phone."""
-    return ClientOut.model_validate(await service.patch_client(session, client_id, body))
+    return ClientOut.model_validate(
+        await service.patch_client(session, client_id, body, actor=actor)
+    )
 
 
 @router.put("/{client_id}", response_model=ClientOut)
 async def replace_client(
-    client_id: ResourceId, body: ClientCreate, session: SessionDep
+    client_id: ResourceId, body: ClientCreate, session: SessionDep, actor: AdminActorDep
 ) -> ClientOut:
     """Replace every attribute; a missing operator code is derived from the phone."""
-    return ClientOut.model_validate(await service.replace_client(session, client_id, body))
+    return ClientOut.model_validate(
+        await service.replace_client(session, client_id, body, actor=actor)
+    )
 
 
 @router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_client(client_id: ResourceId, session: SessionDep) -> Response:
+async def delete_client(
+    client_id: ResourceId, session: SessionDep, actor: AdminActorDep
+) -> Response:
     """Remove the client; its undelivered messages are cancelled, its history is kept."""
-    await service.delete_client(session, client_id)
+    await service.delete_client(session, client_id, actor=actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -3,54 +3,90 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
 from services.api.schemas import InputModel, no_nul
-from shared.domain.clients import is_valid_operator_code, is_valid_phone, is_valid_timezone
-
-MAX_TAG_LENGTH = 100
+from shared.domain.clients import (
+    MAX_TAG_LENGTH,
+    OPERATOR_CODE_MESSAGE,
+    PHONE_MESSAGE,
+    TAG_MESSAGE,
+    TIMEZONE_MESSAGE,
+    is_valid_operator_code,
+    is_valid_phone,
+    is_valid_timezone,
+)
 
 
 def _phone(value: str) -> str:
     if not is_valid_phone(value):
-        raise ValueError("phone must be 7 followed by 10 digits, e.g. 79123456789")
+        raise ValueError(PHONE_MESSAGE)
     return value
 
 
 def _operator_code(value: str) -> str:
     if not is_valid_operator_code(value):
-        raise ValueError("operator_code must be exactly 3 digits, e.g. 912")
+        raise ValueError(OPERATOR_CODE_MESSAGE)
     return value
 
 
 def _timezone(value: str) -> str:
     if not is_valid_timezone(value):
-        raise ValueError("timezone must be an IANA time zone name, e.g. Europe/Moscow")
+        raise ValueError(TIMEZONE_MESSAGE)
     return value
 
 
 Phone = Annotated[str, AfterValidator(_phone), Field(examples=["79123456789"])]
 OperatorCode = Annotated[str, AfterValidator(_operator_code), Field(examples=["912"])]
-Tag = Annotated[str, Field(max_length=MAX_TAG_LENGTH, examples=["vip"]), AfterValidator(no_nul)]
+
+
+def _tag(value: str) -> str:
+    if len(value) > MAX_TAG_LENGTH:
+        raise ValueError(TAG_MESSAGE)
+    return no_nul(value)
+
+
+# The length rule is checked by `_tag` (the import's message) and shown in the schema.
+Tag = Annotated[
+    str,
+    AfterValidator(_tag),
+    Field(examples=["vip"], json_schema_extra={"maxLength": MAX_TAG_LENGTH}),
+]
 TimeZone = Annotated[str, AfterValidator(_timezone), Field(examples=["Europe/Moscow"])]
 
 
 class ClientCreate(InputModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"phone": "79123456789", "tag": "vip", "timezone": "Europe/Moscow"}]
+        }
+    )
+
     phone: Phone
     operator_code: OperatorCode | None = Field(
         None, description="Defaults to the phone's digits 2-4 (79123456789 -> 912)"
     )
     tag: Tag = ""
     timezone: TimeZone
+    opted_out: bool | None = Field(
+        None,
+        description="An opted-out client gets no message; on create null means false, on PUT"
+        " null leaves it as it is",
+    )
 
 
 class ClientPatch(InputModel):
     """Only the fields given change."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"tag": "regular"}]})
+
     phone: Phone | None = None
     operator_code: OperatorCode | None = None
     tag: Tag | None = None
     timezone: TimeZone | None = None
+    opted_out: bool | None = Field(
+        None, description="true opts the client out (its undelivered messages are cancelled)"
+    )
 
 
 class ClientOut(BaseModel):
@@ -61,5 +97,11 @@ class ClientOut(BaseModel):
     operator_code: str = Field(examples=["912"])
     tag: str = Field(examples=["vip"])
     timezone: str = Field(examples=["Europe/Moscow"])
+    opted_out_at: datetime | None = Field(None, description="When the client opted out")
     created_at: datetime
     updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def opted_out(self) -> bool:
+        return self.opted_out_at is not None

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import Header, Query, Response, status
 
-from services.api.deps import AdminDep, EventsDep, SessionDep
+from services.api.deps import AdminActorDep, EventsDep, SessionDep
 from services.api.mailings import service, stats
 from services.api.mailings.schemas import (
+    MailingClone,
     MailingCreate,
     MailingOut,
     MailingPatch,
@@ -16,13 +17,12 @@ from services.api.mailings.schemas import (
     PreviewOut,
     StatsPage,
 )
+from services.api.openapi import api_router
 from services.api.pagination import AfterId, Limit, ResourceId, next_after_id
-from services.api.schemas import ERROR_RESPONSES, Page
+from services.api.schemas import Page
 from shared.domain.statuses import MailingStatus, MessageStatus
 
-router = APIRouter(
-    prefix="/mailings", tags=["mailings"], dependencies=[AdminDep], responses=ERROR_RESPONSES
-)
+router = api_router(prefix="/mailings", tags=["mailings"])
 
 IdempotencyKey = Annotated[
     str | None,
@@ -41,11 +41,12 @@ async def create_mailing(
     session: SessionDep,
     events: EventsDep,
     response: Response,
+    actor: AdminActorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> MailingOut:
     """Create a mailing. It starts by itself at `start_at` (at once if that has passed) and
     sends nothing after `end_at`."""
-    mailing, replayed = await service.create_mailing(session, body, idempotency_key)
+    mailing, replayed = await service.create_mailing(session, body, idempotency_key, actor=actor)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
@@ -74,7 +75,9 @@ async def preview_mailing(body: MailingPreview, session: SessionDep) -> PreviewO
 
 
 @router.get("/stats", response_model=StatsPage)
-async def all_stats(session: SessionDep, limit: Limit = 100, after_id: AfterId = 0) -> StatsPage:
+async def list_mailing_stats(
+    session: SessionDep, limit: Limit = 100, after_id: AfterId = 0
+) -> StatsPage:
     """Every live mailing with its message counts by status, plus totals over all of them."""
     return await stats.stats_page(session, limit=limit, after_id=after_id)
 
@@ -86,51 +89,84 @@ async def get_mailing(mailing_id: ResourceId, session: SessionDep) -> MailingOut
 
 @router.patch("/{mailing_id}", response_model=MailingOut)
 async def patch_mailing(
-    mailing_id: ResourceId, body: MailingPatch, session: SessionDep, events: EventsDep
+    mailing_id: ResourceId,
+    body: MailingPatch,
+    session: SessionDep,
+    events: EventsDep,
+    actor: AdminActorDep,
 ) -> MailingOut:
     """Change a mailing. Text and end time apply to messages not yet sent; start time, filter
     and send window can change only before the mailing starts (409 after)."""
-    mailing = await service.patch_mailing(session, mailing_id, body)
+    mailing = await service.patch_mailing(session, mailing_id, body, actor=actor)
     await events.mailing_changed("updated", mailing.id)
     return MailingOut.of(mailing)
 
 
 @router.delete("/{mailing_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_mailing(
-    mailing_id: ResourceId, session: SessionDep, events: EventsDep
+    mailing_id: ResourceId, session: SessionDep, events: EventsDep, actor: AdminActorDep
 ) -> Response:
     """Cancel and remove a mailing: nothing more is sent; its history stays for audit."""
-    await service.delete_mailing(session, mailing_id)
+    await service.delete_mailing(session, mailing_id, actor=actor)
     await events.mailing_changed("deleted", mailing_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/{mailing_id}/pause", response_model=MailingOut)
 async def pause_mailing(
-    mailing_id: ResourceId, session: SessionDep, events: EventsDep
+    mailing_id: ResourceId, session: SessionDep, events: EventsDep, actor: AdminActorDep
 ) -> MailingOut:
     """Stop delivery; messages already at the provider may still arrive."""
-    mailing = await service.pause_mailing(session, mailing_id)
+    mailing = await service.pause_mailing(session, mailing_id, actor=actor)
     await events.mailing_changed("updated", mailing.id)
     return MailingOut.of(mailing)
 
 
 @router.post("/{mailing_id}/resume", response_model=MailingOut)
 async def resume_mailing(
-    mailing_id: ResourceId, session: SessionDep, events: EventsDep
+    mailing_id: ResourceId, session: SessionDep, events: EventsDep, actor: AdminActorDep
 ) -> MailingOut:
-    mailing = await service.resume_mailing(session, mailing_id)
+    mailing = await service.resume_mailing(session, mailing_id, actor=actor)
     await events.mailing_changed("updated", mailing.id)
     return MailingOut.of(mailing)
 
 
+@router.post("/{mailing_id}/cancel", response_model=MailingOut)
+async def cancel_mailing(
+    mailing_id: ResourceId, session: SessionDep, events: EventsDep, actor: AdminActorDep
+) -> MailingOut:
+    """Stop a mailing for good (status `cancelled`): nothing more is sent, its undelivered
+    messages become `cancelled`, and it stays visible with its statistics. Cancelling a
+    cancelled mailing changes nothing; a completed one is 409."""
+    mailing = await service.cancel_mailing(session, mailing_id, actor=actor)
+    await events.mailing_changed("updated", mailing.id)
+    return MailingOut.of(mailing)
+
+
+@router.post("/{mailing_id}/clone", status_code=status.HTTP_201_CREATED, response_model=MailingOut)
+async def clone_mailing(
+    mailing_id: ResourceId,
+    body: MailingClone,
+    session: SessionDep,
+    events: EventsDep,
+    response: Response,
+    actor: AdminActorDep,
+) -> MailingOut:
+    """A new `scheduled` mailing with this one's text, filter and send window, running from
+    `start_at` to `end_at`. Any mailing can be cloned, a cancelled or completed one too."""
+    mailing = await service.clone_mailing(session, mailing_id, body, actor=actor)
+    response.headers["Location"] = f"/api/v1/mailings/{mailing.id}"
+    await events.mailing_changed("created", mailing.id)
+    return MailingOut.of(mailing)
+
+
 @router.get("/{mailing_id}/stats", response_model=MailingStatsDetail)
-async def mailing_stats(mailing_id: ResourceId, session: SessionDep) -> MailingStatsDetail:
+async def get_mailing_stats(mailing_id: ResourceId, session: SessionDep) -> MailingStatsDetail:
     return await stats.mailing_stats(session, mailing_id)
 
 
 @router.get("/{mailing_id}/messages", response_model=Page[MessageOut])
-async def list_messages(
+async def list_mailing_messages(
     mailing_id: ResourceId,
     session: SessionDep,
     limit: Limit = 100,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.api.clients.schemas import OperatorCode, Tag
 from services.api.schemas import InputModel, no_nul
@@ -75,6 +75,20 @@ class SendWindowModel(InputModel):
 
 
 class MailingCreate(InputModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "start_at": "2030-03-01T09:00:00+03:00",
+                    "end_at": "2030-03-02T21:00:00+03:00",
+                    "text": "Скидка 20% до воскресенья",
+                    "filter": {"operator_codes": ["912"], "tags": ["vip"]},
+                    "send_window": {"start": "09:00", "end": "21:00"},
+                }
+            ]
+        }
+    )
+
     start_at: Moment = Field(description="ISO 8601 with an offset")
     end_at: Moment = Field(description="ISO 8601 with an offset; after start_at, in future")
     text: MailingText
@@ -92,6 +106,10 @@ class MailingPatch(InputModel):
     """Only the fields given change. Once a mailing has started, start_at, filter and
     send_window are fixed (409); text and end_at may change at any time."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"text": "Скидка 25% до воскресенья"}]}
+    )
+
     start_at: Moment | None = None
     end_at: Moment | None = None
     text: MailingText | None = None
@@ -101,7 +119,32 @@ class MailingPatch(InputModel):
     )
 
 
+class MailingClone(InputModel):
+    """When the copy runs; its text, filter and send window are the original's."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"start_at": "2030-04-01T09:00:00+03:00", "end_at": "2030-04-02T21:00:00+03:00"}
+            ]
+        }
+    )
+
+    start_at: Moment = Field(description="ISO 8601 with an offset")
+    end_at: Moment = Field(description="ISO 8601 with an offset; after start_at, in future")
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Self:
+        if self.end_at <= self.start_at:
+            raise ValueError("end_at must be after start_at")
+        return self
+
+
 class MailingPreview(InputModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"filter": {"operator_codes": ["912"], "tags": []}}]}
+    )
+
     filter: MailingFilter = Field(default_factory=MailingFilter)
 
 

@@ -6,12 +6,15 @@ import hashlib
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import ColumnElement, and_, func, select, true
+from sqlalchemy import Boolean, ColumnElement, and_, func, literal_column, not_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api import audit
 from services.api.errors import Conflict, NotFound, Unprocessable
-from services.api.mailings.schemas import MailingCreate, MailingFilter, MailingPatch
+from services.api.mailings.schemas import MailingClone, MailingCreate, MailingFilter, MailingPatch
+from services.api.principal import Actor
+from shared.domain.opt_out import opted_out_sql
 from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus
 from shared.models import Client, Mailing, Message
 
@@ -55,8 +58,28 @@ async def list_mailings(
     return list(await session.scalars(query.order_by(Mailing.id).limit(limit)))
 
 
+def _audit_fields(mailing: Mailing) -> dict[str, object]:
+    """What the audit log records of a mailing's settings."""
+    return {
+        "start_at": mailing.start_at,
+        "end_at": mailing.end_at,
+        "text": mailing.text,
+        "filter": {"operator_codes": mailing.filter_operator_codes, "tags": mailing.filter_tags},
+        "send_window": _window(mailing),
+    }
+
+
+def _window(mailing: Mailing) -> dict[str, str] | None:
+    if mailing.send_window_start is None or mailing.send_window_end is None:
+        return None
+    return {
+        "start": mailing.send_window_start.strftime("%H:%M"),
+        "end": mailing.send_window_end.strftime("%H:%M"),
+    }
+
+
 async def create_mailing(
-    session: AsyncSession, data: MailingCreate, idempotency_key: str | None
+    session: AsyncSession, data: MailingCreate, idempotency_key: str | None, *, actor: Actor
 ) -> tuple[Mailing, bool]:
     """Returns the mailing and whether it was created before under the same key."""
     if data.end_at <= _now():
@@ -80,6 +103,8 @@ async def create_mailing(
     )
     session.add(mailing)
     try:
+        await session.flush()
+        await audit.record(session, actor, "create", "mailing", mailing.id, _audit_fields(mailing))
         await session.commit()
     except IntegrityError:
         # A concurrent retry with the same key won the race: answer with its mailing.
@@ -113,9 +138,12 @@ async def _by_idempotency_key(
     return mailing
 
 
-async def patch_mailing(session: AsyncSession, mailing_id: int, data: MailingPatch) -> Mailing:
+async def patch_mailing(
+    session: AsyncSession, mailing_id: int, data: MailingPatch, *, actor: Actor
+) -> Mailing:
     changes = data.model_dump(exclude_unset=True)
     mailing = await get_mailing(session, mailing_id, lock=True)
+    before = _audit_fields(mailing)
     if mailing.status in MAILING_FINAL_STATUSES:
         raise Conflict(f"mailing {mailing_id} is {mailing.status} and can no longer change")
     fixed = [name for name in FIXED_AFTER_START if name in changes]
@@ -136,20 +164,27 @@ async def patch_mailing(session: AsyncSession, mailing_id: int, data: MailingPat
     if "end_at" in changes and mailing.end_at <= _now():
         raise Unprocessable("end_at must be in the future; to stop a mailing, pause or delete it")
     mailing.updated_at = func.now()
+    after = _audit_fields(mailing)
+    changed = {
+        name: {"old": before[name], "new": after[name]}
+        for name in after
+        if before[name] != after[name]
+    }
+    await audit.record(session, actor, "update", "mailing", mailing_id, changed)
     await session.commit()
     await session.refresh(mailing)
     log.info("mailing updated", mailing_id=mailing.id, fields=sorted(changes))
     return mailing
 
 
-async def pause_mailing(session: AsyncSession, mailing_id: int) -> Mailing:
+async def pause_mailing(session: AsyncSession, mailing_id: int, *, actor: Actor) -> Mailing:
     mailing = await get_mailing(session, mailing_id, lock=True)
     if mailing.status not in (MailingStatus.SCHEDULED, MailingStatus.RUNNING, MailingStatus.PAUSED):
         raise Conflict(f"mailing {mailing_id} is {mailing.status}; only a live one can pause")
-    return await _set_status(session, mailing, MailingStatus.PAUSED)
+    return await _set_status(session, mailing, MailingStatus.PAUSED, actor=actor, action="pause")
 
 
-async def resume_mailing(session: AsyncSession, mailing_id: int) -> Mailing:
+async def resume_mailing(session: AsyncSession, mailing_id: int, *, actor: Actor) -> Mailing:
     mailing = await get_mailing(session, mailing_id, lock=True)
     if mailing.status in MAILING_FINAL_STATUSES:
         raise Conflict(f"mailing {mailing_id} is {mailing.status} and cannot resume")
@@ -157,11 +192,25 @@ async def resume_mailing(session: AsyncSession, mailing_id: int) -> Mailing:
         return mailing
     started = mailing.started_at is not None
     return await _set_status(
-        session, mailing, MailingStatus.RUNNING if started else MailingStatus.SCHEDULED
+        session,
+        mailing,
+        MailingStatus.RUNNING if started else MailingStatus.SCHEDULED,
+        actor=actor,
+        action="resume",
     )
 
 
-async def _set_status(session: AsyncSession, mailing: Mailing, status: MailingStatus) -> Mailing:
+async def _set_status(
+    session: AsyncSession, mailing: Mailing, status: MailingStatus, *, actor: Actor, action: str
+) -> Mailing:
+    await audit.record(
+        session,
+        actor,
+        action,
+        "mailing",
+        mailing.id,
+        {"status": {"old": mailing.status, "new": status}},
+    )
     mailing.status = status
     mailing.updated_at = func.now()
     await session.commit()
@@ -170,10 +219,56 @@ async def _set_status(session: AsyncSession, mailing: Mailing, status: MailingSt
     return mailing
 
 
-async def delete_mailing(session: AsyncSession, mailing_id: int) -> None:
+async def cancel_mailing(session: AsyncSession, mailing_id: int, *, actor: Actor) -> Mailing:
+    """Stop a mailing for good; it stays visible with its statistics. As for a delete, senders
+    refuse its messages from this commit on and the scheduler cancels the undelivered ones."""
+    mailing = await get_mailing(session, mailing_id, lock=True)
+    if mailing.status == MailingStatus.CANCELLED:
+        return mailing
+    if mailing.status == MailingStatus.COMPLETED:
+        raise Conflict(f"mailing {mailing_id} is completed: there is nothing left to cancel")
+    return await _set_status(
+        session, mailing, MailingStatus.CANCELLED, actor=actor, action="cancel"
+    )
+
+
+async def clone_mailing(
+    session: AsyncSession, mailing_id: int, data: MailingClone, *, actor: Actor
+) -> Mailing:
+    """A new scheduled mailing with the original's text, filter and send window."""
+    original = await get_mailing(session, mailing_id)
+    if data.end_at <= _now():
+        raise Unprocessable("end_at must be in the future")
+    mailing = Mailing(
+        start_at=data.start_at,
+        end_at=data.end_at,
+        text=original.text,
+        filter_operator_codes=list(original.filter_operator_codes),
+        filter_tags=list(original.filter_tags),
+        send_window_start=original.send_window_start,
+        send_window_end=original.send_window_end,
+    )
+    session.add(mailing)
+    await session.flush()
+    await audit.record(
+        session,
+        actor,
+        "clone",
+        "mailing",
+        mailing.id,
+        {"cloned_from": mailing_id, **_audit_fields(mailing)},
+    )
+    await session.commit()
+    await session.refresh(mailing)
+    log.info("mailing cloned", mailing_id=mailing.id, cloned_from=mailing_id)
+    return mailing
+
+
+async def delete_mailing(session: AsyncSession, mailing_id: int, *, actor: Actor) -> None:
     """Soft delete. Senders refuse its messages from this commit on; the scheduler marks the
     undelivered ones `cancelled` in chunks (a million-row update has no place in a request)."""
     mailing = await get_mailing(session, mailing_id, lock=True)
+    await audit.record(session, actor, "delete", "mailing", mailing_id, {"status": mailing.status})
     mailing.deleted_at = func.now()
     if mailing.status != MailingStatus.COMPLETED:
         mailing.status = MailingStatus.CANCELLED
@@ -188,6 +283,7 @@ async def count_matching_clients(session: AsyncSession, mailing_filter: MailingF
         .select_from(Client)
         .where(
             Client.deleted_at.is_(None),
+            not_(literal_column(opted_out_sql("client"), Boolean)),
             filter_condition(mailing_filter.operator_codes, mailing_filter.tags),
         )
     )

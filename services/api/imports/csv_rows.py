@@ -1,0 +1,190 @@
+"""A client CSV, parsed as it arrives: byte chunks in, staging rows out, in constant memory.
+
+Each row keeps the file line it starts on (the header is line 1; a quoted field may span lines).
+Only what PostgreSQL's COPY cannot carry is decided here: the header, a row's field count and
+NUL characters. Every other rule runs later in SQL over the staging table
+(`shared.domain.clients.client_problem_sql`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections import deque
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from shared.domain.clients import NUL_MESSAGE
+
+REQUIRED_COLUMNS = ("phone", "tag", "timezone")
+OPTIONAL_COLUMNS = ("operator_code", "opted_out")
+COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+# A record still open after this many lines has an unclosed quote: the file is refused rather
+# than buffered whole.
+MAX_LINES_PER_RECORD = 100
+
+
+class CsvFileError(ValueError):
+    """The file as a whole cannot be read (header, encoding, an unclosed quote): a 422."""
+
+
+class StagingRow(NamedTuple):
+    line: int
+    phone: str | None
+    tag: str | None
+    timezone: str | None
+    operator_code: str | None  # None: derive from the phone
+    opted_out: str | None  # as written; None or empty leaves an existing client's opt-out as is
+    problem_field: str | None
+    problem_reason: str | None
+
+
+class _NeedMore(Exception):
+    """The csv reader reached the end of the data received so far inside a record."""
+
+
+class _Lines:
+    """The reader's input: complete lines received so far; remembers the current record's."""
+
+    def __init__(self) -> None:
+        self.ready: deque[str] = deque()
+        self.taken: list[str] = []
+        self.finished = False
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if not self.ready:
+            if self.finished:
+                raise StopIteration
+            raise _NeedMore
+        line = self.ready.popleft()
+        self.taken.append(line)
+        return line
+
+
+class CsvRows:
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self._partial = ""
+        self._lines = _Lines()
+        self._reader = csv.reader(self._lines, strict=True)
+        self._next_line = 1
+        self._columns: list[str] | None = None
+        # Where each of COLUMNS is in a record (None: not in the file).
+        self._index: tuple[int | None, ...] = ()
+        self._nul_seen = False  # rows are checked for NUL field by field once one appears
+        self.rows = 0
+
+    def feed(self, chunk: bytes) -> Iterator[StagingRow]:
+        try:
+            text = self._partial + self._decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            raise CsvFileError(f"the file is not UTF-8 (near line {self._next_line})") from exc
+        self._nul_seen = self._nul_seen or "\x00" in text
+        # Lines end at "\n" only (csv reads "\r\n"), not at the other breaks str.splitlines knows.
+        *lines, self._partial = text.split("\n")
+        self._lines.ready.extend(line + "\n" for line in lines)
+        return self._records()
+
+    def finish(self) -> Iterator[StagingRow]:
+        try:
+            tail = self._partial + self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise CsvFileError("the file is not UTF-8 (at its end)") from exc
+        self._partial = ""
+        if tail:
+            self._lines.ready.append(tail)
+        self._lines.finished = True
+        yield from self._records()
+        if self._columns is None:
+            raise CsvFileError("the file is empty: it needs a header row, e.g. phone,tag,timezone")
+
+    def _records(self) -> Iterator[StagingRow]:
+        while True:
+            try:
+                record = next(self._reader)
+            except _NeedMore:
+                if len(self._lines.taken) >= MAX_LINES_PER_RECORD:
+                    raise CsvFileError(
+                        f"line {self._next_line}: a quoted field is not closed"
+                    ) from None
+                # The reader starts each record afresh: hand it this record's lines again.
+                self._lines.ready.extendleft(reversed(self._lines.taken))
+                self._lines.taken.clear()
+                return
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise CsvFileError(f"line {self._next_line}: {exc}") from None
+            line = self._next_line
+            self._next_line += len(self._lines.taken)
+            self._lines.taken.clear()
+            if not record:
+                continue  # a blank line
+            if self._columns is None:
+                self._columns = _header(record)
+                self._index = tuple(
+                    self._columns.index(name) if name in self._columns else None for name in COLUMNS
+                )
+                continue
+            self.rows += 1
+            yield self._row(line, record)
+
+    def _row(self, line: int, record: list[str]) -> StagingRow:
+        columns = self._columns
+        assert columns is not None
+        if len(record) != len(columns):
+            shape = f"expected {len(columns)} fields, found {len(record)}"
+            return StagingRow(line, None, None, None, None, None, None, shape)
+        if not self._nul_seen:  # the common case, a million times: no dict, no scan
+            at_phone, at_tag, at_zone, at_code, at_opted_out = self._index
+            assert at_phone is not None and at_tag is not None and at_zone is not None
+            return StagingRow(
+                line,
+                record[at_phone],
+                record[at_tag],
+                record[at_zone],
+                None if at_code is None else record[at_code] or None,
+                None if at_opted_out is None else record[at_opted_out] or None,
+                None,
+                None,
+            )
+        values = dict(zip(columns, record, strict=True))
+        problem_field = None
+        for name in COLUMNS:
+            value = values.get(name)
+            if value is not None and "\x00" in value:
+                problem_field = problem_field or name
+                values[name] = value.replace("\x00", "")
+        code = values.get("operator_code") or None
+        return StagingRow(
+            line,
+            values["phone"],
+            values["tag"],
+            values["timezone"],
+            code,
+            values.get("opted_out") or None,
+            problem_field,
+            f"{problem_field} {NUL_MESSAGE}" if problem_field else None,
+        )
+
+
+def _header(record: list[str]) -> list[str]:
+    columns = [name.strip().lower() for name in record]
+    unknown = [name for name in columns if name not in COLUMNS]
+    if unknown:
+        raise CsvFileError(
+            f"line 1: unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS)}"
+        )
+    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    if repeated:
+        raise CsvFileError(f"line 1: column {repeated[0]!r} appears twice")
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        raise CsvFileError(
+            f"line 1: the header lacks {', '.join(missing)}"
+            " (needed: phone, tag, timezone; optional: operator_code, opted_out)"
+        )
+    return columns
