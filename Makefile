@@ -6,15 +6,31 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/mailing
 
-.PHONY: run test test-unit test-chaos lint typecheck check services db install bench bench-smoke clean
+.PHONY: run test test-unit test-chaos lint typecheck check services db install lock bench bench-smoke clean
 
-$(STAMP): pyproject.toml
+# Installs follow uv.lock exactly (docs/DEPENDENCIES.md). uv itself is locked there too: the
+# virtualenv starts with the uv version the lock names, which then syncs everything else.
+UV := $(BIN)/uv
+export UV_PYTHON_DOWNLOADS := never
+LOCKED_UV = $$($(PYTHON) scripts/locked_version.py uv)
+
+$(UV):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip >/dev/null
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q "uv==$(LOCKED_UV)"
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	@$(UV) sync --quiet --locked --extra dev || { echo >&2; \
+	  echo "make install: pyproject.toml and uv.lock disagree (or the sync failed, see above)." >&2; \
+	  echo "After changing dependencies or merging, run 'make lock' and commit uv.lock." >&2; \
+	  exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## Re-resolve uv.lock after a change to pyproject.toml's dependencies (keeps other pins as
+## they are; `make lock UPGRADE=1` moves everything to the newest allowed versions).
+lock: | $(UV)
+	$(UV) lock $(if $(UPGRADE),--upgrade)
 
 services:
 	@scripts/ensure-services.sh
