@@ -4,7 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/mailing
+# The machine's PostgreSQL and RabbitMQ when they let us in, else private ones under .data/
+# for the length of the command (scripts/devservers.py); DATABASE_URL / AMQP_URL given win.
+SERVERS := $(BIN)/python -m scripts.devservers --
+MIGRATE := $(BIN)/python -m scripts.create_database && $(BIN)/alembic upgrade head
 
 .PHONY: run test test-unit test-chaos lint typecheck check services db install lock bench bench-smoke clean
 
@@ -36,16 +39,15 @@ services:
 	@scripts/ensure-services.sh
 
 db: install services
-	@$(BIN)/python -m scripts.create_database
-	@$(BIN)/alembic upgrade head
+	@$(SERVERS) sh -c '$(MIGRATE)'
 
 ## Start every service against local PostgreSQL and RabbitMQ and the provider stub.
-run: db
-	@$(BIN)/python -m scripts.devrun
+run: install services
+	@$(SERVERS) sh -c '$(MIGRATE) && exec $(BIN)/python -m scripts.devrun'
 
 ## The whole test suite (unit, API, pipeline, infrastructure checks).
 test: install services
-	$(BIN)/pytest -q
+	@$(SERVERS) $(BIN)/pytest -q
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
@@ -53,7 +55,7 @@ test-unit: install
 ## Resilience scenarios (faults, restarts, bad input, security), every one including chaos_slow;
 ## figures appended to $CHAOS_RESULTS (.chaos-results.jsonl). See docs/RELIABILITY.md.
 test-chaos: install services
-	$(BIN)/pytest -q tests/chaos
+	@$(SERVERS) $(BIN)/pytest -q tests/chaos
 
 lint: install
 	$(BIN)/ruff check .
@@ -66,11 +68,11 @@ check: lint typecheck test
 
 ## Benchmarks at full size (10-14 minutes on 2 cores); writes docs/BENCHMARKS.md.
 bench: install services
-	$(BIN)/python -m bench.run
+	@$(SERVERS) $(BIN)/python -m bench.run
 
 ## The benchmarks at a tiny size (well under a minute): checks they work, report under build/.
 bench-smoke: install services
-	$(BIN)/python -m bench.run --smoke --report build/bench-smoke/BENCHMARKS.md
+	@$(SERVERS) $(BIN)/python -m bench.run --smoke --report build/bench-smoke/BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
