@@ -72,6 +72,8 @@ def test_tests_get_postgres_and_rabbitmq(ci: dict[str, Any]) -> None:
     assert variables["TEST_PG_ADMIN_DSN"] == "postgresql://postgres@postgres:5432/postgres"
     assert variables["TEST_AMQP_URL"].startswith(f"amqp://guest:guest@{rabbit['alias']}:5672")
     assert "pytest" in script(ci, "test")
+    # tests/monitoring runs promtool and a real Prometheus.
+    assert "apt-get install -y -qq --no-install-recommends prometheus" in script(ci, "test")
 
 
 def test_the_tests_read_the_ci_variables() -> None:
