@@ -220,10 +220,24 @@ async def _run_a_mailing(pipeline: Pipeline, api: ApiProcess, stub: Any) -> None
             lambda: _sent(pipeline, first["id"], 100), timeout=60, message="first sends"
         )
         stub.state.faults = stub.state.faults.merged({"down": True})
-        await wait_until(lambda: _breaker_opened(pipeline), timeout=60, message="breaker opened")
+        await wait_until(
+            lambda: _on_sender_metrics(pipeline, "mailing_breaker_opened_total"),
+            timeout=60,
+            message="breaker opened",
+        )
+        # A second mailing whose jobs wait in the queue while the breaker is open; deleted
+        # there, so the sender drops its jobs when it consumes again and the sweep cancels it.
         second = (await client.post("/mailings", json=body)).json()
+        await wait_until(
+            lambda: _queued(pipeline, second["id"]), timeout=60, message="second mailing queued"
+        )
         assert (await client.delete(f"/mailings/{second['id']}")).status_code in (200, 204)
         stub.state.faults = stub.state.faults.merged({"down": False, "garbage_rate": 0.0})
+        await wait_until(
+            lambda: _on_sender_metrics(pipeline, "mailing_jobs_dropped_total"),
+            timeout=60,
+            message="jobs of the deleted mailing dropped",
+        )
         await pipeline.wait_terminal(first["id"], 400, timeout=120)
         await client.get(f"/mailings/{first['id']}/stats")
 
@@ -232,11 +246,16 @@ async def _sent(pipeline: Pipeline, mailing_id: int, at_least: int) -> bool:
     return pipeline.message_counts(mailing_id).get("sent", 0) >= at_least
 
 
-async def _breaker_opened(pipeline: Pipeline) -> bool:
+async def _queued(pipeline: Pipeline, mailing_id: int) -> bool:
+    return pipeline.message_counts(mailing_id).get("queued", 0) > 0
+
+
+async def _on_sender_metrics(pipeline: Pipeline, name: str) -> bool:
+    """The labelled counter has a series (its first increment happened)."""
     sender = pipeline.processes.started[-1]
     async with httpx.AsyncClient(timeout=5) as client:
         text = (await client.get(f"{sender.metrics_url}/metrics")).text
-    return bool(re.search(r"^mailing_breaker_opened_total\{", text, re.M))
+    return bool(re.search(rf"^{name}\{{", text, re.M))
 
 
 async def _wait_for_scrapes(prometheus: Prometheus) -> None:
