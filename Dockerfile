@@ -3,18 +3,21 @@
 # (the default command runs the API) and `alembic upgrade head` for migrations.
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- builder: wheels for the dependencies, installed into a virtualenv ------------------------
+# --- builder: the locked dependencies (uv.lock, hashes checked) installed into a virtualenv --
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
-# Only the dependency list first, so code changes do not rebuild the dependency layers.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && pip wheel --wheel-dir /wheels -r requirements.txt \
+# Only the dependency list and its lock first, so code changes do not rebuild these layers.
+# The uv that installs is the one uv.lock pins; `--locked` fails the build when pyproject.toml
+# and uv.lock disagree, so the image never resolves versions of its own.
+COPY pyproject.toml uv.lock ./
+RUN pip install "uv==$(python -c "import tomllib; print(next(p['version'] for p in tomllib.load(open('uv.lock', 'rb'))['package'] if p['name'] == 'uv'))")" \
+ && uv export --locked --no-emit-project --format requirements-txt --output-file requirements.txt \
+ && pip wheel --wheel-dir /wheels --require-hashes -r requirements.txt \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-index --find-links /wheels -r requirements.txt \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels --require-hashes -r requirements.txt \
  && /opt/venv/bin/pip uninstall -y pip setuptools wheel
 
 # --- runtime: the virtualenv and the source, no compilers, no pip, a non-root user -----------

@@ -4,32 +4,50 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/mailing
+# The machine's PostgreSQL and RabbitMQ when they let us in, else private ones under .data/
+# for the length of the command (scripts/devservers.py); DATABASE_URL / AMQP_URL given win.
+SERVERS := $(BIN)/python -m scripts.devservers --
+MIGRATE := $(BIN)/python -m scripts.create_database && $(BIN)/alembic upgrade head
 
-.PHONY: run test test-unit test-chaos lint typecheck check services db install bench bench-smoke soak clean
+.PHONY: run test test-unit test-chaos lint typecheck check services db install lock bench bench-smoke soak clean
 
-$(STAMP): pyproject.toml
+# Installs follow uv.lock exactly (docs/DEPENDENCIES.md). uv itself is locked there too: the
+# virtualenv starts with the uv version the lock names, which then syncs everything else.
+UV := $(BIN)/uv
+export UV_PYTHON_DOWNLOADS := never
+LOCKED_UV = $$($(PYTHON) scripts/locked_version.py uv)
+
+$(UV):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip >/dev/null
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q "uv==$(LOCKED_UV)"
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	@$(UV) sync --quiet --locked --extra dev || { echo >&2; \
+	  echo "make install: pyproject.toml and uv.lock disagree (or the sync failed, see above)." >&2; \
+	  echo "After changing dependencies or merging, run 'make lock' and commit uv.lock." >&2; \
+	  exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## Re-resolve uv.lock after a change to pyproject.toml's dependencies (keeps other pins as
+## they are; `make lock UPGRADE=1` moves everything to the newest allowed versions).
+lock: | $(UV)
+	$(UV) lock $(if $(UPGRADE),--upgrade)
 
 services:
 	@scripts/ensure-services.sh
 
 db: install services
-	@$(BIN)/python -m scripts.create_database
-	@$(BIN)/alembic upgrade head
+	@$(SERVERS) sh -c '$(MIGRATE)'
 
 ## Start every service against local PostgreSQL and RabbitMQ and the provider stub.
-run: db
-	@$(BIN)/python -m scripts.devrun
+run: install services
+	@$(SERVERS) sh -c '$(MIGRATE) && exec $(BIN)/python -m scripts.devrun'
 
 ## The whole test suite (unit, API, pipeline, infrastructure checks).
 test: install services
-	$(BIN)/pytest -q
+	@$(SERVERS) $(BIN)/pytest -q
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
@@ -37,7 +55,7 @@ test-unit: install
 ## Resilience scenarios (faults, restarts, bad input, security), every one including chaos_slow;
 ## figures appended to $CHAOS_RESULTS (.chaos-results.jsonl). See docs/RELIABILITY.md.
 test-chaos: install services
-	$(BIN)/pytest -q tests/chaos
+	@$(SERVERS) $(BIN)/pytest -q tests/chaos
 
 lint: install
 	$(BIN)/ruff check .
@@ -50,16 +68,16 @@ check: lint typecheck test
 
 ## Benchmarks at full size (10-14 minutes on 2 cores); writes docs/BENCHMARKS.md.
 bench: install services
-	$(BIN)/python -m bench.run
+	@$(SERVERS) $(BIN)/python -m bench.run
 
 ## The benchmarks at a tiny size (well under a minute): checks they work, report under build/.
 bench-smoke: install services
-	$(BIN)/python -m bench.run --smoke --report build/bench-smoke/BENCHMARKS.md
+	@$(SERVERS) $(BIN)/python -m bench.run --smoke --report build/bench-smoke/BENCHMARKS.md
 
 ## Load at half the machine's capacity with faults cycling, 30 minutes (SOAK_ARGS="--minutes 8"
 ## for less); writes the Soak section of docs/RELIABILITY.md.
 soak: install services
-	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+	@$(SERVERS) $(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

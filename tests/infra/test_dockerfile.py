@@ -73,6 +73,22 @@ def test_builder_builds_wheels(instructions: list[tuple[str, str]]) -> None:
     assert "pip wheel" in runs and "--no-index" in runs
 
 
+def test_builder_installs_the_locked_versions(instructions: list[tuple[str, str]]) -> None:
+    """The image gets uv.lock's versions (hash-checked), never a fresh resolution."""
+    builder = stages(instructions)[0]
+    copies = [rest for keyword, rest in builder if keyword == "COPY"]
+    assert "pyproject.toml uv.lock ./" in copies
+    runs = " ".join(rest for keyword, rest in builder if keyword == "RUN")
+    # The uv that exports is the one the lock pins; --locked fails on a stale lock.
+    assert "uv==$(python -c" in runs and "p['name'] == 'uv'" in runs
+    assert "uv export --locked --no-emit-project" in runs and "--extra" not in runs
+    pip_commands = [c for c in re.split(r"&&", runs) if re.search(r"\bpip (wheel|install)\b", c)]
+    for command in pip_commands:
+        if "uv==" in command:
+            continue
+        assert "--require-hashes -r requirements.txt" in command, command
+
+
 def test_dockerignore_keeps_secrets_and_clutter_out() -> None:
     ignored = {
         line.strip()

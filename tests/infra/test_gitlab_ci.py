@@ -43,7 +43,22 @@ def test_lint_and_typecheck(ci: dict[str, Any]) -> None:
     assert "ruff check ." in script(ci, "lint")
     assert "ruff format --check ." in script(ci, "lint")
     assert "mypy shared services" in script(ci, "typecheck")
-    assert "pip install -q -e '.[dev]'" in script(ci, "lint")
+    for name in ("lint", "typecheck", "test", "test-chaos"):
+        assert_installs_the_lock(script(ci, name))
+
+
+def assert_installs_the_lock(text: str) -> None:
+    """uv from the lock, then `uv sync --locked`: no job resolves versions of its own."""
+    assert 'pip install -q "uv==$(python scripts/locked_version.py uv)"' in text
+    assert "uv sync --quiet --locked --extra dev" in text
+    assert "pip install -q -e" not in text and "pip install -r" not in text
+
+
+def test_cache_follows_the_lock(ci: dict[str, Any]) -> None:
+    cache = ci[".python"]["cache"]
+    assert cache["key"]["files"] == ["uv.lock"]
+    assert ".cache/uv" in cache["paths"]
+    assert ci["variables"]["UV_CACHE_DIR"] == "$CI_PROJECT_DIR/.cache/uv"
 
 
 def test_tests_get_postgres_and_rabbitmq(ci: dict[str, Any]) -> None:
@@ -57,6 +72,8 @@ def test_tests_get_postgres_and_rabbitmq(ci: dict[str, Any]) -> None:
     assert variables["TEST_PG_ADMIN_DSN"] == "postgresql://postgres@postgres:5432/postgres"
     assert variables["TEST_AMQP_URL"].startswith(f"amqp://guest:guest@{rabbit['alias']}:5672")
     assert "pytest" in script(ci, "test")
+    # tests/monitoring runs promtool and a real Prometheus.
+    assert "apt-get install -y -qq --no-install-recommends prometheus" in script(ci, "test")
 
 
 def test_the_tests_read_the_ci_variables() -> None:
