@@ -158,9 +158,9 @@ async def test_the_api_event_wakes_the_scheduler_at_once(pipeline: Pipeline) -> 
 
     # Let the scheduler finish its first round and fall asleep on the long poll.
     async def idle() -> bool:
-        return '"event": "scheduler started"' in scheduler.log_text()
+        return "scheduler started" in scheduler.logged_events()
 
     await wait_until(idle, timeout=10, message="scheduler started")
     mailing = await pipeline.create_mailing()
     await pipeline.wait_terminal(mailing["id"], 10, timeout=10)
-    assert '"event": "woken by event"' in scheduler.log_text()
+    assert "woken by event" in scheduler.logged_events()

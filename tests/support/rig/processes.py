@@ -6,6 +6,7 @@ name. The pipeline tests, the chaos scenarios, the benchmarks and the soak all s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -102,6 +103,18 @@ class ServiceProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def logged_events(self) -> list[str]:
+        """The `event` of every JSON log line so far (other lines are skipped)."""
+        events = []
+        for line in self.log_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "event" in record:
+                events.append(str(record["event"]))
+        return events
 
 
 def launch(name: str, module: str, env: dict[str, str], log_dir: Path, port: int) -> ServiceProcess:
