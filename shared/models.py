@@ -199,3 +199,15 @@ class MessageCount(Base):
     mailing_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("mailing.id"), primary_key=True)
     status: Mapped[str] = mapped_column(Text, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class MessageMinute(Base):
+    """Messages that reached sent, failed, expired or retrying, per minute and mailing; kept
+    by a statement-level trigger on `message` (migration 0006) for the console's dashboard."""
+
+    __tablename__ = "message_minute"
+
+    minute: Mapped[datetime] = mapped_column(TimestampTZ, primary_key=True)
+    mailing_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    status: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, server_default="0")

@@ -60,7 +60,10 @@ def downgrade(database: str, revision: str = "base") -> None:
 
 def truncate_all(database: str) -> None:
     with psycopg.connect(_server_dsn(database), autocommit=True) as conn:
-        conn.execute("TRUNCATE message_count, message, mailing, client RESTART IDENTITY CASCADE")
+        conn.execute(
+            "TRUNCATE message_count, message_minute, message, mailing, client"
+            " RESTART IDENTITY CASCADE"
+        )
 
 
 def connect(database: str) -> psycopg.Connection:
