@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -73,9 +74,19 @@ async def send_rate(session: AsyncSession, now: datetime) -> dict[str, list[floa
     }
 
 
+PARKED_MAX_AGE_S = 15.0
+
+
 async def parked_jobs(request: Request) -> int | None:
-    """Poison jobs kept in the parked queue; None when the broker cannot be asked now."""
-    settings = request.app.state.settings
+    """Poison jobs kept in the parked queue (asked at most every PARKED_MAX_AGE_S, so the
+    dashboard's polling adds no broker load); None when the broker cannot be asked now."""
+    state = request.app.state
+    now = time.monotonic()
+    cached = getattr(state, "ui_parked", None)
+    if cached is not None and now - cached[0] < PARKED_MAX_AGE_S:
+        return cached[1]
+    settings = state.settings
+    count: int | None
     try:
         async with asyncio.timeout(1.5):
             connection = await aio_pika.connect(settings.amqp_url)
@@ -84,9 +95,11 @@ async def parked_jobs(request: Request) -> int | None:
                 queue = await channel.declare_queue(
                     Names(settings.amqp_namespace).parked, passive=True
                 )
-                return queue.declaration_result.message_count
+                count = queue.declaration_result.message_count
     except Exception:
-        return None
+        count = None
+    state.ui_parked = (now, count)
+    return count
 
 
 async def health(session: AsyncSession, request: Request, now: datetime) -> dict[str, Any]:
