@@ -154,7 +154,7 @@ def render(
         text = translations.gettext(message)
         if any(isinstance(value, Markup) for value in values.values()):
             # A value that is markup (a <time>): the rest is escaped, the markup kept.
-            return Markup(escape(text)) % values
+            return escape(text) % values
         return text % values if values else text
 
     notice = NOTICES.get(request.query_params.get("notice", ""))
