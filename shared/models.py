@@ -211,3 +211,16 @@ class MessageMinute(Base):
     mailing_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     status: Mapped[str] = mapped_column(Text, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+
+class ProviderStatus(Base):
+    """Each sender's circuit-breaker state, reported on change and every few seconds
+    (services/sender/status_report.py, migration 0006), for the console's dashboard."""
+
+    __tablename__ = "provider_status"
+
+    instance: Mapped[str] = mapped_column(Text, primary_key=True)  # host:pid of the sender
+    breaker_state: Mapped[str] = mapped_column(Text)  # closed | half_open | open
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    reported_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())

@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aiolimiter import AsyncLimiter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.sender import store
+from services.sender import status_report, store
 from services.sender.breaker import Breaker, State
 from services.sender.budget import ClaimBudget, Share
 from services.sender.limit import ConcurrencyLimit
@@ -539,6 +539,7 @@ class Sender:
                     self.breaker.retry_now()
             if not self.consuming and self.breaker.allows_traffic() and not self.stopping.is_set():
                 await self._start_consuming()
+            status_report.observe(self.sessions, self.breaker)  # for the console's dashboard
             await asyncio.sleep(0.1)
 
     async def _watch_stopped_mailings(self) -> None:

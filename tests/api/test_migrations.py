@@ -13,7 +13,14 @@ from alembic.script import ScriptDirectory
 from shared.models import Base
 from tests.support import database
 
-APP_TABLES = {"client", "mailing", "message", "message_count", "message_minute"}
+APP_TABLES = {
+    "client",
+    "mailing",
+    "message",
+    "message_count",
+    "message_minute",
+    "provider_status",
+}
 
 
 @pytest.fixture

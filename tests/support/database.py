@@ -61,7 +61,7 @@ def downgrade(database: str, revision: str = "base") -> None:
 def truncate_all(database: str) -> None:
     with psycopg.connect(_server_dsn(database), autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE message_count, message_minute, message, mailing, client"
+            "TRUNCATE message_count, message_minute, provider_status, message, mailing, client"
             " RESTART IDENTITY CASCADE"
         )
 

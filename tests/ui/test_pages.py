@@ -233,3 +233,18 @@ async def test_dashboard_counts_today_and_the_send_rate(
     assert re.search(r"sent</dt><dd[^>]*>2<", page.text)
     rate = (await admin.get("/ui/dashboard/rate.json")).json()
     assert len(rate["t"]) == 60 and sum(rate["sent"]) * 60 == pytest.approx(2)
+
+
+async def test_dashboard_shows_the_senders_breaker_state(
+    console_client: ConsoleClient, db: psycopg.Connection
+) -> None:
+    admin = await console_client("admin")
+    assert "no sender" in (await admin.get("/ui/dashboard/live")).text
+    db.execute(
+        "INSERT INTO provider_status (instance, breaker_state, reason) VALUES"
+        " ('a:1', 'closed', ''), ('b:2', 'open', 'unauthorized')"
+    )
+    page = (await admin.get("/ui/dashboard/live")).text
+    assert re.search(r'Circuit breaker</dt>\s*<dd class="bad"\s*title="unauthorized">\s*open', page)
+    db.execute("UPDATE provider_status SET reported_at = now() - interval '1 minute'")
+    assert "no sender" in (await admin.get("/ui/dashboard/live")).text

@@ -107,6 +107,10 @@ async def test_admin_runs_a_mailing_to_the_end_and_pauses_another(
         await expect(page.locator("#mailing-live")).to_contain_text("completed", timeout=30_000)
         assert await page.locator("#mailing-live").get_attribute("hx-get") is None  # stopped
 
+        await page.get_by_role("link", name="Dashboard").click()
+        breaker = page.locator("dt", has_text="Circuit breaker").locator("xpath=../dd")
+        await expect(breaker).to_have_text("closed")  # reported by the real sender
+
         second = await create_mailing(page, "Later", now + timedelta(hours=3), "916")
         assert second != first
         await page.get_by_role("button", name="Pause").click()

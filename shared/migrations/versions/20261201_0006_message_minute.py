@@ -8,6 +8,9 @@ Create Date: 2026-12-01 22:00:00.000000
 expired and the attempts that turned into a retry. A statement-level trigger keeps it in the
 statement that changes the statuses (as `message_count`), so the dashboard reads at most
 60 rows per mailing for the last hour instead of scanning `message`.
+
+`provider_status` holds each sender's circuit-breaker state, reported on change and every
+few seconds, so the dashboard can show whether the provider is being sent to.
 """
 
 from __future__ import annotations
@@ -50,6 +53,15 @@ def upgrade() -> None:
         sa.Column("count", sa.BigInteger(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("minute", "mailing_id", "status", name="pk_message_minute"),
     )
+    op.create_table(
+        "provider_status",
+        sa.Column("instance", sa.Text(), nullable=False),
+        sa.Column("breaker_state", sa.Text(), nullable=False),
+        sa.Column("reason", sa.Text(), server_default="", nullable=False),
+        sa.Column("reported_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
+                  nullable=False),
+        sa.PrimaryKeyConstraint("instance", name="pk_provider_status"),
+    )  # fmt: skip
     for statement in TRIGGER_UP:
         op.execute(statement)
 
@@ -58,3 +70,4 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER message_minute_update ON message")
     op.execute("DROP FUNCTION message_minute_on_update()")
     op.drop_table("message_minute")
+    op.drop_table("provider_status")

@@ -20,7 +20,7 @@ from services.api.ui.deps import UserDep
 from services.api.ui.templating import admin_timezone, render
 from shared.domain.statuses import MESSAGE_TERMINAL_STATUSES, MailingStatus
 from shared.messaging import Names
-from shared.models import Mailing, MessageCount, MessageMinute
+from shared.models import Mailing, MessageCount, MessageMinute, ProviderStatus
 
 router = APIRouter(include_in_schema=False)
 
@@ -75,6 +75,8 @@ async def send_rate(session: AsyncSession, now: datetime) -> dict[str, list[floa
 
 
 PARKED_MAX_AGE_S = 15.0
+# A sender reports every 10 s; one silent for longer is taken as gone.
+SENDER_FRESH = timedelta(seconds=30)
 
 
 async def parked_jobs(request: Request) -> int | None:
@@ -111,7 +113,17 @@ async def health(session: AsyncSession, request: Request, now: datetime) -> dict
     recent = await totals_since(session, now - timedelta(minutes=5))
     attempts = recent["sent"] + recent["failed"] + recent["retrying"]
     failing = (recent["failed"] + recent["retrying"]) / attempts if attempts else 0.0
+    senders = list(
+        await session.scalars(
+            select(ProviderStatus).where(ProviderStatus.reported_at >= now - SENDER_FRESH)
+        )
+    )
+    states = {sender.breaker_state for sender in senders}
+    breaker = next((s for s in ("open", "half_open", "closed") if s in states), None)
     return {
+        "breaker": breaker,
+        "breaker_reason": next((s.reason for s in senders if s.breaker_state == breaker), ""),
+        "senders": len(senders),
         "retry_backlog": int(backlog or 0),
         "parked": await parked_jobs(request),
         "attempts_5m": attempts,
