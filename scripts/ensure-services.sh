@@ -52,3 +52,6 @@ if ! port_open 127.0.0.1 "$AMQP_PORT"; then
   # The port opens before the broker accepts logins; wait for the app to be fully booted.
   wait_for "RabbitMQ boot" 120 sudo_if_needed rabbitmqctl -q await_startup
 fi
+
+# The console's browser tests drive Debian's chromium (Playwright downloads nothing here).
+if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
