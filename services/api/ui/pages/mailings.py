@@ -6,14 +6,14 @@ the rules, the 409s and the wake-up events are the same.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.api.deps import EventsDep, SessionDep
 from services.api.errors import ApiError
@@ -33,7 +33,7 @@ from services.api.ui.templating import (
 from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus, MessageStatus
 from shared.domain.text import segment_text
 from shared.domain.waiting import message_wait
-from shared.models import Client, Mailing
+from shared.models import Client, Mailing, MessageMinute
 
 router = APIRouter(include_in_schema=False)
 
@@ -84,6 +84,22 @@ async def mailings_list(
     )
 
 
+async def current_rate(session: Any, mailing: Mailing, now: datetime) -> float:
+    """Messages finished per second over the last minute or two (from message_minute)."""
+    if mailing.status != MailingStatus.RUNNING or mailing.started_at is None:
+        return 0.0
+    since = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    finished = await session.scalar(
+        select(func.coalesce(func.sum(MessageMinute.count), 0)).where(
+            MessageMinute.mailing_id == mailing.id,
+            MessageMinute.minute >= since,
+            MessageMinute.status.in_(("sent", "failed", "expired")),
+        )
+    )
+    seconds = (now - max(since, mailing.started_at)).total_seconds()
+    return float(finished or 0) / seconds if seconds > 0 else 0.0
+
+
 async def _detail_context(
     request: Request, session: Any, mailing_id: int, msg_status: str | None, msg_after: int
 ) -> dict[str, Any]:
@@ -92,12 +108,7 @@ async def _detail_context(
     counts = {str(k): v for k, v in detail.counts.items()}
     progress = progress_of(counts)
     now = datetime.now(UTC)
-    elapsed = (
-        ((mailing.completed_at or now) - mailing.started_at).total_seconds()
-        if (mailing.started_at)
-        else 0.0
-    )
-    rate = progress["done"] / elapsed if elapsed > 0 else 0.0
+    rate = await current_rate(session, mailing, now)
     remaining = progress["total"] - progress["done"]
     eta = remaining / rate if rate > 0 and mailing.status == MailingStatus.RUNNING else None
     return {
