@@ -39,7 +39,9 @@ async def choose_language(lang: str, next: str | None = None) -> Response:
     """Remember the chosen language in a cookie and go back to the page."""
     response = RedirectResponse(safe_next(next), status_code=303)
     if lang in LANGUAGES:
-        response.set_cookie(LANG_COOKIE, lang, max_age=YEAR_S, httponly=True, samesite="lax")
+        response.set_cookie(
+            LANG_COOKIE, lang, max_age=YEAR_S, path="/ui", httponly=True, samesite="lax"
+        )
     return response
 
 

@@ -309,7 +309,7 @@ def _validation_errors(exc: ValidationError) -> dict[str, str]:
 
 def _remember_tz(response: Response, tz: str) -> Response:
     if tz in timezone_names():
-        response.set_cookie(TZ_COOKIE, tz, max_age=365 * 24 * 3600, samesite="lax")
+        response.set_cookie(TZ_COOKIE, tz, max_age=365 * 24 * 3600, path="/ui", samesite="lax")
     return response
 
 
