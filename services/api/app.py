@@ -14,6 +14,7 @@ from services.api.errors import install_error_handlers
 from services.api.events import AmqpEvents, EventPublisher
 from services.api.mailings.router import router as mailings_router
 from services.api.observability import RequestObservability
+from services.api.ui import mount_console
 from shared.db import create_engine, create_session_factory
 from shared.settings import ApiSettings
 
@@ -62,6 +63,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(clients_router, prefix="/api/v1")
     app.include_router(mailings_router, prefix="/api/v1")
+    mount_console(app, settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost: every request, even a refused one, gets an id, a log line and metrics.
     app.add_middleware(RequestObservability)

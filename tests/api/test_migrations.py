@@ -19,6 +19,7 @@ APP_TABLES = {
     "message",
     "message_count",
     "message_minute",
+    "console_session",
     "provider_status",
 }
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0002"  # "0003" (console sessions) once it is in this branch
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
