@@ -25,7 +25,6 @@ from services.api.ui.auth import store
 from services.api.ui.deps import SESSION_COOKIE
 from shared.settings import ApiSettings
 from tests.support.processes import free_port
-from tests.ui.pages_fixtures import _mount
 
 CHROMIUM_FLAGS = [
     "--disable-background-networking",
@@ -66,8 +65,6 @@ async def served_console(
                 "ui_base_url": base_url}
     )  # fmt: skip
     app = create_app(settings, events=events or NoEvents())
-    if not any(getattr(r, "name", None) == "ui_dashboard" for r in app.routes):
-        _mount(app)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:

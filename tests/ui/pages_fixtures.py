@@ -1,5 +1,5 @@
-"""The pages' own rig until the sign-in rig lands: the api with the console mounted, and
-`console_client(role)`, an httpx client holding a real session row of that role."""
+"""The pages' httpx rig: the api (console mounted by create_app) and `console_client(role)`,
+an httpx client holding a real session row of that role."""
 
 from __future__ import annotations
 
@@ -9,39 +9,16 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse, RedirectResponse, Response
+from fastapi import FastAPI
 
 from services.api.app import create_app
 from services.api.principal import Role
 from services.api.ui.auth import store
-from services.api.ui.deps import SESSION_COOKIE, NotAllowed, NotSignedIn
+from services.api.ui.deps import SESSION_COOKIE
 from shared.settings import ApiSettings
 
 BASE_URL = "http://console.test"
 ConsoleClient = Callable[[str], Awaitable[httpx.AsyncClient]]
-
-
-def _mount(app: FastAPI) -> None:
-    try:
-        from services.api.ui import mount_console  # type: ignore[attr-defined]
-    except ImportError:
-        mount_console = None
-    if mount_console is not None:
-        mount_console(app)
-        return
-    from services.api.ui.pages import routers
-
-    for router in routers:
-        app.include_router(router)
-
-    @app.exception_handler(NotSignedIn)
-    async def _sign_in(request: Request, _: NotSignedIn) -> Response:
-        return RedirectResponse("/ui/auth/login", status_code=303)
-
-    @app.exception_handler(NotAllowed)
-    async def _refused(request: Request, exc: NotAllowed) -> Response:
-        return PlainTextResponse(f"refused: {exc.reason}", status_code=403)
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +38,6 @@ async def console_app(console_settings: ApiSettings) -> AsyncIterator[FastAPI]:
     from services.api.events import NoEvents
 
     app = create_app(console_settings, events=NoEvents())
-    if not any(getattr(r, "name", None) == "ui_dashboard" for r in app.routes):
-        _mount(app)
     async with LifespanManager(app):
         yield app
 
