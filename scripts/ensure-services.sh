@@ -55,3 +55,8 @@ fi
 
 # The console's browser tests drive Debian's chromium (Playwright downloads nothing here).
 if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+
+# The console's dev identity provider (scripts/dev-idp) runs on node with npm's packages.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt_install nodejs npm
+fi
