@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENV_FILE = ROOT / ".env"
 COLORS = {
+    "idp": "34",
     "stub": "35",
     "api": "36",
     "scheduler": "33",
@@ -58,7 +59,26 @@ def main() -> None:
     smtp_port = env.get("DEV_SMTP_PORT", "1025")
     env.setdefault("SMTP_PORT", smtp_port)
     env.setdefault("REPORT_RECIPIENTS", "admin@localhost")
+    # The console signs in through the dev identity provider (scripts/dev-idp), on loopback.
+    idp_port = env.get("DEV_IDP_PORT", "8180")
+    api_port = env.get("API_PORT", "8000")
+    env.setdefault("UI_BASE_URL", f"http://127.0.0.1:{api_port}")
+    env.setdefault("OIDC_ISSUER", f"http://127.0.0.1:{idp_port}")
+    env.setdefault("OIDC_CLIENT_ID", "console")
+    env.setdefault("OIDC_CLIENT_SECRET", "console-dev-secret")
+    env.setdefault("OIDC_ADMIN_GROUPS", "mailing-admins")
+    env.setdefault("OIDC_VIEWER_GROUPS", "mailing-viewers")
+    idp_dir = ROOT / "scripts" / "dev-idp"
+    if not (idp_dir / "node_modules" / "oidc-provider").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=idp_dir, check=True)  # noqa: S607
+    env.update(
+        IDP_PORT=idp_port,
+        IDP_UI_BASE_URL=env["UI_BASE_URL"],
+        IDP_CLIENT_ID=env["OIDC_CLIENT_ID"],
+        IDP_CLIENT_SECRET=env["OIDC_CLIENT_SECRET"],
+    )
     services = {
+        "idp": ["node", str(idp_dir / "server.mjs")],
         "stub": [sys.executable, "-m", "services.provider_stub"],
         "api": [sys.executable, "-m", "services.api"],
         "scheduler": [sys.executable, "-m", "services.scheduler"],
@@ -72,7 +92,6 @@ def main() -> None:
             command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         threading.Thread(target=pump, args=(name, processes[name].stdout), daemon=True).start()
-    api_port = env.get("API_PORT", "8000")
     # The first entry's token: a bare token, or the last part of `name:role:token`.
     token = values["API_TOKENS"].split(",")[0].split(":", 2)[-1]
     print(
@@ -81,6 +100,8 @@ def main() -> None:
     API          http://127.0.0.1:{api_port}/api/v1   docs: http://127.0.0.1:{api_port}/docs
     admin token  {token}
     try          curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/api/v1/clients
+    console      {env["UI_BASE_URL"]}/ui/   sign in as admin, viewer or nobody (any password;
+                 nobody is in no group and is refused)
     stub         http://127.0.0.1:{stub_port}/_control/stats
     metrics      :{api_port}/metrics (api), :9101 (scheduler), :9102 (sender), :9103 (reporter)
     daily report at {env.get("REPORT_AT", "06:00")} UTC, printed by the local SMTP sink below

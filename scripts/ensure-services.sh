@@ -36,5 +36,15 @@ ensure_monitoring_tools() {
   fi
 }
 
+# The console: its browser tests drive Debian's chromium (Playwright downloads nothing here),
+# and its dev identity provider (scripts/dev-idp) runs on node with npm's packages.
+ensure_console_tools() {
+  if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+  fi
+}
+
 ensure_database_servers
 ensure_monitoring_tools
+ensure_console_tools

@@ -284,3 +284,54 @@ class ClientImportRejection(Base):
     tag: Mapped[str | None] = mapped_column(Text)
     timezone: Mapped[str | None] = mapped_column(Text)
     opted_out: Mapped[str | None] = mapped_column(Text)
+class MessageMinute(Base):
+    """Messages that reached sent, failed, expired or retrying, per minute and mailing; kept
+    by a statement-level trigger on `message` (migration 0005) for the console's dashboard."""
+
+    __tablename__ = "message_minute"
+
+    minute: Mapped[datetime] = mapped_column(TimestampTZ, primary_key=True)
+    mailing_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    status: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class ProviderStatus(Base):
+    """Each sender's circuit-breaker state, reported on change and every few seconds
+    (services/sender/status_report.py, migration 0005), for the console's dashboard."""
+
+    __tablename__ = "provider_status"
+
+    instance: Mapped[str] = mapped_column(Text, primary_key=True)  # host:pid of the sender
+    breaker_state: Mapped[str] = mapped_column(Text)  # closed | half_open | open
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    reported_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+
+
+class ConsoleSession(Base):
+    """A user signed in to the console (migration 0003). The cookie carries a random token;
+    `id` is its SHA-256, so the table alone cannot be replayed as cookies."""
+
+    __tablename__ = "console_session"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    subject: Mapped[str] = mapped_column(Text)  # the provider's `sub`
+    login: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text, server_default="")
+    email: Mapped[str] = mapped_column(Text, server_default="")
+    role: Mapped[str] = mapped_column(Text)
+    id_token: Mapped[str | None] = mapped_column(Text)  # the logout hint for the provider
+    csrf_token: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(TimestampTZ)
+    user_agent: Mapped[str] = mapped_column(Text, server_default="")
+    address: Mapped[str] = mapped_column(Text, server_default="")
+
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'viewer')", name="role"),
+        # One's own sessions (the sessions page, "sign out everywhere").
+        Index("ix_console_session_subject", "subject"),
+        # Deleting the expired ones.
+        Index("ix_console_session_expires_at", "expires_at"),
+    )

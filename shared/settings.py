@@ -57,6 +57,59 @@ class ApiSettings(BaseServiceSettings):
             return [token.strip() for token in value.split(",") if token.strip()]
         return value
 
+    # --- console sign-in (OpenID Connect; docs/SIGN-IN.md) ---------------------------------
+    # Unset: the console at /ui/ answers a page saying single sign-on is not configured.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    # The client secret; or OIDC_CLIENT_SECRET_FILE (a mounted Secret), read at start.
+    oidc_client_secret: SecretStr | None = None
+    oidc_client_secret_file: Path | None = None
+    # client_secret_basic (HTTP Basic) or client_secret_post (in the token request's body).
+    oidc_token_auth_method: str = Field(
+        "client_secret_basic", pattern="^(client_secret_basic|client_secret_post)$"
+    )
+    oidc_scopes: str = "openid profile email groups"
+    # Where the groups are: a claim name or a dot path into nested claims (realm_access.roles).
+    oidc_groups_claim: str = "groups"
+    oidc_admin_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    oidc_viewer_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The console's public URL; the provider redirects back to {UI_BASE_URL}/ui/auth/callback.
+    ui_base_url: str = "http://127.0.0.1:8000"
+    # Signs the short-lived sign-in state (PKCE verifier, state, nonce); or UI_SESSION_SECRET_FILE.
+    # Unset: a random one per process, fine for one replica (set it when running several).
+    ui_session_secret: SecretStr | None = None
+    ui_session_secret_file: Path | None = None
+    # A console session ends after this long without a request, and this long after sign-in.
+    ui_session_idle_s: int = Field(3600, ge=60)
+    ui_session_max_age_s: int = Field(12 * 3600, ge=60)
+
+    @field_validator("oidc_admin_groups", "oidc_viewer_groups", mode="before")
+    @classmethod
+    def _split_groups(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [group.strip() for group in value.split(",") if group.strip()]
+        return value
+
+    @field_validator("ui_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("UI_BASE_URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> ApiSettings:
+        if self.oidc_client_secret is None and self.oidc_client_secret_file is not None:
+            secret = self.oidc_client_secret_file.read_text().strip()
+            self.oidc_client_secret = SecretStr(secret)
+        if self.ui_session_secret is None and self.ui_session_secret_file is not None:
+            self.ui_session_secret = SecretStr(self.ui_session_secret_file.read_text().strip())
+        return self
+
+    @property
+    def sso_configured(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)
+
 
 class SchedulerSettings(BaseServiceSettings):
     metrics_port: int = Field(9101, ge=0, le=65535)

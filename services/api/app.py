@@ -27,6 +27,7 @@ from services.api.mailings.resend import router as resend_router
 from services.api.mailings.router import router as mailings_router
 from services.api.observability import RequestObservability
 from services.api.openapi import operation_id
+from services.api.ui import mount_console
 from shared.db import create_engine, create_session_factory
 from shared.settings import ApiSettings
 
@@ -101,6 +102,7 @@ def create_app(
     app.include_router(mailings_router, prefix="/api/v1")
     app.include_router(resend_router, prefix="/api/v1")
     app.include_router(audit_router, prefix="/api/v1")
+    mount_console(app, settings)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -17,7 +17,7 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.sender import store
+from services.sender import status_report, store
 from services.sender.breaker import Breaker, State
 from services.sender.dead_letters import DeadLetters
 from services.sender.intake import Intake
@@ -140,6 +140,7 @@ class Sender:
                     self.breaker.retry_now()
             if not self.consuming and self.breaker.allows_traffic() and not self.stopping.is_set():
                 await self._start_consuming()
+            status_report.observe(self.sessions, self.breaker)  # for the console's dashboard
             await asyncio.sleep(0.1)
 
     async def _watch_stopped_mailings(self) -> None:

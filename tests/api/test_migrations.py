@@ -21,6 +21,9 @@ APP_TABLES = {
     "audit_log",
     "client_import",
     "client_import_rejection",
+    "message_minute",
+    "console_session",
+    "provider_status",
 }
 
 

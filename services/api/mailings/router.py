@@ -162,6 +162,9 @@ async def clone_mailing(
 
 @router.get("/{mailing_id}/stats", response_model=MailingStatsDetail)
 async def get_mailing_stats(mailing_id: ResourceId, session: SessionDep) -> MailingStatsDetail:
+    """Counts by status, timings, and `waiting`: why undelivered messages wait (the mailing
+    is scheduled or paused, the client's send window is closed until a time in their zone,
+    a retry is due later, or they are due now and in line)."""
     return await stats.mailing_stats(session, mailing_id)
 
 

@@ -10,6 +10,7 @@ from services.api.schemas import InputModel, no_nul
 from shared.domain.send_window import parse_send_window
 from shared.domain.statuses import MailingStatus, MessageStatus
 from shared.domain.text import MAX_TEXT_LENGTH, segment_text
+from shared.domain.waiting import WaitReason
 from shared.models import Mailing
 
 MAX_FILTER_VALUES = 100
@@ -212,11 +213,39 @@ class MailingStats(BaseModel):
     )
 
 
+class WaitOut(BaseModel):
+    """Why some of the mailing's undelivered messages wait."""
+
+    reason: WaitReason = Field(
+        description="scheduled, paused, send_window (closed in the client's local time), "
+        "retry (a failed attempt, the next one due later), in_line (due now) or sending"
+    )
+    messages: int = Field(description="How many messages wait for this reason")
+    until: datetime | None = Field(None, description="When the earliest of them stops waiting")
+    timezone: str | None = Field(None, description="The client's zone, for a send window")
+    detail: str = Field(examples=["send window closed until 09:00 in the client's zone"])
+
+
 class MailingStatsDetail(MailingStats):
     created_at: datetime
     started_at: datetime | None
     fanout_done_at: datetime | None
     completed_at: datetime | None
+    waiting: list[WaitOut] = Field(
+        default_factory=list,
+        description="Why undelivered messages wait; empty when none does",
+        examples=[
+            [
+                {
+                    "reason": "send_window",
+                    "messages": 1,
+                    "until": "2026-12-02T06:00:00Z",
+                    "timezone": "Europe/Moscow",
+                    "detail": "send window closed until 09:00 in the client's zone (Europe/Moscow)",
+                }
+            ]
+        ],
+    )
 
 
 class StatsPage(BaseModel):

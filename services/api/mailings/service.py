@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import Boolean, ColumnElement, and_, func, literal_column, not_, select, true
+from sqlalchemy import Boolean, ColumnElement, and_, func, literal_column, not_, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,12 +50,32 @@ async def get_mailing(session: AsyncSession, mailing_id: int, *, lock: bool = Fa
 
 
 async def list_mailings(
-    session: AsyncSession, *, limit: int, after_id: int, status: MailingStatus | None
+    session: AsyncSession,
+    *,
+    limit: int,
+    after_id: int,
+    status: MailingStatus | None,
+    search: str | None = None,
+    before_id: int | None = None,
 ) -> list[Mailing]:
-    query = select(Mailing).where(Mailing.deleted_at.is_(None), Mailing.id > after_id)
+    """Keyset pages by id: ascending after `after_id`, or newest first below `before_id`.
+    `search` matches the text (case-insensitive) or the id."""
+    query = select(Mailing).where(Mailing.deleted_at.is_(None))
     if status is not None:
         query = query.where(Mailing.status == status)
-    return list(await session.scalars(query.order_by(Mailing.id).limit(limit)))
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        matches = Mailing.text.ilike(pattern)
+        query = query.where(
+            or_(matches, Mailing.id == int(search))
+            if search.isdigit() and len(search) <= 18
+            else matches
+        )
+    if before_id is not None:
+        query = query.where(Mailing.id < before_id).order_by(Mailing.id.desc())
+    else:
+        query = query.where(Mailing.id > after_id).order_by(Mailing.id)
+    return list(await session.scalars(query.limit(limit)))
 
 
 def _audit_fields(mailing: Mailing) -> dict[str, object]:

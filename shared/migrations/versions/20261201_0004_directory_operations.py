@@ -1,7 +1,7 @@
 """directory operations: audit log (and the import/export tables, see below)
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01 21:50:00.000000
 
 - `audit_log`: one row per change made through the API or the console (who, role, what,
@@ -18,7 +18,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0004"
-down_revision = "0002"  # the lead re-chains 0003/0004/0005 at merge
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,80 @@
+"""The admin console under /ui/: sign-in (services/api/ui/auth), the pages
+(services/api/ui/pages) and their static files."""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.middleware.sessions import SessionMiddleware
+
+from services.api.ui import pages
+from services.api.ui.auth.oidc import Provider
+from services.api.ui.auth.router import router as auth_router
+from services.api.ui.auth.router import safe_next, start_sign_in
+from services.api.ui.deps import NotAllowed, NotSignedIn, SsoNotConfigured
+from services.api.ui.templating import render
+from shared.settings import ApiSettings
+
+SIGN_IN_COOKIE = "mailing_signin"
+SIGN_IN_MAX_AGE_S = 600
+
+
+def _current_path(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def install_console_errors(app: FastAPI) -> None:
+    @app.exception_handler(SsoNotConfigured)
+    async def _not_configured(request: Request, _: SsoNotConfigured) -> Response:
+        return render(request, "auth/not_configured.html", {}, status_code=503)
+
+    @app.exception_handler(NotSignedIn)
+    async def _not_signed_in(request: Request, _: NotSignedIn) -> Response:
+        if request.headers.get("hx-request"):
+            # htmx would swap the provider's page into a fragment: make it load the page.
+            current = urlsplit(request.headers.get("hx-current-url", ""))
+            back = safe_next(current.path + (f"?{current.query}" if current.query else ""))
+            target = f"/ui/auth/login?{urlencode({'next': back})}"
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        if request.method in ("GET", "HEAD"):
+            return await start_sign_in(request, _current_path(request))
+        return RedirectResponse("/ui/auth/login", status_code=303)
+
+    @app.exception_handler(NotAllowed)
+    async def _not_allowed(request: Request, exc: NotAllowed) -> Response:
+        user = exc.user
+        return render(
+            request,
+            "auth/forbidden.html",
+            {
+                "user": user,
+                "reason": exc.reason,
+                "account": (user.email or user.login) if user else "",
+            },
+            status_code=403,
+        )
+
+
+def mount_console(app: FastAPI, settings: ApiSettings) -> None:
+    """Adds the console to the API app (called by create_app)."""
+    secret = settings.ui_session_secret
+    app.state.console_provider = Provider(settings) if settings.sso_configured else None
+    # The short-lived, signed sign-in state (Authlib's state, nonce, PKCE verifier).
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret.get_secret_value() if secret else secrets.token_urlsafe(32),
+        session_cookie=SIGN_IN_COOKIE,
+        max_age=SIGN_IN_MAX_AGE_S,
+        path="/ui",
+        same_site="lax",
+        https_only=settings.ui_base_url.startswith("https://"),
+    )
+    install_console_errors(app)
+    app.include_router(auth_router)
+    for router in pages.routers:
+        app.include_router(router)
+    # /ui/static is served by the pages' static router (services/api/ui/pages/common.py).

@@ -1,0 +1,142 @@
+"""Who is signed in to the console, and the checks every console route uses.
+
+- `UserDep`: the signed-in user; without a live session the browser is sent to sign in and
+  then back to the page it asked for.
+- `AdminUserDep`: the same, and only an admin (a viewer gets the 403 page).
+- `CsrfDep`: on every state-changing route: the session's CSRF token (form field
+  `csrf_token` or header `X-CSRF-Token`) and an Origin (or Referer) of the console itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import structlog
+from fastapi import Depends, Request
+
+from services.api.principal import Actor, Role
+from shared.settings import ApiSettings
+
+SESSION_COOKIE = "mailing_console"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleUser:
+    session_id: str  # the session row's id (a hash of the cookie, never the cookie itself)
+    subject: str  # the provider's `sub`
+    login: str
+    name: str
+    email: str
+    role: Role
+    csrf_token: str
+
+    @property
+    def may_change(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def shown_name(self) -> str:
+        return self.name or self.login or self.email
+
+    def actor(self, request: Request) -> Actor:
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        return Actor(
+            name=self.login,
+            role=self.role,
+            kind="user",
+            request_id=request_id,
+            source=request.client.host if request.client else None,
+        )
+
+
+class SsoNotConfigured(Exception):
+    """OIDC_ISSUER (or OIDC_CLIENT_ID) is not set: the console cannot sign anyone in."""
+
+
+class NotSignedIn(Exception):
+    """No live session: answered by sending the browser to sign in."""
+
+
+class NotAllowed(Exception):
+    """Signed in, but the request is refused (a viewer's change, a forged or cross-site POST)."""
+
+    def __init__(self, reason: str, user: ConsoleUser | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason  # "viewer" | "csrf" | "origin"
+        self.user = user
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def settings_of(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+async def current_user(request: Request) -> ConsoleUser:
+    from services.api.ui.auth import store  # the store imports this module's ConsoleUser
+
+    settings = settings_of(request)
+    if not settings.sso_configured:
+        raise SsoNotConfigured
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise NotSignedIn
+    async with request.app.state.session_factory() as db:
+        user = await store.load(
+            db, token, now=utcnow(), idle_s=settings.ui_session_idle_s, touch=True
+        )
+        await db.commit()
+    if user is None:
+        raise NotSignedIn
+    request.state.user = user
+    return user
+
+
+async def current_admin(user: Annotated[ConsoleUser, Depends(current_user)]) -> ConsoleUser:
+    if not user.may_change:
+        raise NotAllowed("viewer", user)
+    return user
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def same_origin(request: Request, base_url: str) -> bool:
+    """The request comes from a page of the console: its Origin, or else its Referer."""
+    expected = origin_of(base_url)
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin.lower() == expected
+    referer = request.headers.get("referer")
+    return referer is not None and origin_of(referer) == expected
+
+
+async def verify_csrf(
+    request: Request, user: Annotated[ConsoleUser, Depends(current_user)]
+) -> ConsoleUser:
+    if not same_origin(request, settings_of(request).ui_base_url):
+        raise NotAllowed("origin", user)
+    presented = request.headers.get(CSRF_HEADER)
+    if presented is None and request.headers.get("content-type", "").startswith(FORM_TYPES):
+        # Starlette keeps the parsed form: the route's own Form(...) fields still read it.
+        value = (await request.form()).get(CSRF_FIELD)
+        presented = value if isinstance(value, str) else None
+    if not presented or not hmac.compare_digest(presented.encode(), user.csrf_token.encode()):
+        raise NotAllowed("csrf", user)
+    return user
+
+
+UserDep = Annotated[ConsoleUser, Depends(current_user)]
+AdminUserDep = Annotated[ConsoleUser, Depends(current_admin)]
+CsrfDep = Annotated[ConsoleUser, Depends(verify_csrf)]

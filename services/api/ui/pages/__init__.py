@@ -1,0 +1,10 @@
+"""The console's pages: one module per page, each with its router (paths under /ui)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.api.ui.pages import clients, dashboard, mailings
+from services.api.ui.pages.common import static_router
+
+routers: list[APIRouter] = [static_router, dashboard.router, mailings.router, clients.router]

@@ -1,0 +1,166 @@
+"""Clients: the directory with search by phone and filters by tag and operator; create, edit,
+delete, through `services.api.clients.service` (the REST API's own functions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from services.api.clients import service
+from services.api.clients.schemas import ClientCreate
+from services.api.deps import SessionDep
+from services.api.errors import ApiError
+from services.api.pagination import ResourceId
+from services.api.ui.deps import AdminUserDep, CsrfDep, UserDep
+from services.api.ui.pages.common import field_errors, form_text, see_other
+from services.api.ui.templating import gettext_for, render, timezone_names
+from shared.domain.clients import is_valid_operator_code, is_valid_phone
+from shared.models import Client
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_SIZE = 50
+FIELDS = ("phone", "operator_code", "tag", "timezone")
+
+
+@router.get("/ui/clients", name="ui_clients", response_class=HTMLResponse)
+async def clients_list(
+    request: Request,
+    user: UserDep,
+    session: SessionDep,
+    phone: str = Query("", max_length=20),
+    tag: str = Query("", max_length=100),
+    operator_code: str = Query("", max_length=3),
+    after: int = Query(0, ge=0, le=2**63 - 1),
+) -> HTMLResponse:
+    _ = gettext_for(request)
+    phone, tag, operator_code = phone.strip(), tag.strip(), operator_code.strip()
+    problems = {}
+    if phone and not is_valid_phone(phone):
+        problems["phone"] = _("Enter the whole phone: 7 and 10 digits, e.g. 79123456789.")
+    if operator_code and not is_valid_operator_code(operator_code):
+        problems["operator_code"] = _("An operator code is 3 digits, e.g. 912.")
+    clients: list[Client] = []
+    if not problems:
+        clients = await service.list_clients(
+            session,
+            limit=PAGE_SIZE,
+            after_id=after,
+            operator_code=operator_code or None,
+            tag=tag or None,
+            phone=phone or None,
+        )
+    return render(
+        request,
+        "clients.html",
+        {
+            "user": user,
+            "section": "clients",
+            "clients": clients,
+            "phone": phone,
+            "tag": tag,
+            "operator_code": operator_code,
+            "errors": problems,
+            "next_after": clients[-1].id if len(clients) == PAGE_SIZE else None,
+            "first_page": after == 0,
+        },
+    )
+
+
+def _form(
+    request: Request,
+    user: Any,
+    client: Client | None,
+    values: dict[str, str],
+    errors: dict[str, str],
+    status_code: int = 200,
+) -> HTMLResponse:
+    if client is not None and not values:
+        values = {name: getattr(client, name) for name in FIELDS}
+    return render(
+        request,
+        "client_form.html",
+        {
+            "user": user,
+            "section": "clients",
+            "client": client,
+            "values": values,
+            "errors": errors,
+            "timezones": timezone_names(),
+        },
+        status_code=status_code,
+    )
+
+
+def _read(form: Any) -> tuple[dict[str, str], dict[str, Any]]:
+    values = {name: form_text(form, name) for name in FIELDS}
+    body: dict[str, Any] = dict(values)
+    if not body["operator_code"]:
+        body["operator_code"] = None  # derived from the phone
+    return values, body
+
+
+@router.get("/ui/clients/new", name="ui_client_new", response_class=HTMLResponse)
+async def client_new(request: Request, user: UserDep) -> HTMLResponse:
+    return _form(request, user, None, {"timezone": "Europe/Moscow"}, {})
+
+
+@router.post("/ui/clients", name="ui_client_create", response_class=HTMLResponse)
+async def client_create(
+    request: Request, user: AdminUserDep, _csrf: CsrfDep, session: SessionDep
+) -> Response:
+    values, body = _read(await request.form())
+    try:
+        await service.create_client(
+            session, ClientCreate.model_validate(body), actor=user.actor(request)
+        )
+    except ValidationError as exc:
+        return _form(request, user, None, values, field_errors(exc), 422)
+    except ApiError as exc:
+        return _form(request, user, None, values, {"phone": exc.detail}, exc.status_code)
+    return see_other(request.url_for("ui_clients").path, notice="created", phone=values["phone"])
+
+
+@router.get("/ui/clients/{client_id}", name="ui_client", response_class=HTMLResponse)
+async def client_page(
+    request: Request, client_id: ResourceId, user: UserDep, session: SessionDep
+) -> HTMLResponse:
+    return _form(request, user, await service.get_client(session, client_id), {}, {})
+
+
+@router.post("/ui/clients/{client_id}", name="ui_client_save", response_class=HTMLResponse)
+async def client_save(
+    request: Request,
+    client_id: ResourceId,
+    user: AdminUserDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+) -> Response:
+    client = await service.get_client(session, client_id)
+    values, body = _read(await request.form())
+    try:
+        await service.replace_client(
+            session, client_id, ClientCreate.model_validate(body), actor=user.actor(request)
+        )
+    except ValidationError as exc:
+        return _form(request, user, client, values, field_errors(exc), 422)
+    except ApiError as exc:
+        await session.rollback()
+        client = await service.get_client(session, client_id)
+        return _form(request, user, client, values, {"phone": exc.detail}, exc.status_code)
+    return see_other(request.url_for("ui_client", client_id=client_id).path, notice="saved")
+
+
+@router.post("/ui/clients/{client_id}/delete", name="ui_client_delete")
+async def client_delete(
+    request: Request,
+    client_id: ResourceId,
+    user: AdminUserDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+) -> Response:
+    await service.delete_client(session, client_id, actor=user.actor(request))
+    return see_other(request.url_for("ui_clients").path, notice="deleted")

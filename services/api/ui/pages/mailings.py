@@ -1,0 +1,451 @@
+"""Mailings: the list, one mailing live, create and edit, pause, resume, delete.
+
+Every change goes through `services.api.mailings.service`, the REST API's own functions, so
+the rules, the 409s and the wake-up events are the same.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from services.api.deps import EventsDep, SessionDep
+from services.api.errors import ApiError
+from services.api.mailings import service, stats
+from services.api.mailings.schemas import MailingCreate, MailingFilter, MailingPatch
+from services.api.pagination import ResourceId
+from services.api.ui.deps import AdminUserDep, CsrfDep, UserDep
+from services.api.ui.pages.common import field_errors, form_text, see_other, split_list
+from services.api.ui.pages.dashboard import progress_of
+from services.api.ui.templating import (
+    TZ_COOKIE,
+    admin_timezone,
+    gettext_for,
+    render,
+    timezone_names,
+)
+from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus, MessageStatus
+from shared.domain.text import segment_text
+from shared.domain.waiting import message_wait
+from shared.models import Client, Mailing, MessageMinute
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_SIZE = 50
+FIELD_OF = {"start_at": "start_at", "end_at": "end_at", "text": "text", "filter": "filter"}
+
+
+def _status(value: str | None) -> MailingStatus | None:
+    return MailingStatus(value) if value in set(MailingStatus) else None
+
+
+@router.get("/ui/mailings", name="ui_mailings", response_class=HTMLResponse)
+async def mailings_list(
+    request: Request,
+    user: UserDep,
+    session: SessionDep,
+    status: str | None = None,
+    q: str = Query("", max_length=200),
+    order: str = "newest",
+    cursor: int | None = Query(None, ge=1, le=2**63 - 1),
+) -> HTMLResponse:
+    newest = order != "oldest"
+    rows = await service.list_mailings(
+        session,
+        limit=PAGE_SIZE,
+        after_id=0 if newest else (cursor or 0),
+        before_id=(cursor or 2**63 - 1) if newest else None,
+        status=_status(status),
+        search=q.strip() or None,
+    )
+    counts = await stats.counts_by_mailing(session, [m.id for m in rows])
+    items = [{"mailing": m, **progress_of(counts[m.id])} for m in rows]
+    next_cursor = rows[-1].id if len(rows) == PAGE_SIZE else None
+    return render(
+        request,
+        "mailings.html",
+        {
+            "user": user,
+            "section": "mailings",
+            "items": items,
+            "statuses": list(MailingStatus),
+            "status": _status(status),
+            "q": q,
+            "order": "newest" if newest else "oldest",
+            "next_cursor": next_cursor,
+            "first_page": cursor is None,
+        },
+    )
+
+
+async def current_rate(session: Any, mailing: Mailing, now: datetime) -> float:
+    """Messages finished per second over the last minute or two (from message_minute)."""
+    if mailing.status != MailingStatus.RUNNING or mailing.started_at is None:
+        return 0.0
+    since = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    finished = await session.scalar(
+        select(func.coalesce(func.sum(MessageMinute.count), 0)).where(
+            MessageMinute.mailing_id == mailing.id,
+            MessageMinute.minute >= since,
+            MessageMinute.status.in_(("sent", "failed", "expired")),
+        )
+    )
+    seconds = (now - max(since, mailing.started_at)).total_seconds()
+    return float(finished or 0) / seconds if seconds > 0 else 0.0
+
+
+async def _detail_context(
+    request: Request, session: Any, mailing_id: int, msg_status: str | None, msg_after: int
+) -> dict[str, Any]:
+    mailing = await service.get_mailing(session, mailing_id)
+    detail = await stats.mailing_stats(session, mailing_id)
+    counts = {str(k): v for k, v in detail.counts.items()}
+    progress = progress_of(counts)
+    now = datetime.now(UTC)
+    rate = await current_rate(session, mailing, now)
+    remaining = progress["total"] - progress["done"]
+    eta = remaining / rate if rate > 0 and mailing.status == MailingStatus.RUNNING else None
+    return {
+        "mailing": mailing,
+        "detail": detail,
+        "counts": counts,
+        "progress": progress,
+        "rate": rate,
+        "eta_s": eta,
+        "live": mailing.status in (MailingStatus.RUNNING, MailingStatus.SCHEDULED),
+        "message_statuses": list(MessageStatus),
+        "msg_status": msg_status,
+        "msg_after": msg_after,
+    }
+
+
+async def _messages(
+    session: Any, mailing: Mailing, msg_status: str | None, msg_after: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    status = msg_status if msg_status in MessageStatus.__members__.values() else None
+    messages = await service.list_messages(
+        session, mailing.id, status=status, limit=PAGE_SIZE, after_id=msg_after
+    )
+    clients = {
+        c.id: c
+        for c in await session.scalars(
+            select(Client).where(Client.id.in_([m.client_id for m in messages]))
+        )
+    }
+    window = stats.send_window_of(mailing)
+    now = datetime.now(UTC)
+    rows = []
+    for message in messages:
+        client = clients.get(message.client_id)
+        wait = message_wait(
+            status=MessageStatus(message.status),
+            not_before=message.not_before,
+            attempts=message.attempts,
+            mailing_status=MailingStatus(mailing.status),
+            start_at=mailing.start_at,
+            window=window,
+            client_timezone=client.timezone if client else "UTC",
+            now=now,
+        )
+        rows.append({"message": message, "client": client, "wait": wait})
+    return rows, (messages[-1].id if len(messages) == PAGE_SIZE else None)
+
+
+@router.get("/ui/mailings/new", name="ui_mailing_new", response_class=HTMLResponse)
+async def mailing_new(request: Request, user: UserDep) -> HTMLResponse:
+    return _form(request, user, None, {}, {})
+
+
+@router.get("/ui/mailings/{mailing_id}", name="ui_mailing", response_class=HTMLResponse)
+async def mailing_page(
+    request: Request,
+    mailing_id: ResourceId,
+    user: UserDep,
+    session: SessionDep,
+    msg_status: str | None = None,
+    msg_after: int = Query(0, ge=0, le=2**63 - 1),
+) -> HTMLResponse:
+    context = await _detail_context(request, session, mailing_id, msg_status, msg_after)
+    messages, next_after = await _messages(session, context["mailing"], msg_status, msg_after)
+    return render(
+        request,
+        "mailing.html",
+        {
+            "user": user,
+            "section": "mailings",
+            **context,
+            "messages": messages,
+            "next_msg_after": next_after,
+        },
+    )
+
+
+@router.get("/ui/mailings/{mailing_id}/live", name="ui_mailing_live", response_class=HTMLResponse)
+async def mailing_live(
+    request: Request, mailing_id: ResourceId, user: UserDep, session: SessionDep
+) -> HTMLResponse:
+    """The live part of a mailing's page; it stops asking for itself once nothing runs."""
+    context = await _detail_context(request, session, mailing_id, None, 0)
+    return render(request, "partials/mailing_live.html", {"user": user, **context})
+
+
+@router.get("/ui/mailings-preview", name="ui_mailing_preview", response_class=HTMLResponse)
+async def mailing_preview(
+    request: Request,
+    user: UserDep,
+    session: SessionDep,
+    operator_codes: str = Query("", max_length=2000),
+    tags: str = Query("", max_length=2000),
+) -> HTMLResponse:
+    """How many clients the filter matches now (the REST preview's own service function)."""
+    try:
+        chosen = MailingFilter(operator_codes=split_list(operator_codes), tags=split_list(tags))
+    except ValidationError as exc:
+        error = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        return render(request, "partials/preview.html", {"user": user, "error": error})
+    count = await service.count_matching_clients(session, chosen)
+    return render(request, "partials/preview.html", {"user": user, "count": count})
+
+
+@router.get("/ui/text-info", name="ui_text_info", response_class=HTMLResponse)
+async def text_info(
+    request: Request, user: UserDep, text: str = Query("", max_length=5000)
+) -> HTMLResponse:
+    return render(request, "partials/text_info.html", {"user": user, "seg": segment_text(text)})
+
+
+def _form(
+    request: Request,
+    user: Any,
+    mailing: Mailing | None,
+    values: dict[str, str],
+    errors: dict[str, str],
+    status_code: int = 200,
+) -> HTMLResponse:
+    tz = values.get("tz") or admin_timezone(request)
+    if mailing is not None and not values:
+        zone = ZoneInfo(tz)
+        values = {
+            "text": mailing.text,
+            "start_at": mailing.start_at.astimezone(zone).strftime("%Y-%m-%dT%H:%M"),
+            "end_at": mailing.end_at.astimezone(zone).strftime("%Y-%m-%dT%H:%M"),
+            "operator_codes": " ".join(mailing.filter_operator_codes),
+            "tags": " ".join(mailing.filter_tags),
+            "window_start": mailing.send_window_start.strftime("%H:%M")
+            if mailing.send_window_start
+            else "",
+            "window_end": mailing.send_window_end.strftime("%H:%M")
+            if mailing.send_window_end
+            else "",
+        }
+    started = mailing is not None and mailing.started_at is not None
+    return render(
+        request,
+        "mailing_form.html",
+        {
+            "user": user,
+            "section": "mailings",
+            "mailing": mailing,
+            "values": values,
+            "errors": errors,
+            "tz_value": tz,
+            "timezones": timezone_names(),
+            "started": started,
+            "finished": mailing is not None and mailing.status in MAILING_FINAL_STATUSES,
+            "seg": segment_text(values.get("text", "")),
+        },
+        status_code=status_code,
+    )
+
+
+def _read_form(form: Any) -> dict[str, str]:
+    names = ("text", "start_at", "end_at", "tz", "operator_codes", "tags")
+    values = {name: form_text(form, name) for name in names}
+    values["window_start"] = form_text(form, "window_start")
+    values["window_end"] = form_text(form, "window_end")
+    return values
+
+
+def _moment(value: str, tz: str, field: str, errors: dict[str, str], _: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=ZoneInfo(tz))
+    except (ValueError, KeyError):
+        errors[field] = _("Enter a date and time.")
+        return None
+
+
+def _body(values: dict[str, str], _: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    errors: dict[str, str] = {}
+    tz = values["tz"] if values["tz"] in timezone_names() else "UTC"
+    body: dict[str, Any] = {
+        "text": values["text"],
+        "start_at": _moment(values["start_at"], tz, "start_at", errors, _),
+        "end_at": _moment(values["end_at"], tz, "end_at", errors, _),
+        "filter": {
+            "operator_codes": split_list(values["operator_codes"]),
+            "tags": split_list(values["tags"]),
+        },
+        "send_window": {"start": values["window_start"], "end": values["window_end"]}
+        if values["window_start"] or values["window_end"]
+        else None,
+    }
+    return body, errors
+
+
+def _validation_errors(exc: ValidationError) -> dict[str, str]:
+    errors = field_errors(exc)
+    if "filter" in errors:
+        errors["operator_codes"] = errors.pop("filter")
+    if "send_window" in errors:
+        errors["window_start"] = errors.pop("send_window")
+    return errors
+
+
+def _remember_tz(response: Response, tz: str) -> Response:
+    if tz in timezone_names():
+        response.set_cookie(TZ_COOKIE, tz, max_age=365 * 24 * 3600, path="/ui", samesite="lax")
+    return response
+
+
+@router.post("/ui/mailings", name="ui_mailing_create", response_class=HTMLResponse)
+async def mailing_create(
+    request: Request,
+    user: AdminUserDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+    events: EventsDep,
+) -> Response:
+    _ = gettext_for(request)
+    values = _read_form(await request.form())
+    body, errors = _body(values, _)
+    if errors:
+        return _form(request, user, None, values, errors, 422)
+    try:
+        data = MailingCreate.model_validate(body)
+        mailing, _replayed = await service.create_mailing(
+            session, data, None, actor=user.actor(request)
+        )
+    except ValidationError as exc:
+        return _form(request, user, None, values, _validation_errors(exc), 422)
+    except ApiError as exc:
+        return _form(request, user, None, values, {"form": exc.detail}, exc.status_code)
+    await events.mailing_changed("created", mailing.id)
+    url = str(request.url_for("ui_mailing", mailing_id=mailing.id).path)
+    return _remember_tz(see_other(url, notice="created"), values["tz"])
+
+
+@router.get("/ui/mailings/{mailing_id}/edit", name="ui_mailing_edit", response_class=HTMLResponse)
+async def mailing_edit(
+    request: Request, mailing_id: ResourceId, user: UserDep, session: SessionDep
+) -> HTMLResponse:
+    return _form(request, user, await service.get_mailing(session, mailing_id), {}, {})
+
+
+@router.post("/ui/mailings/{mailing_id}/edit", name="ui_mailing_save", response_class=HTMLResponse)
+async def mailing_save(
+    request: Request,
+    mailing_id: ResourceId,
+    user: AdminUserDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+    events: EventsDep,
+) -> Response:
+    _ = gettext_for(request)
+    mailing = await service.get_mailing(session, mailing_id)
+    values = _read_form(await request.form())
+    body, errors = _body(values, _)
+    if mailing.started_at is not None:
+        # Fixed once started: send only what may still change (the form disables the rest).
+        body = {"text": body["text"], "end_at": body["end_at"]}
+        errors = {name: msg for name, msg in errors.items() if name in body}
+    if errors:
+        return _form(request, user, mailing, values, errors, 422)
+    try:
+        patch = MailingPatch.model_validate(body)
+        mailing = await service.patch_mailing(session, mailing_id, patch, actor=user.actor(request))
+    except ValidationError as exc:
+        return _form(request, user, mailing, values, _validation_errors(exc), 422)
+    except ApiError as exc:
+        await session.rollback()
+        mailing = await service.get_mailing(session, mailing_id)
+        return _form(request, user, mailing, values, {"form": exc.detail}, exc.status_code)
+    await events.mailing_changed("updated", mailing.id)
+    url = str(request.url_for("ui_mailing", mailing_id=mailing.id).path)
+    return _remember_tz(see_other(url, notice="saved"), values["tz"])
+
+
+async def _action_failed(request: Request, user: Any, exc: ApiError) -> HTMLResponse:
+    return render(
+        request,
+        "error.html",
+        {"user": user, "status_code": exc.status_code, "message": exc.detail},
+        status_code=exc.status_code,
+    )
+
+
+@router.post("/ui/mailings/{mailing_id}/pause", name="ui_mailing_pause")
+async def mailing_pause(
+    request: Request,
+    mailing_id: ResourceId,
+    user: AdminUserDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+    events: EventsDep,
+) -> Response:
+    try:
+        await service.pause_mailing(session, mailing_id, actor=user.actor(request))
+    except ApiError as exc:
+        return await _action_failed(request, user, exc)
+    await events.mailing_changed("updated", mailing_id)
+    return see_other(request.url_for("ui_mailing", mailing_id=mailing_id).path, notice="paused")
+
+
+@router.post("/ui/mailings/{mailing_id}/resume", name="ui_mailing_resume")
+async def mailing_resume(
+    request: Request,
+    mailing_id: ResourceId,
+    user: AdminUserDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+    events: EventsDep,
+) -> Response:
+    try:
+        await service.resume_mailing(session, mailing_id, actor=user.actor(request))
+    except ApiError as exc:
+        return await _action_failed(request, user, exc)
+    await events.mailing_changed("updated", mailing_id)
+    return see_other(request.url_for("ui_mailing", mailing_id=mailing_id).path, notice="resumed")
+
+
+@router.post("/ui/mailings/{mailing_id}/delete", name="ui_mailing_delete")
+async def mailing_delete(
+    request: Request,
+    mailing_id: ResourceId,
+    user: AdminUserDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+    events: EventsDep,
+) -> Response:
+    """Deleting a running mailing asks for its id to be typed (a field `confirm_id`)."""
+    _ = gettext_for(request)
+    mailing = await service.get_mailing(session, mailing_id)
+    if mailing.status == MailingStatus.RUNNING:
+        typed = form_text(await request.form(), "confirm_id")
+        if typed != str(mailing_id):
+            message = _(
+                "Type the mailing's id (%(id)s) to delete a running mailing.", id=mailing_id
+            )
+            return await _action_failed(request, user, ApiError(422, message))
+    await session.rollback()
+    try:
+        await service.delete_mailing(session, mailing_id, actor=user.actor(request))
+    except ApiError as exc:
+        return await _action_failed(request, user, exc)
+    await events.mailing_changed("deleted", mailing_id)
+    return see_other(request.url_for("ui_mailings").path, notice="deleted")

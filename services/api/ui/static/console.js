@@ -1,0 +1,46 @@
+// Small helpers: `/` focuses search, selects that submit their form, the admin's time zone, the chart.
+(function () {
+  "use strict";
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey) return;
+    var tag = (document.activeElement && document.activeElement.tagName) || "";
+    if (/^(INPUT|TEXTAREA|SELECT)$/.test(tag)) return;
+    var search = document.querySelector("[data-search]");
+    if (search) { event.preventDefault(); search.focus(); search.select(); }
+  });
+  document.addEventListener("change", function (event) {
+    if (event.target.matches && event.target.matches("[data-autosubmit]")) event.target.form.submit();
+  });
+  // The first visit remembers the browser's time zone, so times read in the admin's own zone.
+  if (!/(?:^|; )ui_tz=/.test(document.cookie)) {
+    try {
+      var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+      if (zone) {
+        document.cookie = "ui_tz=" + encodeURIComponent(zone) + "; path=/ui; max-age=31536000; samesite=lax";
+        if (zone !== "UTC") location.reload();
+      }
+    } catch (e) { /* keep UTC */ }
+  }
+  function drawChart() {
+    var box = document.getElementById("rate-chart");
+    if (!box || !window.uPlot) return;
+    var style = getComputedStyle(document.documentElement);
+    var ok = style.getPropertyValue("--ok").trim(), bad = style.getPropertyValue("--bad").trim();
+    var axis = { stroke: style.getPropertyValue("--muted").trim(), grid: { stroke: style.getPropertyValue("--line").trim() } };
+    var plot = null;
+    function load() {
+      fetch(box.dataset.src, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (d) {
+        var data = [d.t, d.sent, d.failed];
+        if (plot) { plot.setData(data); return; }
+        plot = new uPlot({
+          width: box.clientWidth || 600, height: 220,
+          series: [{}, { label: box.dataset.sent, stroke: ok, width: 2 }, { label: box.dataset.failed, stroke: bad, width: 2 }],
+          axes: [axis, axis],
+        }, data, box);
+      }).catch(function () {});
+    }
+    load();
+    setInterval(load, 10000);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", drawChart); else drawChart();
+})();
