@@ -326,9 +326,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     result["loop"] = "uvloop" if args.uvloop else "asyncio"
     sys.stdout.write(json.dumps(result) + "\n")
-    if args.client == "rnet":
-        # rnet 2.4 crashes (SIGSEGV) in about one exit in four while its tokio runtime is torn
-        # down, after every figure is measured and written: leave without that teardown.
+    if args.client in ("rnet", "pyreqwest"):
+        # Both Rust clients may crash while their tokio runtime is torn down at interpreter
+        # exit (rnet 2.4: SIGSEGV in about one exit in four; pyreqwest 0.15: abort in
+        # PyGILState_Release, seen in a bench smoke run), after every figure is measured and
+        # written: leave without that teardown.
         sys.stdout.flush()
         os._exit(0)
 
