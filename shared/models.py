@@ -284,6 +284,8 @@ class ClientImportRejection(Base):
     tag: Mapped[str | None] = mapped_column(Text)
     timezone: Mapped[str | None] = mapped_column(Text)
     opted_out: Mapped[str | None] = mapped_column(Text)
+
+
 class MessageMinute(Base):
     """Messages that reached sent, failed, expired or retrying, per minute and mailing; kept
     by a statement-level trigger on `message` (migration 0005) for the console's dashboard."""

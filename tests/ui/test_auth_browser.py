@@ -25,6 +25,15 @@ def logins(rig: Rig) -> list[str]:
         return [str(r[0]) for r in conn.execute("SELECT login FROM console_session").fetchall()]
 
 
+def sign_ins(rig: Rig) -> list[tuple[str, str, str]]:
+    """The audit log's sign-in entries: (actor, kind, role)."""
+    with database.connect(rig.db_name) as conn:
+        rows = conn.execute(
+            "SELECT actor_name, actor_kind, actor_role FROM audit_log WHERE action = 'sign_in'"
+        ).fetchall()
+    return [(str(a), str(k), str(r)) for a, k, r in rows]
+
+
 async def test_admin_signs_in_and_sign_out_ends_the_session(
     page: Page, rig: Rig, sign_in: SignIn
 ) -> None:
@@ -32,6 +41,7 @@ async def test_admin_signs_in_and_sign_out_ends_the_session(
     assert page.url == f"{rig.base_url}/ui/mailings?status=running"  # back to the page asked for
     token = await session_cookie(page)
     assert "admin" in logins(rig)
+    assert ("admin", "user", "admin") in sign_ins(rig)  # audited with the session's creation
     await page.get_by_role("button", name="Sign out").first.click()
     # Local session ended, then the provider's; its post-logout redirect lands on /ui/, which
     # (no session any more) sends the browser to the provider's sign-in.
@@ -57,6 +67,7 @@ async def test_account_in_no_group_gets_403_naming_it_and_no_session(
     assert "nobody@example.test" in await page.content()
     assert SESSION_COOKIE not in {c["name"] for c in await page.context.cookies()}
     assert logins(rig).count("nobody") == before
+    assert not [entry for entry in sign_ins(rig) if entry[0] == "nobody"]  # refused: no entry
 
 
 async def test_next_elsewhere_does_not_redirect_away(page: Page, rig: Rig) -> None:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api import audit
 from services.api.ui.auth import store
 from services.api.ui.auth.oidc import Provider, SignInError, role_for
 from services.api.ui.deps import (
@@ -97,7 +98,8 @@ def clear_session_cookie(request: Request, response: Response) -> None:
 
 async def record_sign_in(db: AsyncSession, request: Request, user: ConsoleUser) -> None:
     """The one place a console sign-in happens, inside the transaction that creates the
-    session: the audit log records it here (with `user.actor(request)`)."""
+    session: the audit log records it in that transaction."""
+    await audit.record_sign_in(db, user.actor(request), email=user.email, role=user.role.value)
     log.info("console sign-in", login=user.login, role=user.role.value)
 
 
