@@ -25,7 +25,7 @@ UNDER_FAULTS = FAST | {
     # The broker window must drain within a lease, or the reaper re-publishes the whole window
     # every LEASE_TTL_S (see docs/RELIABILITY.md): 1,000 in 10 s asks only 100 sends/s of a
     # sender on this shared 2-core machine.
-    "SEND_WINDOW": "1000",
+    "LEASE_CAP": "1000",
     "LEASE_TTL_S": "10",
 }
 
