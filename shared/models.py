@@ -11,6 +11,7 @@ from datetime import datetime, time
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy import (
@@ -152,8 +154,12 @@ class Message(Base):
     # chunk, and guard nothing: messages are created only by the fan-out's INSERT … SELECT from
     # existing client and mailing rows, which are never deleted, only soft-deleted.
     mailing_id: Mapped[int] = mapped_column(BigInteger)
-    client_id: Mapped[int] = mapped_column(BigInteger)
+    # None only for a test send (migration 0006), which goes to `phone` instead of a client.
+    client_id: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(Text, server_default=MessageStatus.PENDING.value)
+    # A test send (`POST /mailings/{id}/test`): no counter or statistic counts it.
+    is_test: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    phone: Mapped[str | None] = mapped_column(Text)
     # Fencing token of the current lease: a job carrying another token is stale.
     token: Mapped[int | None] = mapped_column(BigInteger)
     lease_until: Mapped[datetime | None] = mapped_column(TimestampTZ)
@@ -169,6 +175,11 @@ class Message(Base):
         UniqueConstraint("mailing_id", "client_id"),
         CheckConstraint(
             f"status IN ({_sql_in(s.value for s in MessageStatus)})", name="status_known"
+        ),
+        CheckConstraint(
+            "(is_test AND phone IS NOT NULL AND client_id IS NULL) "
+            "OR (NOT is_test AND client_id IS NOT NULL)",
+            name="test_or_client",
         ),
         Index("ix_message_mailing_id_status_id", "mailing_id", "status", "id"),
         Index("ix_message_mailing_id_id", "mailing_id", "id"),
