@@ -49,6 +49,9 @@ class ApiSettings(BaseServiceSettings):
     # the statement timeout of an import's or an export's transaction (its upload included).
     import_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     bulk_timeout_s: float = Field(900.0, gt=0)
+    # POST /api/v1/mailings/{id}/test: test sends per token (or console user) per minute,
+    # counted in the database so every api replica shares the budget (429 above it).
+    test_sends_per_minute: int = Field(10, ge=1, le=1000)
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from services.api.imports.router import router as imports_router
 from services.api.imports.service import ImportTasks
 from services.api.mailings.resend import router as resend_router
 from services.api.mailings.router import router as mailings_router
+from services.api.mailings.test_send import router as test_send_router
 from services.api.observability import RequestObservability
 from services.api.openapi import operation_id
 from services.api.ui import mount_console
@@ -101,6 +102,7 @@ def create_app(
     app.include_router(clients_router, prefix="/api/v1")
     app.include_router(mailings_router, prefix="/api/v1")
     app.include_router(resend_router, prefix="/api/v1")
+    app.include_router(test_send_router, prefix="/api/v1")
     app.include_router(audit_router, prefix="/api/v1")
     mount_console(app, settings)
     app.add_middleware(

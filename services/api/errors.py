@@ -9,10 +9,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(
+        self, status_code: int, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        self.headers = headers
 
 
 class NotFound(ApiError):
@@ -30,6 +33,11 @@ class Unprocessable(ApiError):
         super().__init__(422, detail)
 
 
+class TooManyRequests(ApiError):
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(429, detail, {"Retry-After": str(retry_after_s)})
+
+
 def _field_message(error: dict) -> str:
     where = ".".join(str(part) for part in error["loc"] if part not in ("body", "query", "path"))
     msg = str(error["msg"]).removeprefix("Value error, ")
@@ -39,7 +47,9 @@ def _field_message(error: dict) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

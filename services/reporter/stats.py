@@ -31,7 +31,7 @@ ACTIVE_MAILINGS = text("""
     SELECT mg.id, mg.text, mg.status, mg.start_at, mg.end_at, mg.started_at, mg.completed_at,
            mg.deleted_at,
            (SELECT count(*) FROM message m
-             WHERE m.mailing_id = mg.id AND m.status = 'sent'
+             WHERE m.mailing_id = mg.id AND m.status = 'sent' AND NOT m.is_test
                AND m.sent_at >= :day_start AND m.sent_at < :day_end) AS sent_in_day
     FROM mailing mg
     WHERE mg.started_at < :day_end

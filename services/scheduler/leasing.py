@@ -4,6 +4,10 @@ The database holds the backlog and the broker a bounded window of live leases, s
 cancel and end time cost little and no mailing starves behind a bigger one (round-robin).
 A lease that lapsed (a job lost in a crash, a broker restart, a killed sender) makes its
 message due again: the reaper is this same query.
+
+Test sends have a lease of their own (`LEASE_TESTS`): whatever their mailing's status (a test
+of a scheduled or paused mailing goes now), outside the lease cap (the api limits how many are
+made), and until their own deadline (`shared.domain.test_send`), which is also their jobs' end.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.domain.end_time import not_ended_sql, seconds_to_end_sql
-from shared.domain.lifecycle import LEASED, REAPABLE, S, sql, sql_in
+from shared.domain.lifecycle import LEASED, OPEN, REAPABLE, S, sql, sql_in
 from shared.domain.statuses import MailingStatus
+from shared.domain.test_send import deadline_sql
 
 COUNT_LIVE_LEASES = text(f"""
     SELECT count(*) FROM message
@@ -37,7 +42,7 @@ LEASE = text(f"""
         CROSS JOIN LATERAL (
             SELECT id FROM message
             WHERE mailing_id = running.id AND status = {sql(S.PENDING)}
-              AND not_before <= now()
+              AND not_before <= now() AND NOT is_test
             ORDER BY not_before
             LIMIT :per_mailing
             FOR UPDATE SKIP LOCKED
@@ -46,7 +51,7 @@ LEASE = text(f"""
     lapsed AS (
         SELECT id FROM message
         WHERE status IN ({sql_in(REAPABLE)}) AND lease_until <= now()
-          AND mailing_id IN (SELECT id FROM running)
+          AND mailing_id IN (SELECT id FROM running) AND NOT is_test
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     ),
@@ -63,6 +68,34 @@ LEASE = text(f"""
     WHERE m.id = chosen.id AND mg.id = m.mailing_id
     RETURNING m.id, m.token, m.mailing_id, mg.end_at, chosen.reaped,
               {seconds_to_end_sql("mg.end_at")} AS seconds_left
+""")
+
+_TEST_DEADLINE = deadline_sql("m.created_at")
+
+# Test sends due or with a lapsed lease, of any mailing not cancelled, before their deadline.
+# `client_id IS NULL` (only a test has none) finds them through ix_message_client_id_open, a
+# probe of the few open tests, never a scan of a mailing's messages.
+LEASE_TESTS = text(f"""
+    WITH chosen AS (
+        SELECT m.id, m.mailing_id, m.status <> {sql(S.PENDING)} AS reaped FROM message m
+        JOIN mailing mg ON mg.id = m.mailing_id
+        WHERE m.client_id IS NULL AND m.is_test AND m.status IN ({sql_in(OPEN)})
+          AND ((m.status = {sql(S.PENDING)} AND m.not_before <= now())
+               OR (m.status IN ({sql_in(REAPABLE)}) AND m.lease_until <= now()))
+          AND {not_ended_sql(_TEST_DEADLINE)}
+          AND mg.deleted_at IS NULL AND mg.status <> {sql(MailingStatus.CANCELLED)}
+        ORDER BY m.id
+        LIMIT :limit
+        FOR UPDATE OF m SKIP LOCKED
+    ),
+    token AS (SELECT nextval('message_token_seq') AS value)
+    UPDATE message m
+    SET status = {sql(S.QUEUED)}, token = token.value,
+        lease_until = now() + make_interval(secs => :ttl), queued_at = now(), updated_at = now()
+    FROM chosen, token
+    WHERE m.id = chosen.id AND m.mailing_id = chosen.mailing_id
+    RETURNING m.id, m.token, m.mailing_id, {_TEST_DEADLINE} AS end_at, chosen.reaped,
+              {seconds_to_end_sql(_TEST_DEADLINE)} AS seconds_left
 """)
 
 RUNNING_COUNT = text(f"SELECT count(*) FROM ({RUNNING_MAILINGS}) AS running")
@@ -90,6 +123,16 @@ async def lease_due_messages(session: AsyncSession, *, limit: int, ttl_s: float)
         return []
     per_mailing = max(1, -(-limit // running))
     rows = await session.execute(LEASE, {"per_mailing": per_mailing, "limit": limit, "ttl": ttl_s})
+    leases = [
+        Lease(r.id, r.token, r.mailing_id, r.end_at, r.reaped, float(r.seconds_left)) for r in rows
+    ]
+    await session.commit()
+    return leases
+
+
+async def lease_test_sends(session: AsyncSession, *, limit: int, ttl_s: float) -> list[Lease]:
+    """Lease the test sends that are due (or whose lease lapsed), in one transaction."""
+    rows = await session.execute(LEASE_TESTS, {"limit": limit, "ttl": ttl_s})
     leases = [
         Lease(r.id, r.token, r.mailing_id, r.end_at, r.reaped, float(r.seconds_left)) for r in rows
     ]

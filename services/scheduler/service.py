@@ -213,6 +213,13 @@ class Scheduler:
 
     async def top_up(self) -> bool:
         async with self.sessions() as session:
+            # Test sends first and outside the cap: an operator is waiting for one.
+            tests = await leasing.lease_test_sends(
+                session, limit=self.settings.lease_batch_size, ttl_s=self.settings.lease_ttl_s
+            )
+        if tests:
+            await self._publish(tests)
+        async with self.sessions() as session:
             live = await leasing.live_leases(session)
             metrics.LIVE_LEASES.set(live)
             self.lease_cap.observe(live)
@@ -303,6 +310,7 @@ class Scheduler:
         async with self.sessions() as session:
             cancelled = await sweep.cancel_chunk(session, limit)
             expired = await sweep.expire_chunk(session, limit)
+            expired += await sweep.expire_test_sends(session, limit)
             completed = await sweep.complete_mailings(session)
             metrics.BACKLOG.set(await sweep.backlog(session))
         metrics.MESSAGES_SWEPT.labels("cancelled").inc(cancelled)

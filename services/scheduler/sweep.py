@@ -5,6 +5,9 @@
 - A mailing past its end time: its undelivered messages become `expired`, except those a
   sender holds right now (it will finish them within its lease, never past the end).
 - A started mailing whose fan-out is done and whose messages are all terminal: `completed`.
+- A test send past its own deadline (`shared.domain.test_send`), not the mailing's end:
+  `expired`, except while a sender holds it. Tests never hold up a mailing's completion (the
+  counters it reads do not count them).
 
 Each update is chunked so a million-message mailing never makes one giant transaction.
 """
@@ -17,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.domain.end_time import END_REACHED, ended_sql
 from shared.domain.lifecycle import EXPIRABLE, OPEN, S, sql, sql_in
 from shared.domain.statuses import MailingStatus
+from shared.domain.test_send import deadline_sql
 
 _LIVE = sql_in([MailingStatus.RUNNING, MailingStatus.PAUSED])
 
@@ -38,12 +42,28 @@ EXPIRE_CHUNK = text(f"""
         updated_at = now(), last_error = coalesce(last_error, '{END_REACHED}')
     WHERE id IN (
         SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
-        WHERE mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")}
+        WHERE mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")} AND NOT msg.is_test
           AND (msg.status IN ({sql_in(EXPIRABLE)})
                OR (msg.status = {sql(S.SENDING)} AND msg.lease_until <= now()))
         LIMIT :limit
         FOR UPDATE OF msg SKIP LOCKED
     )
+""")
+
+# `client_id IS NULL`: only tests have none, found through ix_message_client_id_open.
+EXPIRE_TESTS = text(f"""
+    UPDATE message m SET status = {sql(S.EXPIRED)}, token = NULL, lease_until = NULL,
+        updated_at = now(), last_error = coalesce(m.last_error, '{END_REACHED}')
+    FROM (
+        SELECT id, mailing_id FROM message
+        WHERE client_id IS NULL AND is_test AND status IN ({sql_in(OPEN)})
+          AND {ended_sql(deadline_sql("created_at"))}
+          AND (status IN ({sql_in(EXPIRABLE)})
+               OR (status = {sql(S.SENDING)} AND lease_until <= now()))
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+    WHERE m.id = due.id AND m.mailing_id = due.mailing_id
 """)
 
 COMPLETE = text(f"""
@@ -76,6 +96,12 @@ async def cancel_chunk(session: AsyncSession, limit: int) -> int:
 
 async def expire_chunk(session: AsyncSession, limit: int) -> int:
     result = await session.execute(EXPIRE_CHUNK, {"limit": limit})
+    await session.commit()
+    return result.rowcount  # type: ignore[attr-defined]
+
+
+async def expire_test_sends(session: AsyncSession, limit: int) -> int:
+    result = await session.execute(EXPIRE_TESTS, {"limit": limit})
     await session.commit()
     return result.rowcount  # type: ignore[attr-defined]
 

@@ -189,7 +189,8 @@ class ClaimAndSend:
         assert c is not None
         if not self.breaker.allows_traffic():
             return self._released(m)
-        stopped = self.stopped.get(c.mailing_id)
+        # A test send goes whatever its mailing's status (pausing a mailing stops its run).
+        stopped = None if c.is_test else self.stopped.get(c.mailing_id)
         if stopped is not None:
             metrics.JOBS_DROPPED.labels(stopped).inc()
             return outcome.stopped(c, stopped)

@@ -18,6 +18,7 @@ from shared.domain.lifecycle import CLAIMABLE, OPEN, S, sql, sql_in
 from shared.domain.opt_out import OPTED_OUT_REASON, opted_out_sql
 from shared.domain.send_window import next_window_open_sql, window_open_sql
 from shared.domain.statuses import MailingStatus, MessageStatus
+from shared.domain.test_send import end_at_sql
 from shared.messaging import Job
 
 log = structlog.get_logger("sender")
@@ -25,7 +26,9 @@ T = TypeVar("T")
 
 _WINDOW_OPEN = window_open_sql("c.timezone", "mg.send_window_start", "mg.send_window_end")
 _NEXT_OPEN = next_window_open_sql("c.timezone", "mg.send_window_start", "mg.send_window_end")
-_TOO_LATE = too_late_to_start_sql("mg.end_at", ":margin")
+# A test send's end is its own deadline (shared.domain.test_send), a message's its mailing's.
+_END_AT = end_at_sql("m", "mg")
+_TOO_LATE = too_late_to_start_sql(_END_AT, ":margin")
 _OPTED_OUT = opted_out_sql("c")
 # A deleted mailing or client, or a client that opted out: whatever was not sent is cancelled.
 _CANCELLED = (
@@ -35,7 +38,8 @@ _CANCELLED = (
 
 # Decides, in the database's clock, what each job's message becomes: `sending` when it may go
 # out now; `cancelled`, `expired`, or back to `pending` (paused mailing, closed send window)
-# otherwise. Jobs with a stale token or a message in another status match nothing.
+# otherwise. A test send (no client; its own phone) is not held by the mailing's status or send
+# window. Jobs with a stale token or a message in another status match nothing.
 CLAIM = text(f"""
     WITH job AS (
         SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token)
@@ -45,15 +49,18 @@ CLAIM = text(f"""
             CASE
                 WHEN {_CANCELLED} THEN {sql(S.CANCELLED)}
                 WHEN {_TOO_LATE} THEN {sql(S.EXPIRED)}
+                WHEN m.is_test THEN {sql(S.SENDING)}
                 WHEN mg.status <> {sql(MailingStatus.RUNNING)} THEN {sql(S.PENDING)}
                 WHEN NOT {_WINDOW_OPEN} THEN {sql(S.PENDING)}
                 ELSE {sql(S.SENDING)}
             END AS next_status,
-            {_NEXT_OPEN} AS next_open, {_OPTED_OUT} AS opted_out
+            {_NEXT_OPEN} AS next_open, {_OPTED_OUT} AS opted_out,
+            coalesce(m.phone, c.phone) AS phone, mg.text,
+            {seconds_to_end_sql(_END_AT)} AS seconds_to_end
         FROM message m
         JOIN job ON job.id = m.id AND job.token = m.token
         JOIN mailing mg ON mg.id = m.mailing_id
-        JOIN client c ON c.id = m.client_id
+        LEFT JOIN client c ON c.id = m.client_id
         WHERE m.status IN ({sql_in(CLAIMABLE)})
         ORDER BY m.id
         FOR UPDATE OF m
@@ -70,11 +77,10 @@ CLAIM = text(f"""
                           THEN '{OPTED_OUT_REASON}'
                           ELSE m.last_error END,
         updated_at = now()
-    FROM target t, mailing mg, client c
-    WHERE m.id = t.id AND mg.id = m.mailing_id AND c.id = m.client_id
+    FROM target t
+    WHERE m.id = t.id
     RETURNING m.id, t.job_token AS token, m.status, m.mailing_id, m.client_id, m.attempts,
-              c.phone, mg.text,
-              {seconds_to_end_sql("mg.end_at")} AS seconds_to_end
+              t.phone, t.text, t.seconds_to_end, m.is_test
 """)
 
 # `sent` is a fact and lands on any message not yet terminal; every other outcome lands only
@@ -150,12 +156,13 @@ class Claimed:
     token: int
     status: MessageStatus
     mailing_id: int
-    client_id: int
+    client_id: int | None  # None for a test send
     attempts: int
     phone: str
     text: str
-    seconds_to_end: float  # at `claimed_at`, by the database's clock
+    seconds_to_end: float  # at `claimed_at`, by the database's clock (a test: to its deadline)
     claimed_at: float  # time.monotonic() when the claim returned
+    is_test: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +197,7 @@ async def claim(
             r.text,
             float(r.seconds_to_end),
             now,
+            r.is_test,
         )
         for r in rows
     ]

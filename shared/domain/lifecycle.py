@@ -15,6 +15,14 @@
     opt-out      open, not held by a sender  -> cancelled        api.clients.optout
     retry failed failed                      -> pending          api.mailings.resend
                  (an admin's explicit resend: the one way out of a terminal status)
+    test send    (none)                      -> pending          api.mailings.test_send
+    test lease   pending | queued|sending|retrying, lease lapsed -> queued
+                                                                 scheduler.leasing (LEASE_TESTS)
+                 (whatever the mailing's status: a test goes now; outside the lease cap)
+
+Test sends (`is_test`, see shared/domain/test_send.py) take the same claim, result, release
+and dead-letter moves as any message; the regular lease and reaper leave them to the test
+lease, and the sweep expires them at their own deadline, not at the mailing's end.
 
 A new move is one entry in MOVES and one statement in the module named beside it. Every status
 list in the worker SQL comes from here or from `shared.domain.statuses`, through `sql_in`,
@@ -43,6 +51,8 @@ class Mover(StrEnum):
     SWEEP = "sweep"
     OPT_OUT = "opt-out"
     RETRY_FAILED = "retry failed"
+    TEST_SEND = "test send"
+    TEST_LEASE = "test lease"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,8 @@ MOVES: tuple[Move, ...] = (
     _move(Mover.SWEEP, (*EXPIRABLE, S.SENDING), [S.EXPIRED]),
     _move(Mover.OPT_OUT, OPEN, [S.CANCELLED]),
     _move(Mover.RETRY_FAILED, [S.FAILED], [S.PENDING]),
+    _move(Mover.TEST_SEND, [None], [S.PENDING]),
+    _move(Mover.TEST_LEASE, (S.PENDING, *REAPABLE), [S.QUEUED]),
 )
 
 # What a sender's result may say about a message it held.

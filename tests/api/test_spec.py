@@ -46,6 +46,9 @@ def test_operation_ids_are_clean_unique_snake_case() -> None:
         "list_mailing_messages",
         "cancel_mailing",
         "clone_mailing",
+        "send_test_message",
+        "get_test_message",
+        "list_test_messages",
         "list_audit_entries",
     } <= set(ids)
 

@@ -13,9 +13,9 @@ S = MessageStatus
 @pytest.mark.parametrize(
     ("before", "after", "by"),
     [
-        (None, S.PENDING, {Mover.FANOUT}),
-        (S.PENDING, S.QUEUED, {Mover.LEASE}),
-        (S.SENDING, S.QUEUED, {Mover.REAPER}),
+        (None, S.PENDING, {Mover.FANOUT, Mover.TEST_SEND}),
+        (S.PENDING, S.QUEUED, {Mover.LEASE, Mover.TEST_LEASE}),
+        (S.SENDING, S.QUEUED, {Mover.REAPER, Mover.TEST_LEASE}),
         (S.QUEUED, S.SENDING, {Mover.CLAIM}),
         (S.SENDING, S.RETRYING, {Mover.RESULT}),
         (S.QUEUED, S.SENT, {Mover.RESULT}),  # a delivery is a fact, whoever holds it now

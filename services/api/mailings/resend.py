@@ -27,7 +27,7 @@ log = structlog.get_logger("api.mailings")
 RETRY_FAILED = text(f"""
     UPDATE message SET status = {sql(S.PENDING)}, attempts = 0, last_error = NULL, token = NULL,
         lease_until = NULL, not_before = now(), updated_at = now()
-    WHERE mailing_id = :mailing_id AND status = {sql(S.FAILED)}
+    WHERE mailing_id = :mailing_id AND status = {sql(S.FAILED)} AND NOT is_test
 """)
 
 

@@ -314,7 +314,9 @@ async def list_messages(
     session: AsyncSession, mailing_id: int, *, status: str | None, limit: int, after_id: int
 ) -> list[Message]:
     await get_mailing(session, mailing_id)
-    query = select(Message).where(Message.mailing_id == mailing_id, Message.id > after_id)
+    query = select(Message).where(
+        Message.mailing_id == mailing_id, Message.id > after_id, Message.is_test.is_(False)
+    )
     if status is not None:
         query = query.where(Message.status == status)
     return list(await session.scalars(query.order_by(Message.id).limit(limit)))
