@@ -21,7 +21,10 @@ SELECT %(prefix)s || lpad(g::text, 9, '0'), %(operator)s,
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
 """
 
-COUNTS_BY_MESSAGES = "SELECT status, count(*) FROM message WHERE mailing_id = %s GROUP BY status"
+# A mailing's messages; its test sends (`is_test`) are not among them, as for its counters.
+COUNTS_BY_MESSAGES = (
+    "SELECT status, count(*) FROM message WHERE mailing_id = %s AND NOT is_test GROUP BY status"
+)
 COUNTS_BY_COUNTERS = "SELECT status, count FROM message_count WHERE mailing_id = %s AND count <> 0"
 MAILING_ROW = "SELECT * FROM mailing WHERE id = %s"
 
