@@ -162,6 +162,17 @@ async def list_tests(
     return list(await session.scalars(query))
 
 
+async def recent_tests(session: AsyncSession, mailing_id: int, *, limit: int) -> list[Message]:
+    """The newest first (the console's list)."""
+    query = (
+        select(Message)
+        .where(Message.mailing_id == mailing_id, Message.client_id.is_(None), Message.is_test)
+        .order_by(Message.id.desc())
+        .limit(limit)
+    )
+    return list(await session.scalars(query))
+
+
 router = api_router(prefix="/mailings", tags=["mailings"])
 
 TOO_MANY = {

@@ -120,6 +120,7 @@ NOTICES = {
     "deleted": N_("Deleted."),
     "paused": N_("Paused."),
     "resumed": N_("Resumed."),
+    "test_sent": N_("Test send accepted: its status is below."),
 }
 
 

@@ -21,6 +21,7 @@ from services.api.mailings import service, stats
 from services.api.mailings.schemas import MailingCreate, MailingFilter, MailingPatch
 from services.api.pagination import ResourceId
 from services.api.ui.deps import AdminUserDep, CsrfDep, UserDep
+from services.api.ui.pages import test_sends
 from services.api.ui.pages.common import field_errors, form_text, see_other, split_list
 from services.api.ui.pages.dashboard import progress_of
 from services.api.ui.templating import (
@@ -182,6 +183,7 @@ async def mailing_page(
             **context,
             "messages": messages,
             "next_msg_after": next_after,
+            **await test_sends.tests_context(session, mailing_id),
         },
     )
 
