@@ -39,7 +39,7 @@ ACTIVE_MAILINGS = text("""
       AND (mg.deleted_at IS NULL OR mg.deleted_at >= :day_start - interval '1 day')
       AND (mg.started_at >= :day_start
            OR EXISTS (SELECT 1 FROM message m
-                       WHERE m.mailing_id = mg.id
+                       WHERE m.mailing_id = mg.id AND NOT m.is_test
                          AND m.updated_at >= :day_start AND m.updated_at < :day_end))
     ORDER BY mg.id
 """)

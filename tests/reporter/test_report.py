@@ -119,6 +119,13 @@ def seed(db_name: str) -> None:
                     "created_at) VALUES (%s, %s, %s, %s, %s, %s)",
                     [mailing_id, client_id, msg_status, sent_at, updated_at, started_at],
                 )
+        # Test sends on the day, of mailing 1 (in the report) and 5 (not): counted nowhere.
+        for mailing_id in (1, 5):
+            conn.execute(
+                "INSERT INTO message (mailing_id, is_test, phone, status, sent_at, updated_at)"
+                " VALUES (%s, true, '79990001122', 'sent', %s, %s)",
+                [mailing_id, at(0, 12), at(0, 12)],
+            )
         # Scheduled for after the day: never in its report.
         conn.execute(
             "INSERT INTO mailing (id, start_at, end_at, text) VALUES (4, %s, %s, 'later')",
