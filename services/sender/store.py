@@ -33,6 +33,11 @@ _CANCELLED = (
     f" OR c.deleted_at IS NOT NULL OR {_OPTED_OUT}"
 )
 
+# `message` is partitioned by mailing id (migration 0007): every statement below names its
+# messages' mailings as a constant list too, so PostgreSQL plans only their partitions (an id
+# alone would make it visit every partition's key index).
+_OF_MAILINGS = "m.mailing_id = ANY(CAST(:mailing_ids AS bigint[]))"
+
 # Decides, in the database's clock, what each job's message becomes: `sending` when it may go
 # out now; `cancelled`, `expired`, or back to `pending` (paused mailing, closed send window)
 # otherwise. Jobs with a stale token or a message in another status match nothing.
@@ -54,7 +59,7 @@ CLAIM = text(f"""
         JOIN job ON job.id = m.id AND job.token = m.token
         JOIN mailing mg ON mg.id = m.mailing_id
         JOIN client c ON c.id = m.client_id
-        WHERE m.status IN ({sql_in(CLAIMABLE)})
+        WHERE m.status IN ({sql_in(CLAIMABLE)}) AND {_OF_MAILINGS}
         ORDER BY m.id
         FOR UPDATE OF m
     )
@@ -71,7 +76,7 @@ CLAIM = text(f"""
                           ELSE m.last_error END,
         updated_at = now()
     FROM target t, mailing mg, client c
-    WHERE m.id = t.id AND mg.id = m.mailing_id AND c.id = m.client_id
+    WHERE m.id = t.id AND {_OF_MAILINGS} AND mg.id = m.mailing_id AND c.id = m.client_id
     RETURNING m.id, t.job_token AS token, m.status, m.mailing_id, m.client_id, m.attempts,
               c.phone, mg.text,
               {seconds_to_end_sql("mg.end_at")} AS seconds_to_end
@@ -99,7 +104,7 @@ WRITE_RESULTS = text(f"""
         sent_at = CASE WHEN r.status = {sql(S.SENT)} THEN now() ELSE m.sent_at END,
         updated_at = now()
     FROM r
-    WHERE m.id = r.id
+    WHERE m.id = r.id AND {_OF_MAILINGS}
       AND ((r.status = {sql(S.SENT)} AND m.status IN ({sql_in(OPEN)}))
            OR (m.token = r.token AND m.status = {sql(S.SENDING)}))
     RETURNING m.id, m.status
@@ -112,6 +117,7 @@ RELEASE = text(f"""
         updated_at = now()
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token)
     WHERE m.id = j.id AND m.token = j.token AND m.status IN ({sql_in(CLAIMABLE)})
+      AND {_OF_MAILINGS}
 """)
 
 # A job that sat in the send queue past its expiration: each of its messages is expired if the
@@ -123,7 +129,7 @@ DEAD_LETTER_EXPIRED = text(f"""
         token = NULL, lease_until = NULL, updated_at = now()
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token), mailing mg
     WHERE m.id = j.id AND m.token = j.token AND m.status IN ({sql_in(CLAIMABLE)})
-      AND mg.id = m.mailing_id
+      AND {_OF_MAILINGS} AND mg.id = m.mailing_id
     RETURNING m.id, m.status
 """)
 
@@ -140,6 +146,7 @@ DEAD_LETTER_POISON = text(f"""
         updated_at = now(), last_error = :reason
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token)
     WHERE m.id = j.id AND m.token = j.token AND m.status IN ({sql_in(OPEN)})
+      AND {_OF_MAILINGS}
     RETURNING m.id, m.status
 """)
 
@@ -210,6 +217,7 @@ async def write_results(
             "errors": [r.error for r in results],
             "delays": [r.delay_s for r in results],
             "attempted": [r.attempted for r in results],
+            "mailing_ids": sorted({r.mailing_id for r in results}),
             "lease": lease_s,
         },
     )
@@ -245,7 +253,11 @@ async def dead_letter_poison(session: AsyncSession, jobs: Sequence[Job], reason:
 
 
 def _keys(jobs: Sequence[Job]) -> dict[str, list[int]]:
-    return {"ids": [job.message_id for job in jobs], "tokens": [job.token for job in jobs]}
+    return {
+        "ids": [job.message_id for job in jobs],
+        "tokens": [job.token for job in jobs],
+        "mailing_ids": sorted({job.mailing_id for job in jobs}),
+    }
 
 
 async def stopped_mailings(
