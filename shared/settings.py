@@ -138,6 +138,12 @@ class SchedulerSettings(BaseServiceSettings):
     message_retention_days: float | None = Field(None, gt=0)
     retention_interval_s: float = Field(3600.0, gt=0)
 
+    @field_validator("message_retention_days", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `MESSAGE_RETENTION_DAYS=` (compose's `${MESSAGE_RETENTION_DAYS:-}`) means keep all.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _old_lease_cap_names(self) -> SchedulerSettings:
         for old, new in (

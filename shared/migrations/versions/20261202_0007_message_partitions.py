@@ -43,7 +43,9 @@ keeps its rows, the others are copied into it), with the old key `(id)`.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,6 +65,7 @@ HEADROOM_MAILINGS = 1000
 # The switch waits this long at most for the table's lock (running statements end first).
 LOCK_TIMEOUT = "10s"
 LEGACY = "message_legacy"
+log = logging.getLogger("alembic.runtime.migration")
 RANGE_CHECK = "message_legacy_range"
 LEGACY_KEY = "message_legacy_pkey"
 
@@ -218,8 +221,10 @@ def _prepare_online() -> int:
             )
         )
         bind.execute(sa.text("RESET lock_timeout"))
+    started = time.monotonic()
     bind.execute(sa.text(f"ALTER TABLE message VALIDATE CONSTRAINT {RANGE_CHECK}"))
     bind.execute(sa.text("ALTER TABLE message VALIDATE CONSTRAINT ck_message_test_or_client"))
+    log.info("0007: constraints validated in %.1f s", time.monotonic() - started)
     valid = _scalar(
         "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(:name)",
         name=LEGACY_KEY,
@@ -232,6 +237,8 @@ def _prepare_online() -> int:
             " ON message (id, mailing_id)"
         )
     )
+    log.info("0007: key index built in %.1f s (mailing ids below %d stay in %s)",
+             time.monotonic() - started, bound, LEGACY)  # fmt: skip
     return bound
 
 
@@ -286,7 +293,9 @@ def upgrade() -> None:
     with op.get_context().autocommit_block():
         bound = _prepare_online()
     op.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    started = time.monotonic()
     op.execute("LOCK TABLE message IN ACCESS EXCLUSIVE MODE")
+    log.info("0007: table lock taken in %.3f s", time.monotonic() - started)
     next_id = int(
         _scalar(
             "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM message_id_seq"
@@ -318,6 +327,7 @@ def upgrade() -> None:
         op.execute(statement)
     for statement in _partition_functions(bound):
         op.execute(statement)
+    log.info("0007: switched to the partitioned table in %.3f s", time.monotonic() - started)
 
 
 def _partitions() -> list[tuple[str, int]]:
