@@ -146,7 +146,11 @@ class Retention:
     async def _run(self, conn: AsyncConnection) -> RetentionRun:
         now = self.clock()
         result = RetentionRun(dropped=[])
-        await self.ensure_partitions(conn)
+        try:
+            await self.ensure_partitions(conn)
+        except Exception:
+            # A lock not free in time (another DDL): the activation and the fan-out ensure too.
+            log.warning("making sure of the mailings' partitions failed", exc_info=True)
         if self.retention_days is not None:
             cutoff = retention_cutoff(now, self.retention_days)
             for name in await self._leftovers(conn):

@@ -126,7 +126,7 @@ class Scheduler:
             self.fanout_wake.set()
             await self._stop_fanout(fanout_task)
             if retention_task is not None:
-                # A DROP under way is one statement: cancelling it loses nothing.
+                # Interrupted, a partition's detach is finished by the next run (FINALIZE).
                 retention_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retention_task
