@@ -198,7 +198,10 @@ def seed(name: str, layout: Layout, log: Any = print) -> float:
             pass
     log(f"  stats db: {layout.rows:,} messages in {time.monotonic() - started:.1f}s")
     with ThreadPoolExecutor(2) as pool:
-        for _ in pool.map(lambda ddl: _create_index(name, ddl), [ddl for _, ddl in indexes]):
+        # `message` is partitioned (migration 0007): its index definitions read `ON ONLY`,
+        # which would index the partitioned table alone; built `ON` it, every partition is.
+        ddls = [ddl.replace(" ON ONLY ", " ON ", 1) for _, ddl in indexes]
+        for _ in pool.map(lambda ddl: _create_index(name, ddl), ddls):
             pass
     log(f"  stats db: {len(indexes)} indexes rebuilt, {time.monotonic() - started:.1f}s")
     with database.connect(name) as conn:

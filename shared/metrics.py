@@ -29,6 +29,26 @@ SEND_QUEUE_MESSAGES = Gauge(
 )
 SEND_QUEUE_CONSUMERS = Gauge("mailing_send_queue_consumers", "Consumers on the send queue")
 SCHEDULER_ERRORS = Counter("mailing_scheduler_errors_total", "Scheduler rounds that failed")
+# Retention (services/scheduler/retention.py, docs/RETENTION.md)
+MESSAGE_PARTITIONS = Gauge(
+    "mailing_message_partitions", "Partitions of the message table, seen at the last retention run"
+)
+MESSAGE_ROWS_ESTIMATED = Gauge(
+    "mailing_message_rows_estimated",
+    "Rows of the message table (the planner's estimate), seen at the last retention run",
+)
+RETENTION_PARTITIONS_DROPPED = Counter(
+    "mailing_retention_partitions_dropped_total", "Message partitions retention dropped"
+)
+RETENTION_MESSAGES_DROPPED = Counter(
+    "mailing_retention_messages_dropped_total", "Message rows dropped with their partitions"
+)
+RETENTION_MINUTE_ROWS_PRUNED = Counter(
+    "mailing_retention_minute_rows_pruned_total", "message_minute rows older than two days deleted"
+)
+RETENTION_LAST_RUN = Gauge(
+    "mailing_retention_last_run_timestamp_seconds", "When the last retention run finished"
+)
 
 # Sender
 MESSAGES_FINISHED = Counter(

@@ -6,6 +6,7 @@ these models mirror them for queries and for the migration autogenerate check.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, time
 
 from sqlalchemy import (
@@ -146,14 +147,19 @@ class Mailing(Base):
 
 
 class Message(Base):
+    """Partitioned by RANGE (mailing_id) (migration 0007): every message of a mailing is in the
+    partition of its block of mailing ids, which retention drops whole (docs/RETENTION.md).
+    The partitions (`message_legacy`, `message_p<first mailing id>`) are not modelled."""
+
     __tablename__ = "message"
 
-    # The provider's msgId.
+    # The provider's msgId: one identity sequence for every partition, so an id alone names
+    # one message; the key holds mailing_id too because a partitioned table's keys must.
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
     # No foreign keys (migration 0002): they cost a trigger call per row each, 44% of a fan-out
     # chunk, and guard nothing: messages are created only by the fan-out's INSERT … SELECT from
     # existing client and mailing rows, which are never deleted, only soft-deleted.
-    mailing_id: Mapped[int] = mapped_column(BigInteger)
+    mailing_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     # None only for a test send (migration 0006), which goes to `phone` instead of a client.
     client_id: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(Text, server_default=MessageStatus.PENDING.value)
@@ -202,7 +208,20 @@ class Message(Base):
             "client_id",
             postgresql_where=sql(f"status IN ({OPEN_STATUSES_SQL})"),
         ),
+        {"postgresql_partition_by": "RANGE (mailing_id)"},
     )
+
+
+# The partitions of `message`: in the database, not in the models (autogenerate skips them).
+MESSAGE_PARTITION_NAME = re.compile(r"^message_(legacy|p[0-9]+)$")
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """For Alembic's autogenerate (`include_name`): leave the partitions of `message` and
+    their indexes out of the comparison with the models."""
+    if type_ == "table" and name is not None:
+        return MESSAGE_PARTITION_NAME.match(name) is None
+    return True
 
 
 class MessageCount(Base):

@@ -134,6 +134,18 @@ class SchedulerSettings(BaseServiceSettings):
     lease_batch_size: int = Field(1_000, ge=1)
     lease_ttl_s: float = Field(120.0, gt=0)
     sweep_batch_size: int = Field(50_000, ge=1)
+    # Messages of mailings that finished longer ago than this many days (fractions allowed)
+    # are dropped, a partition of `message` at a time; unset: kept for ever. Checked at start
+    # and every RETENTION_INTERVAL_S, which also deletes `message_minute` rows older than two
+    # days (docs/RETENTION.md).
+    message_retention_days: float | None = Field(None, gt=0)
+    retention_interval_s: float = Field(3600.0, gt=0)
+
+    @field_validator("message_retention_days", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `MESSAGE_RETENTION_DAYS=` (compose's `${MESSAGE_RETENTION_DAYS:-}`) means keep all.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _old_lease_cap_names(self) -> SchedulerSettings:

@@ -9,6 +9,7 @@ import time
 import structlog
 import uvloop
 
+from services.scheduler.retention import Retention
 from services.scheduler.service import Scheduler, connect_broker
 from shared.db import create_engine, create_session_factory, database_ready
 from shared.logging import configure_logging
@@ -23,7 +24,8 @@ async def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     engine = create_engine(settings)
     connection = await connect_broker(settings.amqp_url)
-    scheduler = Scheduler(settings, create_session_factory(engine), connection)
+    retention = Retention(engine, retention_days=settings.message_retention_days)
+    scheduler = Scheduler(settings, create_session_factory(engine), connection, retention=retention)
     await scheduler.setup()
 
     async def readiness() -> dict[str, bool]:

@@ -34,10 +34,22 @@ NEXT_START = text(f"""
 """)
 
 
+# Each started mailing's partition of `message` (migration 0007), before its fan-out: usually
+# its insert made it already; the fan-out's first chunk makes sure again.
+ENSURE_PARTITIONS = text(
+    "SELECT count(message_partition_ensure(id)) FROM unnest(CAST(:ids AS bigint[])) AS t(id)"
+)
+
+
 async def claim_due_mailings(session: AsyncSession) -> list[int]:
     ids = list((await session.execute(CLAIM_DUE_MAILINGS)).scalars())
     await session.commit()
     return ids
+
+
+async def ensure_partitions(session: AsyncSession, mailing_ids: list[int]) -> None:
+    await session.execute(ENSURE_PARTITIONS, {"ids": mailing_ids})
+    await session.commit()
 
 
 async def next_start_at(session: AsyncSession) -> datetime | None:

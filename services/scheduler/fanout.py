@@ -47,6 +47,10 @@ PICK_MAILING = text(f"""
     FOR NO KEY UPDATE SKIP LOCKED
 """)
 
+# The mailing's partition of `message` (migration 0007): created at its insert or activation
+# already, so this only looks it up; it is created here when those could not (a lock timeout).
+ENSURE_PARTITION = text("SELECT message_partition_ensure(CAST(:mailing_id AS bigint))")
+
 ADVANCE = text("""
     UPDATE mailing
     SET fanout_cursor = :cursor,
@@ -137,6 +141,8 @@ async def fanout_chunk(session: AsyncSession, chunk_size: int) -> ChunkResult | 
         first=row.fanout_advanced_at is None,
         chunk_size=chunk_size,
     )
+    if row.fanout_advanced_at is None:
+        await session.execute(ENSURE_PARTITION, {"mailing_id": row.id})
     created = 0
     cursor = plan.high
     if plan.high > plan.cursor:

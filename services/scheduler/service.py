@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import activation, fanout, leasing, sweep
 from services.scheduler.lease_cap import LeaseCap, cap_horizon_s
+from services.scheduler.retention import Retention
 from shared import metrics
 from shared.messaging import (
     SEND_ROUTING_KEY,
@@ -39,6 +40,8 @@ class Scheduler:
         settings: SchedulerSettings,
         session_factory: async_sessionmaker[AsyncSession],
         connection: AbstractRobustConnection,
+        *,
+        retention: Retention | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = session_factory
@@ -61,6 +64,8 @@ class Scheduler:
             # A few seconds of work, so a new mailing's jobs wait behind little in the FIFO queue.
             horizon_s=cap_horizon_s(settings.lease_ttl_s, settings.lease_cap_horizon_s),
         )
+        # Partition upkeep and MESSAGE_RETENTION_DAYS, at start and every RETENTION_INTERVAL_S.
+        self.retention = retention
 
     async def setup(self) -> None:
         channel = await self.connection.channel(publisher_confirms=True)
@@ -94,6 +99,11 @@ class Scheduler:
         # The fan-out runs beside the loop, in its own task and session: a chunk's INSERT
         # (a good part of a second under load) never holds up the top-ups and sweeps.
         fanout_task = asyncio.create_task(self._fanout_loop(), name="fanout")
+        retention_task = (
+            asyncio.create_task(self._retention_loop(), name="retention")
+            if self.retention is not None
+            else None
+        )
         try:
             while not self.stopping.is_set():
                 # Cleared before the round, so an event arriving during it is not lost.
@@ -115,6 +125,22 @@ class Scheduler:
         finally:
             self.fanout_wake.set()
             await self._stop_fanout(fanout_task)
+            if retention_task is not None:
+                # Interrupted, a partition's detach is finished by the next run (FINALIZE).
+                retention_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention_task
+
+    async def _retention_loop(self) -> None:
+        """Partition upkeep and retention now, then every RETENTION_INTERVAL_S."""
+        assert self.retention is not None
+        while not self.stopping.is_set():
+            try:
+                await self.retention.run()
+            except Exception:
+                metrics.SCHEDULER_ERRORS.inc()
+                log.exception("retention run failed; trying again at the next interval")
+            await self._wait(self.stopping, self.settings.retention_interval_s)
 
     async def _fanout_loop(self) -> None:
         """Create message rows chunk after chunk while any fan-out is pending, round-robin
@@ -199,10 +225,17 @@ class Scheduler:
         to do right away."""
         busy = False
         async with self.sessions() as session:
-            for mailing_id in await activation.claim_due_mailings(session):
+            started = await activation.claim_due_mailings(session)
+            for mailing_id in started:
                 metrics.MAILINGS_STARTED.inc()
                 log.info("mailing started", mailing_id=mailing_id)
                 busy = True
+            if started:
+                try:
+                    await activation.ensure_partitions(session, started)
+                except Exception:
+                    # The fan-out's first chunk tries again (and waits until it succeeds).
+                    log.exception("creating message partitions failed", mailing_ids=started)
         if busy:
             # Its first (small) chunk comes next; the task wakes this loop when it is in.
             self.fanout_wake.set()

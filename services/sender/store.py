@@ -36,6 +36,11 @@ _CANCELLED = (
     f" OR c.deleted_at IS NOT NULL OR {_OPTED_OUT}"
 )
 
+# `message` is partitioned by mailing id (migration 0007): every statement below names its
+# messages' mailings as a constant list too, so PostgreSQL plans only their partitions (an id
+# alone would make it visit every partition's key index).
+_OF_MAILINGS = "m.mailing_id = ANY(CAST(:mailing_ids AS bigint[]))"
+
 # Decides, in the database's clock, what each job's message becomes: `sending` when it may go
 # out now; `cancelled`, `expired`, or back to `pending` (paused mailing, closed send window)
 # otherwise. A test send (no client; its own phone) is not held by the mailing's status or send
@@ -61,7 +66,7 @@ CLAIM = text(f"""
         JOIN job ON job.id = m.id AND job.token = m.token
         JOIN mailing mg ON mg.id = m.mailing_id
         LEFT JOIN client c ON c.id = m.client_id
-        WHERE m.status IN ({sql_in(CLAIMABLE)})
+        WHERE m.status IN ({sql_in(CLAIMABLE)}) AND {_OF_MAILINGS}
         ORDER BY m.id
         FOR UPDATE OF m
     )
@@ -78,7 +83,7 @@ CLAIM = text(f"""
                           ELSE m.last_error END,
         updated_at = now()
     FROM target t
-    WHERE m.id = t.id
+    WHERE m.id = t.id AND {_OF_MAILINGS}
     RETURNING m.id, t.job_token AS token, m.status, m.mailing_id, m.client_id, m.attempts,
               t.phone, t.text, t.seconds_to_end, m.is_test
 """)
@@ -105,7 +110,7 @@ WRITE_RESULTS = text(f"""
         sent_at = CASE WHEN r.status = {sql(S.SENT)} THEN now() ELSE m.sent_at END,
         updated_at = now()
     FROM r
-    WHERE m.id = r.id
+    WHERE m.id = r.id AND {_OF_MAILINGS}
       AND ((r.status = {sql(S.SENT)} AND m.status IN ({sql_in(OPEN)}))
            OR (m.token = r.token AND m.status = {sql(S.SENDING)}))
     RETURNING m.id, m.status
@@ -118,6 +123,7 @@ RELEASE = text(f"""
         updated_at = now()
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token)
     WHERE m.id = j.id AND m.token = j.token AND m.status IN ({sql_in(CLAIMABLE)})
+      AND {_OF_MAILINGS}
 """)
 
 # A job that sat in the send queue past its expiration: each of its messages is expired if the
@@ -129,7 +135,7 @@ DEAD_LETTER_EXPIRED = text(f"""
         token = NULL, lease_until = NULL, updated_at = now()
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token), mailing mg
     WHERE m.id = j.id AND m.token = j.token AND m.status IN ({sql_in(CLAIMABLE)})
-      AND mg.id = m.mailing_id
+      AND {_OF_MAILINGS} AND mg.id = m.mailing_id
     RETURNING m.id, m.status
 """)
 
@@ -146,6 +152,7 @@ DEAD_LETTER_POISON = text(f"""
         updated_at = now(), last_error = :reason
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS j(id, token)
     WHERE m.id = j.id AND m.token = j.token AND m.status IN ({sql_in(OPEN)})
+      AND {_OF_MAILINGS}
     RETURNING m.id, m.status
 """)
 
@@ -218,6 +225,7 @@ async def write_results(
             "errors": [r.error for r in results],
             "delays": [r.delay_s for r in results],
             "attempted": [r.attempted for r in results],
+            "mailing_ids": sorted({r.mailing_id for r in results}),
             "lease": lease_s,
         },
     )
@@ -253,7 +261,11 @@ async def dead_letter_poison(session: AsyncSession, jobs: Sequence[Job], reason:
 
 
 def _keys(jobs: Sequence[Job]) -> dict[str, list[int]]:
-    return {"ids": [job.message_id for job in jobs], "tokens": [job.token for job in jobs]}
+    return {
+        "ids": [job.message_id for job in jobs],
+        "tokens": [job.token for job in jobs],
+        "mailing_ids": sorted({job.mailing_id for job in jobs}),
+    }
 
 
 async def stopped_mailings(
