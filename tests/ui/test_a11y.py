@@ -3,28 +3,17 @@ English and Russian, light and dark; and the screenshots in docs/screenshots/.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser
 
-from shared.settings import ApiSettings
 from tests.api.helpers import insert_clients, insert_mailing, insert_messages
 from tests.support import database
-from tests.ui.browser_rig import ServedConsole, browser, served_console, signed_in_context
-
-__all__ = ["browser"]
+from tests.ui.conftest import ConsoleContext
 
 SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
-
-
-@pytest.fixture
-async def console(api_settings: ApiSettings, clean_db: str) -> AsyncIterator[ServedConsole]:
-    async with served_console(api_settings) as served:
-        yield served
 
 
 def seed(conn: psycopg.Connection) -> dict[str, int]:
@@ -78,62 +67,50 @@ def pages(ids: dict[str, int]) -> list[str]:
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("locale", ["en-US", "ru-RU"])
 async def test_no_serious_violation_on_any_page(
-    browser: Browser, console: ServedConsole, clean_db: str, locale: str, scheme: str
+    console_context: ConsoleContext, clean_db: str, locale: str, scheme: str
 ) -> None:
     with database.connect(clean_db) as conn:
         ids = seed(conn)
-    context = await signed_in_context(browser, console, "admin", locale=locale,
-                                      color_scheme=scheme)  # fmt: skip
+    context = await console_context("admin", locale=locale, color_scheme=scheme)
     axe = Axe()
     found: dict[str, list[str]] = {}
-    try:
-        page = await context.new_page()
-        for path in pages(ids):
-            response = await page.goto(path)
-            assert response is not None and response.status == 200, path
-            assert await page.get_attribute("html", "lang") == locale[:2]
-            results = await axe.run(page)
-            serious = [
-                f"{v['id']}: {v['help']} ({len(v['nodes'])}x, e.g. {v['nodes'][0]['html'][:120]})"
-                for v in results.response["violations"]
-                if v["impact"] in ("serious", "critical")
-            ]
-            if serious:
-                found[path] = serious
-    finally:
-        await context.close()
+    page = await context.new_page()
+    for path in pages(ids):
+        response = await page.goto(path)
+        assert response is not None and response.status == 200, path
+        assert await page.get_attribute("html", "lang") == locale[:2]
+        results = await axe.run(page)
+        serious = [
+            f"{v['id']}: {v['help']} ({len(v['nodes'])}x, e.g. {v['nodes'][0]['html'][:120]})"
+            for v in results.response["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        if serious:
+            found[path] = serious
     assert not found, found
 
 
-async def test_keyboard_slash_focuses_search(browser: Browser, console: ServedConsole) -> None:
-    context = await signed_in_context(browser, console, "admin")
-    try:
-        page = await context.new_page()
-        await page.goto("/ui/mailings")
-        await page.keyboard.press("/")
-        assert await page.evaluate("document.activeElement.id") == "q"
-        await page.goto("/ui/clients")
-        await page.keyboard.press("/")
-        assert await page.evaluate("document.activeElement.name") == "phone"
-    finally:
-        await context.close()
+async def test_keyboard_slash_focuses_search(console_context: ConsoleContext) -> None:
+    context = await console_context("admin")
+    page = await context.new_page()
+    await page.goto("/ui/mailings")
+    await page.keyboard.press("/")
+    assert await page.evaluate("document.activeElement.id") == "q"
+    await page.goto("/ui/clients")
+    await page.keyboard.press("/")
+    assert await page.evaluate("document.activeElement.name") == "phone"
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-async def test_screenshots(
-    browser: Browser, console: ServedConsole, clean_db: str, scheme: str
-) -> None:
+async def test_screenshots(console_context: ConsoleContext, clean_db: str, scheme: str) -> None:
     with database.connect(clean_db) as conn:
         ids = seed(conn)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    context = await signed_in_context(browser, console, "admin", color_scheme=scheme)
-    try:
-        page = await context.new_page()
-        await page.goto("/ui/")
-        await page.locator("#rate-chart canvas").wait_for()
-        await page.screenshot(path=SCREENSHOTS / f"dashboard-{scheme}.png", full_page=True)
-        await page.goto(f"/ui/mailings/{ids['running']}")
-        await page.get_by_text("a retry is due at").first.wait_for()
-        await page.screenshot(path=SCREENSHOTS / f"mailing-running-{scheme}.png", full_page=True)
-    finally:
-        await context.close()
+    context = await console_context("admin", color_scheme=scheme)
+    page = await context.new_page()
+    await page.goto("/ui/")
+    await page.locator("#rate-chart canvas").wait_for()
+    await page.screenshot(path=SCREENSHOTS / f"dashboard-{scheme}.png", full_page=True)
+    await page.goto(f"/ui/mailings/{ids['running']}")
+    await page.get_by_text("a retry is due at").first.wait_for()
+    await page.screenshot(path=SCREENSHOTS / f"mailing-running-{scheme}.png", full_page=True)
