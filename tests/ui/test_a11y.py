@@ -47,7 +47,40 @@ def seed(conn: psycopg.Connection) -> dict[str, int]:
                  [scheduled])  # fmt: skip
     insert_mailing(conn, status="paused", text="Weekend offer")
     insert_mailing(conn, status="completed", text="Welcome!")
-    return {"running": running, "scheduled": scheduled, "client": clients[0]}
+    # A finished import with rejected rows, and the audit log of a morning's work.
+    imported = conn.execute(
+        "INSERT INTO client_import (status, on_conflict, fingerprint, bytes, rows, created,"
+        " updated, skipped, rejected, actor, finished_at)"
+        " VALUES ('done', 'update', 'seed', 48213, 1204, 1150, 31, 12, 11, 'admin', now())"
+        " RETURNING id"
+    ).fetchone()[0]  # type: ignore[index]
+    conn.execute(
+        "INSERT INTO client_import_rejection (import_id, line, field, reason, phone, timezone)"
+        " SELECT %s, 10 + g * 97, CASE WHEN g %% 3 = 0 THEN 'timezone' ELSE 'phone' END,"
+        " CASE WHEN g %% 3 = 0 THEN 'unknown time zone: Europe/Moskow'"
+        " WHEN g %% 3 = 1 THEN 'phone must be 7 followed by 10 digits, e.g. 79123456789'"
+        " ELSE 'duplicate of line ' || (g * 97 - 40) END,"
+        " CASE WHEN g %% 3 = 1 THEN '8916123' ELSE '7916' || lpad(g::text, 7, '0') END,"
+        " CASE WHEN g %% 3 = 0 THEN 'Europe/Moskow' ELSE 'Europe/Moscow' END"
+        " FROM generate_series(1, 11) AS g",
+        [imported],
+    )
+    conn.execute(
+        "INSERT INTO audit_log (at, actor_name, actor_kind, actor_role, action, target_type,"
+        " target_id, request_id, source, changes) VALUES"
+        " (now() - interval '50 minutes', 'admin', 'user', 'admin', 'import_clients',"
+        "  'client_import', %s, 'a1f0c2', '10.0.3.7',"
+        '  \'{"rows": 1204, "created": 1150, "rejected": 11}\'),'
+        " (now() - interval '40 minutes', 'admin', 'user', 'admin', 'create', 'mailing', %s,"
+        "  'b7e91d', '10.0.3.7', '{\"text\": \"Скидка 20%% до воскресенья\"}'),"
+        " (now() - interval '20 minutes', 'crm-sync', 'token', 'admin', 'update', 'mailing', %s,"
+        '  \'c33a09\', \'10.0.8.2\', \'{"end_at": {"old": "2026-12-03T18:00:00+03:00",'
+        '  "new": "2026-12-04T18:00:00+03:00"}}\'),'
+        " (now() - interval '5 minutes', 'admin', 'user', 'admin', 'pause', 'mailing', %s,"
+        '  \'d04b11\', \'10.0.3.7\', \'{"status": {"old": "running", "new": "paused"}}\')',
+        [imported, running, scheduled, running],
+    )
+    return {"running": running, "scheduled": scheduled, "client": clients[0], "import": imported}
 
 
 def pages(ids: dict[str, int]) -> list[str]:
@@ -61,6 +94,9 @@ def pages(ids: dict[str, int]) -> list[str]:
         "/ui/clients",
         "/ui/clients/new",
         f"/ui/clients/{ids['client']}",
+        "/ui/imports",
+        f"/ui/imports/{ids['import']}",
+        "/ui/audit",
     ]
 
 
@@ -102,15 +138,26 @@ async def test_keyboard_slash_focuses_search(console_context: ConsoleContext) ->
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-async def test_screenshots(console_context: ConsoleContext, clean_db: str, scheme: str) -> None:
+@pytest.mark.parametrize("locale", ["en-US", "ru-RU"])
+async def test_screenshots(
+    console_context: ConsoleContext, clean_db: str, locale: str, scheme: str
+) -> None:
+    """docs/screenshots/ (English) and docs/screenshots/ru/: the dashboard, a running mailing,
+    an import with rejected rows and the audit log, light and dark."""
     with database.connect(clean_db) as conn:
         ids = seed(conn)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    context = await console_context("admin", color_scheme=scheme)
+    folder = SCREENSHOTS if locale.startswith("en") else SCREENSHOTS / "ru"
+    folder.mkdir(parents=True, exist_ok=True)
+    context = await console_context("admin", locale=locale, color_scheme=scheme,
+                                    timezone_id="Europe/Moscow")  # fmt: skip
     page = await context.new_page()
     await page.goto("/ui/")
     await page.locator("#rate-chart canvas").wait_for()
-    await page.screenshot(path=SCREENSHOTS / f"dashboard-{scheme}.png", full_page=True)
+    await page.screenshot(path=folder / f"dashboard-{scheme}.png", full_page=True)
     await page.goto(f"/ui/mailings/{ids['running']}")
-    await page.get_by_text("a retry is due at").first.wait_for()
-    await page.screenshot(path=SCREENSHOTS / f"mailing-running-{scheme}.png", full_page=True)
+    await page.locator("#mailing-live .waiting").wait_for()
+    await page.screenshot(path=folder / f"mailing-running-{scheme}.png", full_page=True)
+    await page.goto(f"/ui/imports/{ids['import']}")
+    await page.screenshot(path=folder / f"import-{scheme}.png", full_page=True)
+    await page.goto("/ui/audit")
+    await page.screenshot(path=folder / f"audit-{scheme}.png", full_page=True)

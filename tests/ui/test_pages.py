@@ -14,7 +14,15 @@ from tests.ui.pages_fixtures import ConsoleClient, console_app, console_client, 
 
 __all__ = ["console_app", "console_client", "console_settings"]
 
-PAGES = ["/ui/", "/ui/mailings", "/ui/mailings/new", "/ui/clients", "/ui/clients/new"]
+PAGES = [
+    "/ui/",
+    "/ui/mailings",
+    "/ui/mailings/new",
+    "/ui/clients",
+    "/ui/clients/new",
+    "/ui/imports",
+    "/ui/audit",
+]
 
 
 @pytest.fixture
@@ -36,12 +44,13 @@ async def test_every_page_answers_in_both_languages(
     admin = await console_client("admin")
     english = await admin.get(path, headers={"Accept-Language": "en-US,en;q=0.9"})
     assert english.status_code == 200, english.text
-    for word in ("Dashboard", "Mailings", "Clients", "Sign out"):
+    for word in ("Dashboard", "Mailings", "Clients", "Imports", "Audit log", "Sign out"):
         assert word in english.text
     russian = await admin.get(path, headers={"Accept-Language": "ru-RU,ru;q=0.9"})
     assert russian.status_code == 200
     assert 'lang="ru"' in russian.text
     assert "Рассылки" in russian.text and "Выйти" in russian.text
+    assert "Импорт" in russian.text and "Журнал действий" in russian.text
 
 
 async def test_the_language_switch_is_remembered(console_client: ConsoleClient) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Page, expect
@@ -106,3 +107,47 @@ async def test_the_viewer_sees_the_pages_and_every_change_is_refused(
         assert forged.status == 403, path
     with database.connect(clean_db) as conn:
         assert conn.execute("SELECT status FROM mailing").fetchone() == ("scheduled",)
+
+
+async def test_admin_imports_a_csv_through_the_form_and_reads_the_rejected_rows(
+    console_context: ConsoleContext, rig: Rig, clean_db: str, tmp_path: Path
+) -> None:
+    csv = tmp_path / "clients.csv"
+    csv.write_text(
+        "phone,tag,timezone\n79160000001,vip,Europe/Moscow\n812,,UTC\n79160000001,,UTC\n"
+    )
+    context = await console_context("admin")
+    page = await context.new_page()
+    await page.goto("/ui/")
+    await page.get_by_role("link", name="Imports").click()
+    await page.get_by_label("Update the client from the file").check()
+    await page.get_by_label("CSV file", exact=True).set_input_files(csv)
+    await page.get_by_role("button", name="Import").click()  # htmx, then the import's page
+    await page.wait_for_url(re.compile(r"/ui/imports/\d+"))
+    live = page.locator("#import-live")
+    await expect(live).to_contain_text("Done: 3 rows read.", timeout=30_000)
+    await expect(page.locator("#import-progress")).to_have_attribute("value", "3")
+    await expect(page.get_by_role("cell", name="duplicate of line 2")).to_be_visible()
+    async with page.expect_download() as download_info:
+        await page.get_by_role("link", name="Download every rejected row (CSV)").click()
+    download = await download_info.value
+    lines = Path(await download.path()).read_text().splitlines()
+    assert lines[0].startswith("line,field,reason") and len(lines) == 3
+    await page.get_by_role("link", name="Audit log").click()
+    await expect(page.get_by_role("link", name="import_clients")).to_be_visible()
+    with database.connect(clean_db) as conn:
+        assert conn.execute("SELECT phone, tag FROM client").fetchall() == [("79160000001", "vip")]
+        assert conn.execute("SELECT on_conflict FROM client_import").fetchall() == [("update",)]
+
+
+async def test_the_viewer_sees_imports_and_audit_without_the_upload_form(
+    console_context: ConsoleContext, rig: Rig
+) -> None:
+    context = await console_context("viewer")
+    page = await context.new_page()
+    await page.goto("/ui/imports")
+    await expect(page.get_by_text("you can look, not change")).to_be_visible()
+    await expect(page.get_by_label("CSV file", exact=True)).to_have_count(0)
+    await page.goto("/ui/audit")
+    await expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+    await expect(page.get_by_role("link", name="sign_in").first).to_be_visible()  # its own

@@ -120,6 +120,7 @@ NOTICES = {
     "deleted": N_("Deleted."),
     "paused": N_("Paused."),
     "resumed": N_("Resumed."),
+    "uploaded": N_("Uploaded; the import runs on this page."),
 }
 
 
@@ -127,7 +128,7 @@ NOTICES = {
 STATUS_WORDS = (
     N_("scheduled"), N_("running"), N_("paused"), N_("completed"), N_("cancelled"),
     N_("pending"), N_("queued"), N_("sending"), N_("sent"), N_("retrying"), N_("failed"),
-    N_("expired"),
+    N_("expired"), N_("done"), N_("admin"), N_("viewer"),
 )  # fmt: skip
 
 
@@ -167,6 +168,7 @@ def render(
         _=translate,
         gettext=translate,
         ngettext=translations.ngettext,
+        pgettext=translations.pgettext,  # one English word, two meanings: pgettext(context, word)
         tz=tz,
         when=lambda moment, fmt="%Y-%m-%d %H:%M:%S": local_time(moment, tz, fmt),
         number=number,

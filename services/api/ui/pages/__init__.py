@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.ui.pages import clients, dashboard, mailings
+from services.api.ui.pages import audit, clients, dashboard, imports, mailings
 from services.api.ui.pages.common import static_router
 
-routers: list[APIRouter] = [static_router, dashboard.router, mailings.router, clients.router]
+routers: list[APIRouter] = [
+    static_router,
+    dashboard.router,
+    mailings.router,
+    clients.router,
+    imports.router,
+    audit.router,
+]

@@ -21,6 +21,23 @@
       }
     } catch (e) { /* keep UTC */ }
   }
+  // htmx: a form's 422 (its fields' errors) is swapped in like a success.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.xhr && event.detail.xhr.status === 422) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+  // The import form's upload progress (htmx's XHR progress events).
+  document.addEventListener("htmx:xhr:progress", function (event) {
+    var form = event.target.closest && event.target.closest("[data-upload]");
+    if (!form || !event.detail.lengthComputable) return;
+    var box = form.querySelector(".upload-progress"), bar = form.querySelector("progress");
+    var percent = Math.round((event.detail.loaded * 100) / event.detail.total);
+    box.hidden = false;
+    bar.value = percent;
+    form.querySelector("[data-upload-percent]").textContent = percent + "%";
+  });
   function drawChart() {
     var box = document.getElementById("rate-chart");
     if (!box || !window.uPlot) return;
