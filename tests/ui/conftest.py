@@ -23,7 +23,6 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from services.api.ui.deps import SESSION_COOKIE
 from tests.conftest import ADMIN_TOKEN
 from tests.support.broker import AMQP_URL, delete_namespace, new_namespace
 from tests.support.database import ROOT, sqlalchemy_url
@@ -225,8 +224,9 @@ async def console_context(chromium: Browser, rig: Rig) -> AsyncIterator[ConsoleC
                 state = await first.storage_state()
             finally:
                 await first.close()
-            # Only the provider's cookies: the console session is made anew for each context.
-            cookies = [c for c in state["cookies"] if c["name"] != SESSION_COOKIE]
+            # Only the provider's cookies: the console's (session, remembered time zone and
+            # language, all on path /ui) are made anew by each context.
+            cookies = [c for c in state["cookies"] if not c["path"].startswith("/ui")]
             rig.states[role] = {**state, "cookies": cookies}
         context = await chromium.new_context(storage_state=rig.states[role], **options)
         made.append(context)

@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from axe_playwright_python.async_playwright import Axe
+from playwright.async_api import expect
 
 from tests.api.helpers import insert_clients, insert_mailing, insert_messages
 from tests.support import database
@@ -151,7 +152,10 @@ async def test_screenshots(
     context = await console_context("admin", locale=locale, color_scheme=scheme,
                                     timezone_id="Europe/Moscow")  # fmt: skip
     page = await context.new_page()
+    await page.goto("/ui/")  # the first page remembers the browser's zone (a cookie)
+    await page.wait_for_function("document.cookie.includes('ui_tz=')")
     await page.goto("/ui/")
+    await expect(page.locator("footer")).to_contain_text("Europe/Moscow")
     await page.locator("#rate-chart canvas").wait_for()
     await page.screenshot(path=folder / f"dashboard-{scheme}.png", full_page=True)
     await page.goto(f"/ui/mailings/{ids['running']}")

@@ -344,3 +344,13 @@ async def test_due_messages_next_try_reads_now_and_the_eta_comes_from_the_rate(
     eta = re.search(r'data-testid="eta">(.*?)</dd>', page, re.S)
     assert eta is not None and "about 1 min" in eta[1]
     assert page.count("<td>now</td>") == 3
+
+
+async def test_times_show_in_the_zone_the_browser_remembered(console_client: ConsoleClient) -> None:
+    admin = await console_client("admin")
+    # console.js writes the cookie with encodeURIComponent, as a browser does.
+    admin.cookies.set("ui_tz", "Europe%2FMoscow", domain="console.test", path="/ui")
+    page = await admin.get("/ui/audit")
+    assert "Times are shown in Europe/Moscow" in page.text
+    admin.cookies.set("ui_tz", "Mars%2FOlympus", domain="console.test", path="/ui")
+    assert "Times are shown in UTC" in (await admin.get("/ui/audit")).text

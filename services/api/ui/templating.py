@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo, available_timezones
 
 from babel import Locale, UnknownLocaleError
@@ -83,7 +84,9 @@ def timezone_names() -> list[str]:
 
 
 def admin_timezone(request: Request) -> str:
-    chosen = request.cookies.get(TZ_COOKIE, "")
+    # The browser writes the cookie with encodeURIComponent ("Europe%2FMoscow"); the mailing
+    # form's answer writes it plainly. Either reads as the zone.
+    chosen = unquote(request.cookies.get(TZ_COOKIE, ""))
     return chosen if chosen in timezone_names() else DEFAULT_TIMEZONE
 
 

@@ -44,6 +44,11 @@
     var style = getComputedStyle(document.documentElement);
     var ok = style.getPropertyValue("--ok").trim(), bad = style.getPropertyValue("--bad").trim();
     var axis = { stroke: style.getPropertyValue("--muted").trim(), grid: { stroke: style.getPropertyValue("--line").trim() } };
+    // Times in the page's language and the admin's zone (uPlot's own labels are English).
+    var clock = new Intl.DateTimeFormat(document.documentElement.lang || undefined,
+      { hour: "2-digit", minute: "2-digit", timeZone: box.dataset.tz || undefined });
+    function hhmm(seconds) { return seconds == null ? "--" : clock.format(new Date(seconds * 1000)); }
+    var xAxis = Object.assign({}, axis, { values: function (u, splits) { return splits.map(hhmm); } });
     var plot = null;
     function load() {
       fetch(box.dataset.src, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (d) {
@@ -51,8 +56,9 @@
         if (plot) { plot.setData(data); return; }
         plot = new uPlot({
           width: box.clientWidth || 600, height: 220,
-          series: [{}, { label: box.dataset.sent, stroke: ok, width: 2 }, { label: box.dataset.failed, stroke: bad, width: 2 }],
-          axes: [axis, axis],
+          series: [{ label: box.dataset.time, value: function (u, v) { return hhmm(v); } },
+            { label: box.dataset.sent, stroke: ok, width: 2 }, { label: box.dataset.failed, stroke: bad, width: 2 }],
+          axes: [xAxis, axis],
         }, data, box);
       }).catch(function () {});
     }
