@@ -46,7 +46,7 @@
     var axis = { stroke: style.getPropertyValue("--muted").trim(), grid: { stroke: style.getPropertyValue("--line").trim() } };
     // Times in the page's language and the admin's zone (uPlot's own labels are English).
     var clock = new Intl.DateTimeFormat(document.documentElement.lang || undefined,
-      { hour: "2-digit", minute: "2-digit", timeZone: box.dataset.tz || undefined });
+      { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: box.dataset.tz || undefined });
     function hhmm(seconds) { return seconds == null ? "--" : clock.format(new Date(seconds * 1000)); }
     var xAxis = Object.assign({}, axis, { values: function (u, splits) { return splits.map(hhmm); } });
     var plot = null;
