@@ -4,12 +4,14 @@
 //   IDP_PORT            port on 127.0.0.1 (the issuer is http://127.0.0.1:IDP_PORT)
 //   IDP_CLIENT_ID       the console's client id            (default "console")
 //   IDP_CLIENT_SECRET   its secret                          (default "console-dev-secret")
-//   IDP_UI_BASE_URL     the console's UI_BASE_URL           (default http://127.0.0.1:8000)
+//   IDP_UI_BASE_URL     the console's UI_BASE_URL           (default http://127.0.0.1:8000;
+//                       comma-separated for several consoles, as the tests run)
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.IDP_PORT || 8180);
 const issuer = `http://127.0.0.1:${port}`;
-const uiBase = (process.env.IDP_UI_BASE_URL || 'http://127.0.0.1:8000').replace(/\/$/, '');
+const uiBases = (process.env.IDP_UI_BASE_URL || 'http://127.0.0.1:8000')
+  .split(',').map((url) => url.trim().replace(/\/$/, '')).filter(Boolean);
 const clientId = process.env.IDP_CLIENT_ID || 'console';
 const clientSecret = process.env.IDP_CLIENT_SECRET || 'console-dev-secret';
 
@@ -27,8 +29,8 @@ const configuration = {
   clients: [{
     client_id: clientId,
     client_secret: clientSecret,
-    redirect_uris: [`${uiBase}/ui/auth/callback`],
-    post_logout_redirect_uris: [`${uiBase}/ui/`],
+    redirect_uris: uiBases.map((base) => `${base}/ui/auth/callback`),
+    post_logout_redirect_uris: uiBases.map((base) => `${base}/ui/`),
     response_types: ['code'],
     grant_types: ['authorization_code'],
     token_endpoint_auth_method: 'client_secret_basic',

@@ -108,7 +108,10 @@ def create_app(
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
-        per_path={"/api/v1/clients/imports": settings.import_max_bytes},
+        per_path={
+            "/api/v1/clients/imports": settings.import_max_bytes,
+            "/ui/imports": settings.import_max_bytes,  # the console's upload form
+        },
     )
     # Outermost: every request, even a refused one, gets an id, a log line and metrics.
     app.add_middleware(RequestObservability)

@@ -138,3 +138,33 @@ def test_the_csv_import_gets_the_same_limit_and_timeout_as_in_kubernetes(
     api = services["api"]["environment"]
     assert api["IMPORT_MAX_BYTES"] == config["IMPORT_MAX_BYTES"]
     assert api["BULK_TIMEOUT_S"] == config["BULK_TIMEOUT_S"]
+
+
+def test_the_console_sign_in_comes_from_an_optional_env_file_not_the_compose_file(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """OIDC settings and secrets live in console.env (not committed); compose starts without
+    it (the console then says sign-on is not configured); only the api reads it."""
+    api = services["api"]
+    assert api["env_file"] == [{"path": "console.env", "required": False}]
+    assert not any("env_file" in s for name, s in services.items() if name != "api")
+    for name, service in services.items():
+        environment = service.get("environment", {})
+        assert not {k for k in environment if k.startswith(("OIDC_", "UI_"))}, name
+    assert "/console.env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_console_env_example_names_settings_the_api_reads() -> None:
+    from shared.settings import ApiSettings
+
+    lines = (ROOT / "console.env.example").read_text().splitlines()
+    example = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    known = known_env_names()
+    assert set(example) <= known, set(example) - known
+    for required in ("OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "UI_SESSION_SECRET",
+                     "OIDC_ADMIN_GROUPS", "OIDC_VIEWER_GROUPS", "UI_BASE_URL"):  # fmt: skip
+        assert required in example, required
+    settings = ApiSettings.model_validate({k.lower(): v for k, v in example.items()})
+    assert settings.sso_configured and settings.oidc_admin_groups == ["mailing-admins"]
+    # The redirect URI the example's comment asks to register is the one the api will use.
+    assert settings.ui_base_url == "http://127.0.0.1:8000"

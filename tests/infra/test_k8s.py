@@ -456,8 +456,12 @@ def test_the_csv_import_has_its_own_body_limit_and_timeouts(
         assert notes[prefix + "proxy-request-buffering"] == "off"
         for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
             assert float(notes[prefix + timeout]) >= float(config["BULK_TIMEOUT_S"])
-        [path] = [p for r in imports["spec"]["rules"] for p in r["http"]["paths"]]
-        assert (path["path"], path["pathType"]) == ("/api/v1/clients/imports", "Exact")
+        paths = [p for r in imports["spec"]["rules"] for p in r["http"]["paths"]]
+        # The REST import and the console's upload form, exactly those paths.
+        assert {(p["path"], p["pathType"]) for p in paths} == {
+            ("/api/v1/clients/imports", "Exact"),
+            ("/ui/imports", "Exact"),
+        }
         main = find(objects, "Ingress", "api")
         assert imports["spec"]["rules"][0]["host"] == main["spec"]["rules"][0]["host"]
         assert imports["spec"].get("tls") == main["spec"].get("tls")

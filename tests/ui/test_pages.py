@@ -14,7 +14,15 @@ from tests.ui.pages_fixtures import ConsoleClient, console_app, console_client, 
 
 __all__ = ["console_app", "console_client", "console_settings"]
 
-PAGES = ["/ui/", "/ui/mailings", "/ui/mailings/new", "/ui/clients", "/ui/clients/new"]
+PAGES = [
+    "/ui/",
+    "/ui/mailings",
+    "/ui/mailings/new",
+    "/ui/clients",
+    "/ui/clients/new",
+    "/ui/imports",
+    "/ui/audit",
+]
 
 
 @pytest.fixture
@@ -36,12 +44,13 @@ async def test_every_page_answers_in_both_languages(
     admin = await console_client("admin")
     english = await admin.get(path, headers={"Accept-Language": "en-US,en;q=0.9"})
     assert english.status_code == 200, english.text
-    for word in ("Dashboard", "Mailings", "Clients", "Sign out"):
+    for word in ("Dashboard", "Mailings", "Clients", "Imports", "Audit log", "Sign out"):
         assert word in english.text
     russian = await admin.get(path, headers={"Accept-Language": "ru-RU,ru;q=0.9"})
     assert russian.status_code == 200
     assert 'lang="ru"' in russian.text
     assert "Рассылки" in russian.text and "Выйти" in russian.text
+    assert "Импорт" in russian.text and "Журнал действий" in russian.text
 
 
 async def test_the_language_switch_is_remembered(console_client: ConsoleClient) -> None:
@@ -243,7 +252,9 @@ async def test_dashboard_shows_the_senders_breaker_state(
     console_client: ConsoleClient, db: psycopg.Connection
 ) -> None:
     admin = await console_client("admin")
-    assert "no sender" in (await admin.get("/ui/dashboard/live")).text
+    none = (await admin.get("/ui/dashboard/live")).text
+    # No sender reporting is a warning, not a healthy green.
+    assert re.search(r'Circuit breaker</dt>\s*<dd class="warn"\s*title="">\s*no sender', none)
     db.execute(
         "INSERT INTO provider_status (instance, breaker_state, reason) VALUES"
         " ('a:1', 'closed', ''), ('b:2', 'open', 'unauthorized')"
@@ -252,3 +263,94 @@ async def test_dashboard_shows_the_senders_breaker_state(
     assert re.search(r'Circuit breaker</dt>\s*<dd class="bad"\s*title="unauthorized">\s*open', page)
     db.execute("UPDATE provider_status SET reported_at = now() - interval '1 minute'")
     assert "no sender" in (await admin.get("/ui/dashboard/live")).text
+
+
+async def test_parked_jobs_read_zero_before_any_sender_ran_and_unknown_without_a_broker(
+    console_client: ConsoleClient, console_app, db: psycopg.Connection
+) -> None:
+    from types import SimpleNamespace
+
+    from services.api.ui.pages.dashboard import parked_jobs
+
+    console_app.state.ui_parked = None  # not the cached answer of an earlier test
+    admin = await console_client("admin")
+    page = (await admin.get("/ui/dashboard/live")).text
+    # This app's namespace has no parked queue (no sender ever ran in it): nothing was parked.
+    assert re.search(r"Parked jobs</dt><dd[^>]*>0</dd>", page), page
+    settings = console_app.state.settings.model_copy(
+        update={"amqp_url": "amqp://guest:guest@127.0.0.1:1/"}
+    )
+    no_broker = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=settings)))
+    assert await parked_jobs(no_broker) is None  # type: ignore[arg-type]
+
+
+def closed_window_mailing(db: psycopg.Connection) -> tuple[int, list[int]]:
+    """A running mailing whose send window is closed now in its clients' zone (UTC), with
+    pending messages made long ago (their not_before in the past) and a busy last minute."""
+    now = datetime.now(UTC)
+    opens = (now + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    closes = (now + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    clients = insert_clients(db, 3, timezone="UTC")
+    mailing_id = insert_mailing(db, status="running", text="Окно")
+    db.execute(
+        "UPDATE mailing SET send_window_start = %s, send_window_end = %s WHERE id = %s",
+        [opens.time(), closes.time(), mailing_id],
+    )
+    insert_messages(db, mailing_id, clients[:1], status="sent")
+    insert_messages(db, mailing_id, clients[1:], status="pending")
+    db.execute("UPDATE message SET not_before = now() - interval '1 hour' WHERE status = 'pending'")
+    db.execute(
+        "INSERT INTO message_minute (minute, mailing_id, status, count) VALUES"
+        " (date_trunc('minute', now()), %s, 'sent', 120)",
+        [mailing_id],
+    )
+    return mailing_id, [opens.hour]
+
+
+async def test_a_closed_send_window_replaces_the_eta_and_the_next_try(
+    console_client: ConsoleClient, db: psycopg.Connection
+) -> None:
+    mailing_id, (hour,) = closed_window_mailing(db)
+    admin = await console_client("admin")
+    page = (await admin.get(f"/ui/mailings/{mailing_id}")).text
+    eta = re.search(r'data-testid="eta">(.*?)</dd>', page, re.S)
+    assert eta is not None
+    assert "send window closed until" in eta[1] and f"{hour:02d}:00" in eta[1]
+    assert "about" not in eta[1]  # no ETA from the last minute's rate
+    # Next try: when the window opens (today or tomorrow), not the past not_before.
+    rows = re.findall(r"<tr>\s*<td>\d+</td>.*?</tr>", page, re.S)
+    pending = [row for row in rows if "s-pending" in row]
+    assert len(pending) == 2
+    for row in pending:
+        assert f" {hour:02d}:00</time>" in row, row
+        past = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
+        assert past not in row
+
+
+async def test_due_messages_next_try_reads_now_and_the_eta_comes_from_the_rate(
+    console_client: ConsoleClient, db: psycopg.Connection
+) -> None:
+    clients = insert_clients(db, 3, timezone="UTC")
+    mailing_id = insert_mailing(db, status="running", text="Сейчас")
+    insert_messages(db, mailing_id, clients, status="pending")
+    db.execute("UPDATE message SET not_before = now() - interval '1 minute'")
+    db.execute(
+        "INSERT INTO message_minute (minute, mailing_id, status, count) VALUES"
+        " (date_trunc('minute', now()) - interval '1 minute', %s, 'sent', 60)",
+        [mailing_id],
+    )
+    admin = await console_client("admin")
+    page = (await admin.get(f"/ui/mailings/{mailing_id}")).text
+    eta = re.search(r'data-testid="eta">(.*?)</dd>', page, re.S)
+    assert eta is not None and "about 1 min" in eta[1]
+    assert page.count("<td>now</td>") == 3
+
+
+async def test_times_show_in_the_zone_the_browser_remembered(console_client: ConsoleClient) -> None:
+    admin = await console_client("admin")
+    # console.js writes the cookie with encodeURIComponent, as a browser does.
+    admin.cookies.set("ui_tz", "Europe%2FMoscow", domain="console.test", path="/ui")
+    page = await admin.get("/ui/audit")
+    assert "Times are shown in Europe/Moscow" in page.text
+    admin.cookies.set("ui_tz", "Mars%2FOlympus", domain="console.test", path="/ui")
+    assert "Times are shown in UTC" in (await admin.get("/ui/audit")).text

@@ -4,9 +4,7 @@ from typing import Annotated
 
 from fastapi import Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from psycopg import sql
 
-from services.api.bulk import stream_csv
 from services.api.deps import AdminActorDep, SessionDep, SettingsDep
 from services.api.imports import service
 from services.api.imports.schemas import ImportDetail, ImportOut, OnConflict, RejectedRow
@@ -135,12 +133,10 @@ async def import_rejected_rows(
     """Every rejected row as CSV: its line, the field at fault, why, and the file's values."""
     await service.get_import(session, import_id)
     await session.close()  # the CSV streams on a connection of its own
-    query = sql.SQL(
-        "SELECT line, field, reason, phone, tag, timezone, operator_code, opted_out"
-        " FROM client_import_rejection WHERE import_id = {} ORDER BY line"
-    ).format(sql.Literal(import_id))
     return StreamingResponse(
-        stream_csv(request.app.state.engine, query, timeout_s=settings.bulk_timeout_s),
+        service.rejected_csv(
+            request.app.state.engine, import_id, timeout_s=settings.bulk_timeout_s
+        ),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="import-{import_id}-rejected.csv"'},
     )

@@ -16,12 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
+from psycopg import sql as psql
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.api import audit
-from services.api.bulk import begin_bulk, driver
+from services.api.bulk import begin_bulk, driver, stream_csv
 from services.api.errors import NotFound, Unprocessable
 from services.api.imports import sql
 from services.api.imports.csv_rows import CsvFileError, CsvRows
@@ -254,3 +255,23 @@ async def rejected_rows(
 async def list_imports(session: AsyncSession, *, limit: int, after_id: int) -> list[ClientImport]:
     query = select(ClientImport).where(ClientImport.id > after_id).order_by(ClientImport.id)
     return list(await session.scalars(query.limit(limit)))
+
+
+async def recent_imports(
+    session: AsyncSession, *, limit: int, before_id: int | None = None
+) -> list[ClientImport]:
+    """Newest first (the console's list); keyset-paginated with `before_id`."""
+    query = select(ClientImport).order_by(ClientImport.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(ClientImport.id < before_id)
+    return list(await session.scalars(query))
+
+
+def rejected_csv(engine: AsyncEngine, import_id: int, *, timeout_s: float) -> AsyncIterator[bytes]:
+    """Every rejected row of an import as CSV (line, field, reason and the file's values),
+    streamed on a connection of its own: the REST route and the console's download."""
+    query = psql.SQL(
+        "SELECT line, field, reason, phone, tag, timezone, operator_code, opted_out"
+        " FROM client_import_rejection WHERE import_id = {} ORDER BY line"
+    ).format(psql.Literal(import_id))
+    return stream_csv(engine, query, timeout_s=timeout_s)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo, available_timezones
 
 from babel import Locale, UnknownLocaleError
@@ -83,7 +84,9 @@ def timezone_names() -> list[str]:
 
 
 def admin_timezone(request: Request) -> str:
-    chosen = request.cookies.get(TZ_COOKIE, "")
+    # The browser writes the cookie with encodeURIComponent ("Europe%2FMoscow"); the mailing
+    # form's answer writes it plainly. Either reads as the zone.
+    chosen = unquote(request.cookies.get(TZ_COOKIE, ""))
     return chosen if chosen in timezone_names() else DEFAULT_TIMEZONE
 
 
@@ -121,6 +124,7 @@ NOTICES = {
     "paused": N_("Paused."),
     "resumed": N_("Resumed."),
     "test_sent": N_("Test send accepted: its status is below."),
+    "uploaded": N_("Uploaded; the import runs on this page."),
 }
 
 
@@ -128,7 +132,7 @@ NOTICES = {
 STATUS_WORDS = (
     N_("scheduled"), N_("running"), N_("paused"), N_("completed"), N_("cancelled"),
     N_("pending"), N_("queued"), N_("sending"), N_("sent"), N_("retrying"), N_("failed"),
-    N_("expired"),
+    N_("expired"), N_("done"), N_("admin"), N_("viewer"),
 )  # fmt: skip
 
 
@@ -168,6 +172,7 @@ def render(
         _=translate,
         gettext=translate,
         ngettext=translations.ngettext,
+        pgettext=translations.pgettext,  # one English word, two meanings: pgettext(context, word)
         tz=tz,
         when=lambda moment, fmt="%Y-%m-%d %H:%M:%S": local_time(moment, tz, fmt),
         number=number,

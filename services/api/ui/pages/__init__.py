@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.ui.pages import clients, dashboard, mailings, test_sends
+from services.api.ui.pages import audit, clients, dashboard, imports, mailings, test_sends
 from services.api.ui.pages.common import static_router
 
 routers: list[APIRouter] = [
@@ -13,4 +13,6 @@ routers: list[APIRouter] = [
     mailings.router,
     test_sends.router,
     clients.router,
+    imports.router,
+    audit.router,
 ]

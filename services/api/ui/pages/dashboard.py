@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aio_pika
+import aio_pika.exceptions
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import func, select
@@ -81,7 +82,9 @@ SENDER_FRESH = timedelta(seconds=30)
 
 async def parked_jobs(request: Request) -> int | None:
     """Poison jobs kept in the parked queue (asked at most every PARKED_MAX_AGE_S, so the
-    dashboard's polling adds no broker load); None when the broker cannot be asked now."""
+    dashboard's polling adds no broker load); 0 when the queue does not exist yet (a sender
+    declares it; until one runs, nothing can have been parked); None only when the broker
+    cannot be asked now."""
     state = request.app.state
     now = time.monotonic()
     cached = getattr(state, "ui_parked", None)
@@ -98,6 +101,8 @@ async def parked_jobs(request: Request) -> int | None:
                     Names(settings.amqp_namespace).parked, passive=True
                 )
                 count = queue.declaration_result.message_count
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        count = 0  # never declared: no sender has run in this namespace, nothing was parked
     except Exception:
         count = None
     state.ui_parked = (now, count)

@@ -6,6 +6,7 @@ the rules, the 409s and the wake-up events are the same.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,13 +15,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.deps import EventsDep, SessionDep
 from services.api.errors import ApiError
+from services.api.events import EventPublisher
 from services.api.mailings import service, stats
 from services.api.mailings.schemas import MailingCreate, MailingFilter, MailingPatch
 from services.api.pagination import ResourceId
-from services.api.ui.deps import AdminUserDep, CsrfDep, UserDep
+from services.api.ui.deps import AdminUserDep, ConsoleUser, CsrfDep, UserDep
 from services.api.ui.pages import test_sends
 from services.api.ui.pages.common import field_errors, form_text, see_other, split_list
 from services.api.ui.pages.dashboard import progress_of
@@ -33,7 +36,7 @@ from services.api.ui.templating import (
 )
 from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus, MessageStatus
 from shared.domain.text import segment_text
-from shared.domain.waiting import message_wait
+from shared.domain.waiting import Wait, WaitReason, message_wait
 from shared.models import Client, Mailing, MessageMinute
 
 router = APIRouter(include_in_schema=False)
@@ -112,6 +115,14 @@ async def _detail_context(
     rate = await current_rate(session, mailing, now)
     remaining = progress["total"] - progress["done"]
     eta = remaining / rate if rate > 0 and mailing.status == MailingStatus.RUNNING else None
+    # Nothing due now and the rest held by a closed send window: the last minute's rate says
+    # nothing about when it ends; the page says when the window opens instead.
+    reasons = {wait.reason for wait in detail.waiting}
+    window_wait = next((w for w in detail.waiting if w.reason == WaitReason.SEND_WINDOW), None)
+    if window_wait is not None and not reasons & {WaitReason.IN_LINE, WaitReason.SENDING}:
+        eta = None
+    else:
+        window_wait = None
     return {
         "mailing": mailing,
         "detail": detail,
@@ -119,6 +130,7 @@ async def _detail_context(
         "progress": progress,
         "rate": rate,
         "eta_s": eta,
+        "window_wait": window_wait,
         "live": mailing.status in (MailingStatus.RUNNING, MailingStatus.SCHEDULED),
         "message_statuses": list(MessageStatus),
         "msg_status": msg_status,
@@ -154,8 +166,20 @@ async def _messages(
             client_timezone=client.timezone if client else "UTC",
             now=now,
         )
-        rows.append({"message": message, "client": client, "wait": wait})
+        rows.append(
+            {"message": message, "client": client, "wait": wait, "next_try": _next_try(wait)}
+        )
     return rows, (messages[-1].id if len(messages) == PAGE_SIZE else None)
+
+
+def _next_try(wait: Wait | None) -> datetime | str | None:
+    """When a waiting message is tried next: "now" when due, the end of its wait (the window
+    opening, the retry, the mailing's start) when known, else None (paused, being sent)."""
+    if wait is None:
+        return None
+    if wait.reason is WaitReason.IN_LINE:
+        return "now"
+    return wait.until
 
 
 @router.get("/ui/mailings/new", name="ui_mailing_new", response_class=HTMLResponse)
@@ -391,6 +415,28 @@ async def _action_failed(request: Request, user: Any, exc: ApiError) -> HTMLResp
     )
 
 
+Control = Callable[..., Awaitable[Mailing]]
+
+
+async def _control(
+    request: Request,
+    mailing_id: int,
+    user: ConsoleUser,
+    session: AsyncSession,
+    events: EventPublisher,
+    move: Control,
+    notice: str,
+) -> Response:
+    """Pause or resume (the REST API's own move): its 409 shown as a page, else back to the
+    mailing with a notice, the scheduler told."""
+    try:
+        await move(session, mailing_id, actor=user.actor(request))
+    except ApiError as exc:
+        return await _action_failed(request, user, exc)
+    await events.mailing_changed("updated", mailing_id)
+    return see_other(request.url_for("ui_mailing", mailing_id=mailing_id).path, notice=notice)
+
+
 @router.post("/ui/mailings/{mailing_id}/pause", name="ui_mailing_pause")
 async def mailing_pause(
     request: Request,
@@ -400,12 +446,9 @@ async def mailing_pause(
     session: SessionDep,
     events: EventsDep,
 ) -> Response:
-    try:
-        await service.pause_mailing(session, mailing_id, actor=user.actor(request))
-    except ApiError as exc:
-        return await _action_failed(request, user, exc)
-    await events.mailing_changed("updated", mailing_id)
-    return see_other(request.url_for("ui_mailing", mailing_id=mailing_id).path, notice="paused")
+    return await _control(
+        request, mailing_id, user, session, events, service.pause_mailing, "paused"
+    )
 
 
 @router.post("/ui/mailings/{mailing_id}/resume", name="ui_mailing_resume")
@@ -417,12 +460,9 @@ async def mailing_resume(
     session: SessionDep,
     events: EventsDep,
 ) -> Response:
-    try:
-        await service.resume_mailing(session, mailing_id, actor=user.actor(request))
-    except ApiError as exc:
-        return await _action_failed(request, user, exc)
-    await events.mailing_changed("updated", mailing_id)
-    return see_other(request.url_for("ui_mailing", mailing_id=mailing_id).path, notice="resumed")
+    return await _control(
+        request, mailing_id, user, session, events, service.resume_mailing, "resumed"
+    )
 
 
 @router.post("/ui/mailings/{mailing_id}/delete", name="ui_mailing_delete")
