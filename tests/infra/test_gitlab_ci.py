@@ -50,7 +50,7 @@ def test_lint_and_typecheck(ci: dict[str, Any]) -> None:
 def assert_installs_the_lock(text: str) -> None:
     """uv from the lock, then `uv sync --locked`: no job resolves versions of its own."""
     assert 'pip install -q "uv==$(python scripts/locked_version.py uv)"' in text
-    assert "uv sync --quiet --locked --extra dev" in text
+    assert "uv sync --quiet --locked --compile-bytecode --extra dev" in text
     assert "pip install -q -e" not in text and "pip install -r" not in text
 
 

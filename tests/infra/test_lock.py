@@ -65,7 +65,7 @@ def test_a_stale_lock_fails_the_install_loudly(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "needs to be updated" in result.stderr
     makefile = (ROOT / "Makefile").read_text()
-    assert "$(UV) sync --quiet --locked --extra dev ||" in makefile
+    assert "$(UV) sync --quiet --locked --compile-bytecode --extra dev ||" in makefile
     assert "run 'make lock'" in makefile
 
 
