@@ -431,6 +431,36 @@ class Bench:
             command.append("--uvloop")
         return await self.subprocess_json(command)
 
+    async def apiload(
+        self,
+        api_url: str,
+        mode: str,
+        *,
+        concurrency: int,
+        max_id: int,
+        seconds: float | None = None,
+        count: int | None = None,
+    ) -> dict[str, Any]:
+        """`bench.apiload` against the API at `api_url` in a subprocess: time-boxed
+        (`seconds`) or a fixed number of requests (`count`)."""
+        command = [
+            sys.executable,
+            "-m",
+            "bench.apiload",
+            "--url",
+            f"{api_url}/api/v1",
+            "--token",
+            ADMIN_TOKEN,
+            "--mode",
+            mode,
+            "--concurrency",
+            str(concurrency),
+            "--max-id",
+            str(max_id),
+        ]
+        command += ["--seconds", str(seconds)] if seconds is not None else ["--count", str(count)]
+        return await self.subprocess_json(command)
+
     async def subprocess_json(self, command: list[str], timeout: float = 600) -> dict[str, Any]:
         process = await asyncio.create_subprocess_exec(
             *command,
