@@ -229,7 +229,7 @@ def limits(results: dict[str, Any]) -> str:
     )
     sender_core = cpu["sender"] / cpu["wall"] if cpu.get("wall") and cpu.get("sender") else None
     busy = run.get("machine_busy")
-    aio = _http_cpu(results, "aiohttp")
+    aio = _http_cpu(results, "provider")
     text = [
         "## What limits it now\n",
         f"**End to end.** Per delivered message the pipeline spends {_f(total)} ms of CPU "
@@ -245,18 +245,20 @@ def limits(results: dict[str, Any]) -> str:
     if aio:
         text.append(
             f"Of the sender's {_f(sender_ms)} ms, about {_f(aio)} ms is the HTTP request itself "
-            "(plain aiohttp's cost per request in the HTTP table); the rest is the claim and "
+            "(the ProviderClient's cost per request, libcurl, in the HTTP table); the rest is the "
+            "claim and "
             "result statements, job decoding, the breaker and budget bookkeeping and the event "
             "loop. The profile tables above show where."
         )
     text.append(
-        "\n**Next, by expected gain:** (1) run the claim and result statements on a plain "
-        "psycopg `AsyncConnection` instead of SQLAlchemy `text()` through an ORM session "
+        "\n**Next, by expected gain:** (1) PostgreSQL's share: a delivery writes the wide "
+        "message row three times (the lease, the claim, the result), and the counter trigger "
+        "runs per statement — merging the `sending` state into the claim's lease (one row "
+        "update less per message) could cut about a third of it; (2) the sender's session per "
+        "statement (a pool checkout with its pre-ping round trip, then a commit) around the two "
+        "statements that now run on psycopg directly "
         f"({_f(_group(results, 'sender', 'DB: SQLAlchemy'), 0)}% of the sender's samples are "
-        "SQLAlchemy); (2) PostgreSQL's share: the claim and the result write each update every "
-        "message row, and the counter trigger runs per statement — merging the `sending` state "
-        "into the claim's lease (one row update less per message) could cut about a third of "
-        "it; (3) for 3,000 msg/s, more cores: the pipeline scales out (senders and schedulers "
+        "still SQLAlchemy); (3) more cores: the pipeline scales out (senders and schedulers "
         "are stateless and coordinate only through PostgreSQL and the broker)."
     )
     return "\n".join(text) + "\n"
