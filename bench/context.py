@@ -42,7 +42,7 @@ AMQP_PORT = int(os.environ.get("BENCH_AMQP_PORT", "5672"))
 
 # The throughput runs use the shipped defaults (the settings an operator gets), each run
 # setting only LOG_LEVEL; `--sender-env` / `--scheduler-env` override them for a whole run.
-# FORMER_TUNED is what the runs used before the defaults were made fast (64 connections and a
+# FORMER_TUNED is what the runs used before they moved to the shipped defaults (64 connections, a
 # 0.5 s poll, found by trying the knobs on this machine): the sweep tries it against them.
 FORMER_TUNED_SENDER = {
     "MAX_CONNECTIONS": "64",

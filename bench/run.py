@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sweep",
         default=DEFAULT_SWEEP,
-        help="settings variants tried one at a time against the tuned settings: "
+        help="settings variants tried one at a time against the run's settings: "
         "'KEY=V[,KEY=V];KEY=V;...' ('' for none)",
     )
     parser.add_argument("--sweep-messages", type=int, default=10_000)

@@ -280,8 +280,8 @@ class E2EResult(PhaseResult):
             "LOG_LEVEL=WARNING)\n\n"
             "One change at a time from the run's settings (the shipped defaults unless "
             "`--sender-env`/`--scheduler-env` said otherwise; the second row is the set the "
-            "runs used before the defaults were made fast); the ratio is to the first run of "
-            "this sweep (same size). Runs this short are noisy on a shared machine: read "
+            "runs used before they moved to the shipped defaults); the ratio is to the first run "
+            "of this sweep (same size). Runs this short are noisy on a shared machine: read "
             "differences under about 10% as no difference.\n\n"
             + table(
                 [
