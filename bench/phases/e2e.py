@@ -192,8 +192,8 @@ class E2EResult(PhaseResult):
                     ]
                 )
         if rows:
-            conc = report.r.get("settings", {}).get("sender", {}).get("MAX_CONNECTIONS") or (
-                report.r.get("e2e", {}).get("ceiling_concurrency")
+            conc = report.r.get("settings", {}).get("sender", {}).get("MAX_CONNECTIONS") or next(
+                (c.get("concurrency") for c in report.r.get("ceilings", {}).values()), None
             )
             report.add(
                 "### Ceilings (same run, same stub, same sends)\n\n"
