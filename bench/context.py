@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ import psycopg
 
 from bench import profile, system
 from bench.deploy import ADMIN_TOKEN, ROOT, Deployment, Service, Stub, start_stub
+from shared.settings import SenderSettings
 from tests.support import database
 from tests.support.rig import data
 
@@ -38,24 +40,29 @@ AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
 PG_PORT = int(os.environ.get("BENCH_PG_PORT", "5432"))
 AMQP_PORT = int(os.environ.get("BENCH_AMQP_PORT", "5672"))
 
-# The settings every throughput run uses unless it says otherwise (see docs/BENCHMARKS.md,
-# "Settings"): found by trying the knobs on this machine. LOG_LEVEL is set per run.
-TUNED_SENDER = {
+# The throughput runs use the shipped defaults (the settings an operator gets), each run
+# setting only LOG_LEVEL; `--sender-env` / `--scheduler-env` override them for a whole run.
+# FORMER_TUNED is what the runs used before they moved to the shipped defaults (64 connections, a
+# 0.5 s poll, found by trying the knobs on this machine): the sweep tries it against them.
+FORMER_TUNED_SENDER = {
     "MAX_CONNECTIONS": "64",
     "PREFETCH": "1000",
-    "BATCH_SIZE": "100",
-    "BATCHES_IN_FLIGHT": "8",
-    "BATCH_LINGER_MS": "5",
     "DB_POOL_SIZE": "12",
 }
+FORMER_TUNED_SCHEDULER = {"POLL_INTERVAL_S": "0.5"}
 SCHEDULER_KNOBS = {"LEASE_CAP", "LEASE_BATCH_SIZE", "POLL_INTERVAL_S", "FANOUT_CHUNK_SIZE"}
-# "defaults" is every shipped default (at LOG_LEVEL=WARNING, like the other variants).
-DEFAULT_SWEEP = "LOG_LEVEL=INFO;defaults;LEASE_CAP=2000"
-TUNED_SCHEDULER = {
-    "LEASE_CAP": "5000",
-    "LEASE_BATCH_SIZE": "1000",
-    "POLL_INTERVAL_S": "0.5",
-}
+DEFAULT_SWEEP = ";".join(
+    [
+        "LOG_LEVEL=INFO",
+        ",".join(f"{k}={v}" for k, v in (FORMER_TUNED_SENDER | FORMER_TUNED_SCHEDULER).items()),
+        "MAX_CONNECTIONS=64",
+        "BATCH_SIZE=200",
+        "LEASE_CAP=2000",
+    ]
+)
+# The code the baseline runs measure (`--baseline`): the commit before the sender moved to
+# libcurl and the scheduler's lease cap to a larger start, so one run shows before and after.
+BASELINE_REV = "97d368b"
 
 
 def log(message: str) -> None:
@@ -109,8 +116,9 @@ class Bench:
         self.own_backends: set[int] = set()
         self.deployments: list[Deployment] = []
         self.phase_results: dict[str, PhaseResult] = {}
-        self.sender_env = TUNED_SENDER | parse_env(args.sender_env)
-        self.scheduler_env = TUNED_SCHEDULER | parse_env(args.scheduler_env)
+        self.sender_env = parse_env(args.sender_env)
+        self.scheduler_env = parse_env(args.scheduler_env)
+        self.baseline_root: Path | None = None
         self.started = time.monotonic()
         self.postmaster = system.pid_listening_on(PG_PORT)
         self.rabbit = system.pid_listening_on(AMQP_PORT)
@@ -212,6 +220,7 @@ class Bench:
         senders: int = 1,
         database_name: str | None = None,
         with_scheduler: bool = True,
+        code_root: Path | None = None,
     ) -> Deployment:
         assert self.stub is not None
         level = {"LOG_LEVEL": log_level}
@@ -225,6 +234,7 @@ class Bench:
             sender_env=(self.sender_env if sender_env is None else sender_env) | level,
             senders=senders,
             with_scheduler=with_scheduler,
+            code_root=code_root,
         )
 
     async def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -429,6 +439,62 @@ class Bench:
         command += ["--seconds", str(seconds)] if seconds is not None else ["--count", str(count)]
         if uvloop:
             command.append("--uvloop")
+        return await self.subprocess_json(command)
+
+    @property
+    def max_connections(self) -> int:
+        """The sender's MAX_CONNECTIONS in these runs (the shipped default unless overridden)."""
+        value = self.sender_env.get("MAX_CONNECTIONS")
+        if value is not None:
+            return int(value)
+        return int(SenderSettings.model_fields["max_connections"].default)
+
+    def baseline_code(self) -> Path | None:
+        """`--baseline`'s services and shared code, exported once per run (`git archive`)."""
+        rev = self.args.baseline
+        if not rev:
+            return None
+        if self.baseline_root is None:
+            root = self.run_dir / "baseline"
+            root.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(
+                ["git", "archive", rev, "services", "shared"],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+            self.baseline_root = root
+        return self.baseline_root
+
+    async def apiload(
+        self,
+        api_url: str,
+        mode: str,
+        *,
+        concurrency: int,
+        max_id: int,
+        seconds: float | None = None,
+        count: int | None = None,
+    ) -> dict[str, Any]:
+        """`bench.apiload` against the API at `api_url` in a subprocess: time-boxed
+        (`seconds`) or a fixed number of requests (`count`)."""
+        command = [
+            sys.executable,
+            "-m",
+            "bench.apiload",
+            "--url",
+            f"{api_url}/api/v1",
+            "--token",
+            ADMIN_TOKEN,
+            "--mode",
+            mode,
+            "--concurrency",
+            str(concurrency),
+            "--max-id",
+            str(max_id),
+        ]
+        command += ["--seconds", str(seconds)] if seconds is not None else ["--count", str(count)]
         return await self.subprocess_json(command)
 
     async def subprocess_json(self, command: list[str], timeout: float = 600) -> dict[str, Any]:

@@ -45,6 +45,8 @@ class Deployment:
     sender_env: dict[str, str] = field(default_factory=dict)
     senders: int = 1
     with_scheduler: bool = True
+    # Run the services from this checkout instead of the project's (the baseline runs).
+    code_root: Path | None = None
     namespace: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:10]}")
     api: Service | None = None
     scheduler: Service | None = None
@@ -81,6 +83,7 @@ class Deployment:
             base | {"API_PORT": str(api_port), "API_HOST": "127.0.0.1"},
             self.log_dir,
             api_port,
+            cwd=self.code_root,
         )
         if self.with_scheduler:
             port = free_port()
@@ -90,6 +93,7 @@ class Deployment:
                 base | self.scheduler_env | {"METRICS_PORT": str(port)},
                 self.log_dir,
                 port,
+                cwd=self.code_root,
             )
         for i in range(self.senders):
             port = free_port()
@@ -100,6 +104,7 @@ class Deployment:
                     base | self.sender_env | {"METRICS_PORT": str(port)},
                     self.log_dir,
                     port,
+                    cwd=self.code_root,
                 )
             )
         try:
@@ -125,6 +130,7 @@ class Deployment:
             self.base_env() | self.sender_env | {"METRICS_PORT": str(port)},
             self.log_dir,
             port,
+            cwd=self.code_root,
         )
         self.sender_services.append(sender)
         await sender.wait_ready(timeout=60.0)
@@ -148,6 +154,7 @@ class Deployment:
             self.base_env() | self.scheduler_env | {"METRICS_PORT": str(port)},
             self.log_dir,
             port,
+            cwd=self.code_root,
         )
         await self.scheduler.wait_ready(timeout=60.0)
         return self.scheduler

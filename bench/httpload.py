@@ -11,7 +11,7 @@ MAX_CONNECTIONS semaphore. Clients:
 - httpx          httpx.AsyncClient with its default transport (httpcore)
 - httpx-aiohttp  httpx.AsyncClient over httpx_aiohttp.AiohttpTransport (the sender's client
                  before it moved to plain aiohttp)
-- provider       the sender's own services.sender.provider.ProviderClient (plain aiohttp, with
+- provider       the sender's own services.sender.provider.ProviderClient (libcurl multi, with
                  its request building and classify())
 - pyreqwest      pyreqwest.client.Client (Rust: reqwest/hyper on a tokio runtime of its own)
 - rnet           rnet.Client (Rust: a hyper fork, also on its own tokio runtime)

@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 
 from bench import stats_db, system
-from bench.context import DEFAULT_SWEEP, ROOT, Bench, log
+from bench.context import BASELINE_REV, DEFAULT_SWEEP, ROOT, Bench, log
 from bench.phases import PHASES
 
 
@@ -113,10 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sweep",
         default=DEFAULT_SWEEP,
-        help="settings variants tried one at a time against the tuned settings: "
+        help="settings variants tried one at a time against the run's settings: "
         "'KEY=V[,KEY=V];KEY=V;...' ('' for none)",
     )
     parser.add_argument("--sweep-messages", type=int, default=10_000)
+    parser.add_argument("--short-clients", type=int, default=2_000)
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE_REV,
+        help="git revision whose services the *-baseline runs use ('' for none)",
+    )
+    parser.add_argument("--short-runs", type=int, default=3, help="short-mailing runs (0: none)")
     parser.add_argument(
         "--budget-s", type=float, default=840.0, help="skip the sweep to stay within this"
     )
@@ -136,6 +143,9 @@ SMOKE = {
     "sweep": "",
     "step_tail_s": 1.0,
     "sweep_messages": 300,
+    "short_clients": 200,
+    "short_runs": 1,
+    "baseline": "",
     "clients": 500,
     "fanout_clients": 5_000,
     "stats_rows": 20_000,

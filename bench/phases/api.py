@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench import system
-from bench.context import ADMIN_TOKEN, Bench, log
+from bench.context import Bench, log
 from bench.phases.result import PhaseResult
 from bench.report import fmt, table
 
@@ -74,24 +73,12 @@ async def run(bench: Bench) -> ApiResult:
     try:
         for mode in ("post-client", "get-client"):
             before = system.cpu_seconds(dep.api.pid)
-            result = await bench.subprocess_json(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.apiload",
-                    "--url",
-                    f"{dep.api.url}/api/v1",
-                    "--token",
-                    ADMIN_TOKEN,
-                    "--mode",
-                    mode,
-                    "--concurrency",
-                    str(bench.args.api_concurrency),
-                    "--seconds",
-                    str(bench.args.api_seconds),
-                    "--max-id",
-                    str(seeded),
-                ]
+            result = await bench.apiload(
+                dep.api.url,
+                mode,
+                concurrency=bench.args.api_concurrency,
+                seconds=bench.args.api_seconds,
+                max_id=seeded,
             )
             api_cpu = system.cpu_seconds(dep.api.pid) - before
             result["api_cpu_ms_per_request"] = (

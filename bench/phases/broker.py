@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from bench.context import AMQP_URL, Bench, log
 from bench.phases.result import PhaseResult
 from bench.report import fmt, table
+from shared.settings import SchedulerSettings
 
 if TYPE_CHECKING:
     from bench.report import Report
@@ -79,7 +80,10 @@ async def run(bench: Bench) -> BrokerResult:
         "--gathered",
         str(bench.args.broker_gathered),
         "--batch",
-        bench.scheduler_env["LEASE_BATCH_SIZE"],
+        bench.scheduler_env.get(
+            "LEASE_BATCH_SIZE",
+            str(SchedulerSettings.model_fields["lease_batch_size"].default),
+        ),
     ]
     if bench.rabbit:
         command += ["--rabbit-pid", str(bench.rabbit)]

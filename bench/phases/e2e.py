@@ -25,10 +25,11 @@ class E2ESpec:
     log_level: str = "WARNING"
     senders: int = 1
     profile: bool = False
-    defaults: bool = False  # the shipped defaults instead of the tuned settings
+    defaults: bool = False  # the shipped defaults whatever --sender-env/--scheduler-env say
     sender_env: dict[str, str] = field(default_factory=dict)
     scheduler_env: dict[str, str] = field(default_factory=dict)
     messages: int | None = None
+    baseline: bool = False  # the services of `--baseline` (the code before), same settings
 
 
 @dataclass(kw_only=True)
@@ -41,12 +42,15 @@ class E2EResult(PhaseResult):
     runs: dict[str, dict[str, Any]]
     ceilings: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweep: dict[str, Any] | None = None
+    short: dict[str, Any] | None = None
 
     def figures(self) -> dict[str, Any]:
         body = self.body()
         out = {"e2e": body, "ceilings": body.pop("ceilings")}
         if "sweep" in body:
             out["sweep"] = body.pop("sweep")
+        if "short" in body:
+            out["short"] = body.pop("short")
         return out
 
     @classmethod
@@ -57,12 +61,52 @@ class E2EResult(PhaseResult):
         body["ceilings"] = results.get("ceilings", {})
         if results.get("sweep"):
             body["sweep"] = results["sweep"]
+        if results.get("short"):
+            body["short"] = results["short"]
         return cls.from_body(body)
 
     def render(self, report: Report) -> None:
         """The runs, their CPU per message and the ceilings; then the sweep."""
         self.render_runs(report)
+        self.render_before_after(report)
         self.render_sweep(report)
+        self.render_short(report)
+
+    def render_short(self, report: Report) -> None:
+        sh = self.short
+        if not sh or not sh.get("runs"):
+            return
+        rows = [
+            [
+                str(i + 1),
+                run.get("code", "this"),
+                fmt(run["seconds"], 2),
+                fmt(run["first_delivery_s"], 2),
+                fmt(run["rate"]),
+                f"{fmt(run['sent'])} / {fmt(run['expected'])}",
+                " / ".join(map(str, run.get("load", [])[:1])),
+            ]
+            for key in ("runs", "baseline_runs")
+            for i, run in enumerate(sh.get(key, []))
+        ]
+        report.add(
+            f"### A short mailing ({fmt(sh['clients'])} clients, stub at "
+            f"{sh['latency_ms']:g} ms, shipped defaults)\n\n"
+            "Each run on a freshly started system (new scheduler and sender processes, their "
+            "connections not yet open), timed from the create request until every message is "
+            f"terminal. Median **{fmt(sh.get('median_s'), 2)} s**"
+            + (
+                f"; the baseline code (`*-baseline`, run alternately): "
+                f"{fmt(sh['baseline_median_s'], 2)} s"
+                if sh.get("baseline_median_s") is not None
+                else ""
+            )
+            + ".\n\n"
+            + table(
+                ["run", "code", "seconds", "first delivery s", "msg/s", "sent", "1-min load"],
+                rows,
+            )
+        )
 
     def render_runs(self, report: Report) -> None:
         e2e = self.body()
@@ -148,13 +192,15 @@ class E2EResult(PhaseResult):
                     ]
                 )
         if rows:
-            conc = report.r.get("settings", {}).get("sender", {}).get("MAX_CONNECTIONS")
+            conc = report.r.get("settings", {}).get("sender", {}).get("MAX_CONNECTIONS") or next(
+                (c.get("concurrency") for c in report.r.get("ceilings", {}).values()), None
+            )
             report.add(
                 "### Ceilings (same run, same stub, same sends)\n\n"
                 f"The same number of sends pushed straight to the stub from one process at the "
                 f"sender's concurrency ({conc} = MAX_CONNECTIONS): plain aiohttp, and the "
-                "sender's own `ProviderClient` (plain aiohttp, plus its request building and "
-                "`classify()`). The "
+                "sender's own `ProviderClient` (libcurl's multi interface, plus its request "
+                "building and `classify()`). The "
                 "last column is the end-to-end rate (`0ms-warning` / `50ms-warning`) over the "
                 "ceiling.\n\n"
                 + table(
@@ -171,6 +217,36 @@ class E2EResult(PhaseResult):
                 )
             )
 
+    def render_before_after(self, report: Report) -> None:
+        rows = []
+        for after, before in (("0ms-warning", "0ms-baseline"), ("50ms-warning", "50ms-baseline")):
+            a, b = self.runs.get(after), self.runs.get(before)
+            if not a or not b:
+                continue
+            pa, pb = a["cpu_ms_per_msg"], b["cpu_ms_per_msg"]
+            for name, va, vb in (
+                ("msg/s", a["rate"], b["rate"]),
+                ("CPU ms/msg outside the stub", report.cpu_total_ms(a), report.cpu_total_ms(b)),
+                ("  sender", pa.get("sender"), pb.get("sender")),
+                ("  PostgreSQL (this database)", pa.get("postgres_db"), pb.get("postgres_db")),
+                ("  scheduler", pa.get("scheduler"), pb.get("scheduler")),
+                ("  RabbitMQ", pa.get("rabbitmq"), pb.get("rabbitmq")),
+            ):
+                digits = 1 if name == "msg/s" else 3
+                rows.append(
+                    [f"{after.split('-')[0]} stub: {name}", fmt(vb, digits), fmt(va, digits)]
+                )
+        if not rows:
+            return
+        baseline = (self.runs.get("0ms-baseline") or {}).get("code", "the baseline")
+        report.add(
+            "### Before and after, same run\n\n"
+            f"`*-baseline` runs the services of {baseline.replace('baseline ', 'commit ')} "
+            "(aiohttp in the sender, the lease cap starting at its minimum) with the same "
+            "settings, database, broker and stub, right after the runs of this code.\n\n"
+            + table(["figure", "before (baseline)", "after (this code)"], rows)
+        )
+
     def render_sweep(self, report: Report) -> None:
         sw = self.sweep
         if sw and sw.get("skipped"):
@@ -178,14 +254,14 @@ class E2EResult(PhaseResult):
             return
         if not sw or not sw.get("runs"):
             return
-        base = sw["runs"].get("tuned")
+        base = sw["runs"].get("base") or sw["runs"].get("tuned")
         rows = []
         for label, run in sw["runs"].items():
             per = run["cpu_ms_per_msg"]
             rows.append(
                 [
-                    "tuned (as above, WARNING)"
-                    if label == "tuned"
+                    "the run's settings (as above, WARNING)"
+                    if label in ("base", "tuned")
                     else (
                         "all shipped defaults (WARNING)" if label == "defaults" else f"`{label}`"
                     ),
@@ -202,15 +278,17 @@ class E2EResult(PhaseResult):
         report.add(
             f"### Settings sweep ({fmt(sw['messages'])} messages per run, stub at 0 ms, "
             "LOG_LEVEL=WARNING)\n\n"
-            "One knob at a time against the tuned settings; the ratio is to the tuned run of "
-            "this sweep (same size). Runs this short are noisy on a shared machine: read "
+            "One change at a time from the run's settings (the shipped defaults unless "
+            "`--sender-env`/`--scheduler-env` said otherwise; the second row is the set the "
+            "runs used before they moved to the shipped defaults); the ratio is to the first run "
+            "of this sweep (same size). Runs this short are noisy on a shared machine: read "
             "differences under about 10% as no difference.\n\n"
             + table(
                 [
-                    "settings (one change from tuned)",
+                    "settings (one change from the run's)",
                     "msg/s",
                     "steady msg/s",
-                    "vs tuned",
+                    "vs first",
                     "sender CPU ms/msg",
                     "scheduler",
                     "PostgreSQL",
@@ -225,7 +303,7 @@ class E2EResult(PhaseResult):
 
     def logging_cost(self, report: Report) -> str:
         runs = (self.sweep or {}).get("runs", {})
-        info, warn = runs.get("LOG_LEVEL=INFO"), runs.get("tuned")
+        info, warn = runs.get("LOG_LEVEL=INFO"), runs.get("base") or runs.get("tuned")
         if not info or not warn:
             return ""
         delta = {
@@ -270,6 +348,12 @@ def e2e_specs(bench: Bench) -> list[E2ESpec]:
         E2ESpec("0ms-warning", 0.0, "WARNING"),
         E2ESpec("50ms-warning", 50.0, "WARNING", profile=profiled),
     ]
+    if bench.args.baseline:
+        # The same runs with the code before, so before and after come from one run.
+        specs += [
+            E2ESpec("0ms-baseline", 0.0, "WARNING", baseline=True),
+            E2ESpec("50ms-baseline", 50.0, "WARNING", baseline=True),
+        ]
     if bench.args.e2e_runs:
         wanted = bench.args.e2e_runs.split(",")
         specs = [spec for spec in specs if spec.label in wanted]
@@ -289,6 +373,7 @@ async def e2e_run(bench: Bench, spec: E2ESpec, messages: int) -> dict[str, Any]:
             sender_env=sender_env,
             scheduler_env=scheduler_env,
             senders=spec.senders,
+            code_root=bench.baseline_code() if spec.baseline else None,
         )
     )
     recorders: list[profile.Recorder] = []
@@ -315,7 +400,12 @@ async def e2e_run(bench: Bench, spec: E2ESpec, messages: int) -> dict[str, Any]:
         "latency_ms": spec.latency_ms,
         "log_level": spec.log_level,
         "senders": spec.senders,
-        "settings": "shipped defaults" if spec.defaults else "tuned",
+        "settings": (
+            "shipped defaults"
+            if spec.defaults or not sender_env | scheduler_env
+            else " ".join(f"{k}={v}" for k, v in (sender_env | scheduler_env).items())
+        ),
+        "code": f"baseline {bench.args.baseline}" if spec.baseline else "this",
         "sender_env": sender_env,
         "scheduler_env": scheduler_env,
     }
@@ -338,12 +428,14 @@ async def run(bench: Bench) -> E2EResult:
             f"in {run['seconds']}s, sent {run['sent']}/{messages}"
         )
         if spec.label in ("0ms-warning", "50ms-warning") and not bench.args.no_ceilings:
+            # Right after the run, on the same stub, at the sender's concurrency.
             await ceilings(bench, out, spec.latency_ms, messages)
     if bench.args.sweep:
         # The sweep is the part of `make bench` that can give way: skip it when the run
         # would otherwise overshoot its time budget (a loaded machine sends slowly).
         variants = 1 + len([v for v in bench.args.sweep.split(";") if v])
-        rate = max(run["rate"], 1.0)
+        # At the pace of the last run (a guess when the sweep runs alone).
+        rate = max(list(runs.values())[-1]["rate"] if runs else 1_000.0, 1.0)
         sweep_s = variants * (min(bench.args.sweep_messages, messages) / rate + 12)
         elapsed = time.monotonic() - bench.started
         rest_s = 300.0 if bench.args.fanout_clients >= 500_000 else 60.0
@@ -356,15 +448,48 @@ async def run(bench: Bench) -> E2EResult:
             log(f"  sweep skipped: {out.sweep['skipped']}")
         else:
             await sweep(bench, out)
+    if bench.args.short_runs:
+        await short(bench, out)
     return out
 
 
+async def short(bench: Bench, result: E2EResult) -> None:
+    """A short mailing at full speed: `--short-clients` clients, stub at 20 ms, the shipped
+    defaults, each run on freshly started processes (the lease cap and the connection limit
+    start from scratch)."""
+    clients = min(bench.args.short_clients, bench.args.clients)
+    latency_ms = 20.0
+    await bench.reset_messages(clients=True)
+    await bench.seed_clients(clients)
+    out: dict[str, Any] = {"clients": clients, "latency_ms": latency_ms, "runs": []}
+    if bench.args.baseline:
+        out["baseline_runs"] = []
+    result.short = out
+    for i in range(bench.args.short_runs):
+        # The code before once, between the first two runs of this code (deploys are slow).
+        for baseline in (False, True) if bench.args.baseline and i == 0 else (False,):
+            spec = E2ESpec(
+                f"short-{i}{'-baseline' if baseline else ''}",
+                latency_ms,
+                "WARNING",
+                defaults=True,
+                baseline=baseline,
+            )
+            run = await e2e_run(bench, spec, clients)
+            out["baseline_runs" if baseline else "runs"].append(run)
+            log(f"  short mailing {spec.label}: {run['seconds']} s ({run['rate']}/s)")
+    for key in ("runs", "baseline_runs"):
+        seconds = sorted(run["seconds"] for run in out.get(key, []))
+        if seconds:
+            out[key.replace("runs", "median_s")] = seconds[len(seconds) // 2]
+
+
 async def sweep(bench: Bench, result: E2EResult) -> None:
-    """One knob at a time from the tuned settings, at a smaller size, stub at 0 ms."""
+    """One change at a time from the run's settings, at a smaller size, stub at 0 ms."""
     messages = min(bench.args.sweep_messages, bench.args.clients)
     await bench.reset_messages(clients=True)
     await bench.seed_clients(messages)
-    variants: list[tuple[str, dict[str, str], dict[str, str]]] = [("tuned", {}, {})]
+    variants: list[tuple[str, dict[str, str], dict[str, str]]] = [("base", {}, {})]
     levels: dict[str, str] = {}
     for item in filter(None, bench.args.sweep.split(";")):
         sender_env: dict[str, str] = {}
@@ -400,7 +525,7 @@ async def sweep(bench: Bench, result: E2EResult) -> None:
 async def ceilings(bench: Bench, result: E2EResult, latency_ms: float, count: int) -> None:
     """The same number of sends straight to the same stub at the sender's concurrency."""
     assert bench.stub_ctl is not None
-    concurrency = int(bench.sender_env["MAX_CONNECTIONS"])
+    concurrency = bench.max_connections
     out = result.ceilings
     for client in ("aiohttp", "provider"):
         await bench.stub_ctl.reset(latency_ms)

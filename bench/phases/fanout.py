@@ -72,7 +72,7 @@ class FanoutResult(PhaseResult):
             f"{fmt(fo['clients'])} clients bulk-seeded ({fmt(fo.get('seed_s'))} s). A mailing to "
             f"the first {fmt(fo['step_clients'])} (a fresh scheduler, until its fan-out is done "
             "plus 3 s), then one to all of them (another fresh scheduler, measured for the "
-            "first minute, then deleted). Stub at 0 ms, tuned settings, one sender.\n\n"
+            "first minute, then deleted). Stub at 0 ms, the run's settings, one sender.\n\n"
             + table(
                 ["", f"{fmt(fo['step_clients'])} clients", f"{fmt(fo['clients'])} clients"], rows
             )

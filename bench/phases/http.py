@@ -1,7 +1,7 @@
-"""Phase `http`: HTTP clients inside one process, to the stub at 0 ms, at the sender's
-concurrency: the sender's ProviderClient, plain aiohttp (the ceiling of the sender's HTTP
-layer), httpx, and faster candidates (pyreqwest, rnet, pycurl's multi interface) with the same
-provider semantics (bench/httpload.py)."""
+"""Phase `http`: HTTP clients inside one process, to the stub at 0 ms, 64 at once: the
+sender's ProviderClient (libcurl's multi interface), plain aiohttp (the ceiling the e2e runs
+are compared with), httpx, and faster candidates (pyreqwest, rnet, pycurl's multi interface)
+with the same provider semantics (bench/httpload.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from bench.context import Bench, log
 from bench.httpload import CANDIDATES
 from bench.phases.result import PhaseResult
 
+HTTP_CONCURRENCY = 64
+
 if TYPE_CHECKING:
     from bench.report import Report
 
 NAMES = {
     "httpx": "httpx, default transport (httpcore)",
     "httpx-aiohttp": "httpx + httpx-aiohttp transport (the sender's former client)",
-    "provider": "the sender's ProviderClient (plain aiohttp + classify)",
+    "provider": "the sender's ProviderClient (libcurl multi + classify)",
     "aiohttp": "plain aiohttp",
     "pyreqwest": "pyreqwest (Rust reqwest/hyper, own tokio runtime)",
     "rnet": "rnet (Rust hyper fork, own tokio runtime)",
@@ -129,7 +131,8 @@ class HttpResult(PhaseResult):
 
 async def run(bench: Bench) -> HttpResult:
     assert bench.stub_ctl is not None and bench.stub is not None
-    concurrency = int(bench.sender_env["MAX_CONNECTIONS"])
+    # 64 at once, as in the earlier runs of this table (the e2e ceilings use the sender's own).
+    concurrency = HTTP_CONCURRENCY
     unavailable = [c for c in CANDIDATES if importlib.util.find_spec(c) is None]
     out = bench.keep(HttpResult(concurrency=concurrency, rows=[], unavailable=unavailable))
     clients = ["httpx", "httpx-aiohttp", "provider", "aiohttp"]

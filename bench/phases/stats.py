@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from bench import profile, stats_db, system
-from bench.context import ADMIN_TOKEN, Bench, log
+from bench.context import Bench, log
 from bench.phases.result import PhaseResult
 from bench.report import fmt, table
 from tests.support import database
@@ -135,24 +134,12 @@ async def run(bench: Bench) -> StatsResult:
             if mode == "stats-all" and concurrency == 1 and profiled:
                 recorder = profile.Recorder(dep.api.pid, bench.run_dir / "profile-api-stats.txt")
                 await asyncio.sleep(0.5)
-            result = await bench.subprocess_json(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.apiload",
-                    "--url",
-                    f"{dep.api.url}/api/v1",
-                    "--token",
-                    ADMIN_TOKEN,
-                    "--mode",
-                    mode,
-                    "--concurrency",
-                    str(concurrency),
-                    "--count",
-                    str(bench.args.stats_requests),
-                    "--max-id",
-                    "1",
-                ]
+            result = await bench.apiload(
+                dep.api.url,
+                mode,
+                concurrency=concurrency,
+                count=bench.args.stats_requests,
+                max_id=1,
             )
             result["api_cpu_ms_per_request"] = round(
                 (system.cpu_seconds(dep.api.pid) - before) * 1000 / result["requests"], 2

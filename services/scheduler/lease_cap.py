@@ -15,6 +15,10 @@ new mailing's first jobs wait behind whatever the cap holds of the others' work.
 A cap the senders empty measures only what it let through, not what the senders could
 take: measured as is, a cap too small would shrink itself further. So when a full cap
 drains (almost) dry between two looks, it doubles instead, up to `maximum`.
+
+Before any rate is measured the cap is `initial` (the scheduler starts it at a couple of
+thousand, not at the minimum): a short mailing on a freshly started system would otherwise
+go out in rounds of the minimum while the cap learns the senders' pace.
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ class LeaseCap:
         horizon_s: float,
         clock: Callable[[], float] = time.monotonic,
         smoothing: float = 0.3,
+        initial: int | None = None,
     ) -> None:
         self.minimum = min(minimum, maximum)
         self.maximum = maximum
+        self.initial = self.minimum if initial is None else max(self.minimum, min(initial, maximum))
         self.horizon_s = horizon_s
         self.clock = clock
         self.smoothing = smoothing
@@ -84,5 +90,5 @@ class LeaseCap:
     @property
     def size(self) -> int:
         if self.rate is None:
-            return self.minimum
+            return self.initial
         return max(self.minimum, min(self.maximum, int(self.rate * self.horizon_s)))

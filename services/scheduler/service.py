@@ -29,6 +29,16 @@ from shared.settings import SchedulerSettings
 log = structlog.get_logger("scheduler")
 CAP_RECHECK_S = 0.05
 MIN_LEASE_CAP = 200
+# The lease cap before the senders' pace is measured: a short mailing (a couple of thousand
+# messages) goes out at once instead of in rounds of the minimum while the cap learns. Never
+# more than the slowest pace we assume (INITIAL_DRAIN_PER_S) drains within the lease TTL, so a
+# slow sender does not let first leases lapse in the queue (with a 5 s TTL: the minimum).
+INITIAL_LEASE_CAP = 2_000
+INITIAL_DRAIN_PER_S = 20
+
+
+def initial_lease_cap(lease_ttl_s: float) -> int:
+    return min(INITIAL_LEASE_CAP, int(lease_ttl_s * INITIAL_DRAIN_PER_S))
 
 
 class Scheduler:
@@ -60,6 +70,7 @@ class Scheduler:
         self.cap_full = False
         self.lease_cap = LeaseCap(
             minimum=MIN_LEASE_CAP,
+            initial=initial_lease_cap(settings.lease_ttl_s),
             maximum=settings.lease_cap,
             # A few seconds of work, so a new mailing's jobs wait behind little in the FIFO queue.
             horizon_s=cap_horizon_s(settings.lease_ttl_s, settings.lease_cap_horizon_s),

@@ -8,7 +8,6 @@ fail the message for good; 401/403 mean our token is wrong or expired.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -17,12 +16,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import aiohttp
 import orjson
-from multidict import CIMultiDict, istr
 from prometheus_client import Counter
-from yarl import URL
 
+from services.sender.curl import CurlMulti, TransferError, TransferTimeout
 from shared import metrics
 from shared.domain.end_time import END_REACHED, request_timeout_s
 
@@ -130,19 +127,17 @@ def jwt_expiry(token: str | None) -> float | None:
     return float(exp) if isinstance(exp, int | float) else None
 
 
-_AUTHORIZATION = istr("Authorization")
-_CONTENT_TYPE = istr("Content-Type")
 # `mailing_provider_requests_total` by outcome, each series made on its first use (as `.labels()`
 # would) and then kept: the lookup under the metric's lock is not free per request.
 _REQUESTS: dict[Outcome, Counter] = {}
 
 
 class ProviderClient:
-    """Plain aiohttp: one session, one pool of `max_connections` keep-alive connections.
+    """libcurl's multi interface on the event loop (`services.sender.curl`): one pool of
+    `max_connections` keep-alive connections, made on the first request.
 
-    The session is made on the first request, inside the running event loop. Each request is
-    bounded by one `asyncio.timeout` (the session sets no timeouts of its own), so it never runs
-    past `min(timeout_s, time_left_s)`.
+    Each request is bounded by its own timeout, `min(timeout_s, time_left_s)`, so it never
+    runs past the mailing's end.
     """
 
     def __init__(
@@ -150,48 +145,34 @@ class ProviderClient:
     ) -> None:
         self.tokens = tokens
         self.timeout_s = timeout_s
-        # POST {base_url}/send/{id}: each request's URL is the base with its path replaced,
-        # which is much cheaper than parsing a URL string per request.
-        self._base_url = URL(base_url.rstrip("/"))
-        self._path_prefix = self._base_url.raw_path.rstrip("/") + "/send/"
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
+        # POST {base_url}/send/{id}: the base with its path, plus the id per request.
+        self._url_prefix = base_url.rstrip("/") + "/send/"
+        # httpx.Limits' default keep-alive expiry, which the earlier clients used.
+        self._curl = CurlMulti(max_connections=max_connections, keepalive_s=5.0)
         # The request headers, built again only when the token changes.
         self._headers_token: str | None = None
-        self._headers: CIMultiDict[str] = CIMultiDict()
+        self._headers: list[str] = []
 
-    def _new_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError("ProviderClient is closed")
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections,
-            # httpx.Limits' default keep-alive expiry, which the httpx client used.
-            keepalive_timeout=5.0,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(),  # no limits: `send` bounds each request itself
-        )
-        return self._session
-
-    def _headers_for(self, token: str) -> CIMultiDict[str]:
+    def _headers_for(self, token: str) -> list[str]:
         if token is not self._headers_token:
-            self._headers = CIMultiDict(
-                {_AUTHORIZATION: f"Bearer {token}", _CONTENT_TYPE: "application/json"}
-            )
+            self._headers = [
+                f"Authorization: Bearer {token}",
+                "Content-Type: application/json",
+                "Expect:",  # no 100-continue round trip for long texts
+            ]
             self._headers_token = token
         return self._headers
 
     async def send(self, message_id: int, phone: str, text: str, time_left_s: float) -> SendResult:
         """One request, never running past the mailing's end time (`time_left_s` from now)."""
+        if self._curl.closed:
+            raise RuntimeError("ProviderClient is closed")
         timeout = request_timeout_s(self.timeout_s, time_left_s)
         if timeout <= 0:
             return SendResult(Outcome.RETRY, END_REACHED)
         token = self.tokens.value
         if token is None:
             return SendResult(Outcome.UNAUTHORIZED, "no provider token configured")
-        session = self._session if self._session is not None else self._new_session()
         body = b'{"id":%d,"phone":%d,"text":%b}' % (
             message_id,
             int(phone),
@@ -199,20 +180,19 @@ class ProviderClient:
         )
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
-                async with session.post(
-                    self._base_url.with_path(f"{self._path_prefix}{message_id}", encoded=True),
-                    data=body,
-                    headers=self._headers_for(token),
-                    allow_redirects=False,
-                ) as response:
-                    content = await response.read()
-        except TimeoutError:  # aiohttp's own timeout errors are TimeoutErrors too
+            answer = await self._curl.post(
+                f"{self._url_prefix}{message_id}",
+                body,
+                self._headers_for(token),
+                timeout_s=timeout,
+            )
+        except TransferTimeout:
             result = SendResult(Outcome.RETRY, f"timed out after {timeout:.1f}s")
-        except (aiohttp.ClientError, OSError) as exc:
-            result = SendResult(Outcome.RETRY, f"{type(exc).__name__}: {exc}"[:300])
+        except TransferError as exc:
+            result = SendResult(Outcome.RETRY, str(exc)[:300])
         else:
-            result = classify(response.status, content, response.headers.get("Retry-After"))
+            retry_after = answer.header(b"retry-after") if answer.status != 200 else None
+            result = classify(answer.status, answer.body, retry_after)
         metrics.PROVIDER_LATENCY.observe(time.perf_counter() - started)
         counter = _REQUESTS.get(result.outcome)
         if counter is None:  # the first request with this outcome
@@ -223,6 +203,4 @@ class ProviderClient:
         return result
 
     async def close(self) -> None:
-        self._closed = True
-        if self._session is not None:
-            await self._session.close()
+        await self._curl.close()

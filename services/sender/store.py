@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import psycopg
 import structlog
-from sqlalchemy import text
+from psycopg.rows import namedtuple_row
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
@@ -184,11 +187,38 @@ class Result:
     why: str = ""  # for logs and metrics only: which branch of the outcome policy
 
 
+# The two statements of every micro-batch (the claim, the result write) go to psycopg directly,
+# on the session's own connection and in its transaction: SQLAlchemy's statement, parameter
+# and row handling around them was a fifth of the sender's CPU. The SQL is the same text, its
+# `:name` parameters in psycopg's `%(name)s` form.
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def psycopg_sql(clause: TextClause) -> str:
+    assert "%" not in clause.text, "a literal % would need escaping"
+    return _PARAM.sub(r"%(\1)s", clause.text)
+
+
+_CLAIM_SQL = psycopg_sql(CLAIM)
+_WRITE_RESULTS_SQL = psycopg_sql(WRITE_RESULTS)
+
+
+async def _fetch(session: AsyncSession, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Rows (named tuples) of `sql` run on the session's connection, in its transaction."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    async with driver.cursor(row_factory=namedtuple_row) as cursor:
+        await cursor.execute(sql, params)
+        return await cursor.fetchall()
+
+
 async def claim(
     session: AsyncSession, jobs: Sequence[Job], *, margin_s: float, lease_s: float
 ) -> list[Claimed]:
-    rows = await session.execute(
-        CLAIM,
+    rows = await _fetch(
+        session,
+        _CLAIM_SQL,
         {**_keys(jobs), "margin": margin_s, "lease": lease_s},
     )
     now = time.monotonic()
@@ -216,8 +246,9 @@ async def write_results(
     session: AsyncSession, results: Sequence[Result], *, lease_s: float
 ) -> dict[int, MessageStatus]:
     """Returns the status each written message now has; messages missing were not ours."""
-    rows = await session.execute(
-        WRITE_RESULTS,
+    rows = await _fetch(
+        session,
+        _WRITE_RESULTS_SQL,
         {
             "ids": [r.message_id for r in results],
             "tokens": [r.token for r in results],

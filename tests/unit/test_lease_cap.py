@@ -148,3 +148,16 @@ def test_the_new_setting_names_win_over_the_old(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("SEND_WINDOW", "1234")
     monkeypatch.setenv("LEASE_CAP", "777")
     assert SchedulerSettings().lease_cap == 777
+
+
+def test_starts_at_the_initial_size_until_a_rate_is_seen_within_the_bounds() -> None:
+    assert LeaseCap(minimum=200, maximum=5000, horizon_s=2, initial=2000).size == 2000
+    assert LeaseCap(minimum=200, maximum=1000, horizon_s=2, initial=2000).size == 1000
+    assert LeaseCap(minimum=200, maximum=5000, horizon_s=2, initial=50).size == 200
+
+
+def test_the_scheduler_starts_the_cap_at_what_a_slow_sender_drains_within_the_lease() -> None:
+    from services.scheduler.service import MIN_LEASE_CAP, initial_lease_cap
+
+    assert initial_lease_cap(120.0) == 2000  # the default TTL: a short mailing at once
+    assert initial_lease_cap(5.0) < MIN_LEASE_CAP  # a short TTL: the minimum, as before

@@ -117,14 +117,23 @@ class ServiceProcess:
         return events
 
 
-def launch(name: str, module: str, env: dict[str, str], log_dir: Path, port: int) -> ServiceProcess:
-    """`python -m <module>` from the project root with `env` over this process's environment."""
+def launch(
+    name: str,
+    module: str,
+    env: dict[str, str],
+    log_dir: Path,
+    port: int,
+    *,
+    cwd: Path | None = None,
+) -> ServiceProcess:
+    """`python -m <module>` from the project root (or `cwd`: another checkout's code, as the
+    benchmark's baseline runs) with `env` over this process's environment."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", module],
-            cwd=ROOT,
+            cwd=cwd or ROOT,
             env=os.environ | env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
