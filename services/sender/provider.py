@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict, istr
 from prometheus_client import Counter
 from yarl import URL
@@ -32,6 +33,7 @@ class Outcome(StrEnum):
     RETRY = "retry"  # the provider may accept it later
     REJECTED = "rejected"  # the provider refuses this message for good
     UNAUTHORIZED = "unauthorized"  # our token is wrong or expired: not the message's fault
+    NOT_SENT = "not_sent"  # the end time came before the request could be written: not sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,37 @@ def jwt_expiry(token: str | None) -> float | None:
     return float(exp) if isinstance(exp, int | float) else None
 
 
+class _WrittenBefore(aiohttp.BytesPayload):
+    """A request body that is not written after `deadline` (time.monotonic()): the end-time
+    rule's last start, checked at the moment aiohttp writes the request (headers are buffered
+    until the body goes out), not when it was handed the request a loop turn or more earlier."""
+
+    too_late = False
+
+    def __init__(self, body: bytes, deadline: float) -> None:
+        super().__init__(body, content_type="application/json")
+        self.deadline = deadline
+
+    def _check(self) -> None:
+        if time.monotonic() >= self.deadline:
+            self.too_late = True
+            raise _TooLate
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        self._check()
+        await super().write(writer)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._check()
+        await super().write_with_length(writer, content_length)
+
+
+class _TooLate(Exception):
+    pass
+
+
 _AUTHORIZATION = istr("Authorization")
 _CONTENT_TYPE = istr("Content-Type")
 # `mailing_provider_requests_total` by outcome, each series made on its first use (as `.labels()`
@@ -183,11 +216,22 @@ class ProviderClient:
             self._headers_token = token
         return self._headers
 
-    async def send(self, message_id: int, phone: str, text: str, time_left_s: float) -> SendResult:
-        """One request, never running past the mailing's end time (`time_left_s` from now)."""
+    async def send(
+        self,
+        message_id: int,
+        phone: str,
+        text: str,
+        time_left_s: float,
+        *,
+        start_by: float | None = None,
+    ) -> SendResult:
+        """One request, never running past the mailing's end time (`time_left_s` from now) and
+        never written after `start_by` (time.monotonic(); the end-time rule's last start): a
+        request the event loop gets to write only later is not sent (`Outcome.NOT_SENT`).
+        A replacement client must keep both."""
         timeout = request_timeout_s(self.timeout_s, time_left_s)
-        if timeout <= 0:
-            return SendResult(Outcome.RETRY, END_REACHED)
+        if timeout <= 0 or (start_by is not None and time.monotonic() >= start_by):
+            return SendResult(Outcome.NOT_SENT, END_REACHED)
         token = self.tokens.value
         if token is None:
             return SendResult(Outcome.UNAUTHORIZED, "no provider token configured")
@@ -197,12 +241,13 @@ class ProviderClient:
             int(phone),
             orjson.dumps(text),  # compact UTF-8 JSON, as httpx's `json=` wrote it
         )
+        data = body if start_by is None else _WrittenBefore(body, start_by)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
                 async with session.post(
                     self._base_url.with_path(f"{self._path_prefix}{message_id}", encoded=True),
-                    data=body,
+                    data=data,
                     headers=self._headers_for(token),
                     allow_redirects=False,
                 ) as response:
@@ -210,6 +255,9 @@ class ProviderClient:
         except TimeoutError:  # aiohttp's own timeout errors are TimeoutErrors too
             result = SendResult(Outcome.RETRY, f"timed out after {timeout:.1f}s")
         except (aiohttp.ClientError, OSError) as exc:
+            if isinstance(data, _WrittenBefore) and data.too_late:
+                # Nothing was written (aiohttp drops the connection): not a provider request.
+                return SendResult(Outcome.NOT_SENT, END_REACHED)
             result = SendResult(Outcome.RETRY, f"{type(exc).__name__}: {exc}"[:300])
         else:
             result = classify(response.status, content, response.headers.get("Retry-After"))
