@@ -75,6 +75,12 @@ PROVIDER_TOKEN_EXPIRY = Gauge(
     "mailing_provider_token_expiry_timestamp_seconds",
     "Expiry (Unix time) of the provider JWT in use; 0 when the token carries no expiry",
 )
+EVENT_LOOP_LAG = Histogram(
+    "mailing_event_loop_lag_seconds",
+    "How late the sender's event loop ran a timer (a request is written about a turn after"
+    " its end-time check)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 RESULT_WRITE_RETRIES = Counter(
     "mailing_result_write_retries_total", "Failed result writes retried (results kept)"
 )

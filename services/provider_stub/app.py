@@ -15,10 +15,13 @@ import re
 import time
 from array import array
 from bisect import bisect_right
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from aiohttp import web
+
+from shared.loop_lag import LoopLag
 
 JSON = "application/json"
 DEFAULT_TOKEN = "stub-token"  # noqa: S105 - a well-known test token, not a secret
@@ -146,6 +149,14 @@ class Deliveries:
         self.first_at.append(at)
         self.texts.append(self._interned.setdefault(text, text))
 
+    def first_since(self, moment: float) -> float | None:
+        """The first acceptance (a first delivery or a repeat) after `moment`."""
+        first = self.first_at
+        i = bisect_right(first, moment)
+        candidates = [first[i]] if i < len(first) else []
+        candidates += [last for _, last in self.repeats.values() if last > moment]
+        return min(candidates) if candidates else None
+
     def page(self, after_id: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
         if len(self._order) != len(self.ids):
             self._order = array("I", sorted(range(len(self.ids)), key=self.ids.__getitem__))
@@ -174,6 +185,9 @@ class StubState:
         self.config = config
         self.auth_header = f"Bearer {config.token}"
         self.closing = asyncio.Event()  # set on shutdown to release hung requests
+        # How late the stub's own loop runs: it stamps each delivery when the loop gets to
+        # the request, so its stamps are this exact (a starved stub stamps late).
+        self.loop_lag = LoopLag(interval_s=0.02)
         self.reset()
 
     def reset(self) -> None:
@@ -192,6 +206,7 @@ class StubState:
             "duplicates": d.duplicates,
             "first_received_at": d.first_received_at,
             "last_received_at": d.last_received_at,
+            "loop_lag_max_s": round(self.loop_lag.max_s, 4),
         }
 
 
@@ -300,7 +315,29 @@ async def reset(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    return _json(200, request.app[STATE_KEY].stats())
+    """The counters; with `?since=<unix time>` also the first acceptance after that moment
+    (`first_received_since`, null if none yet): how soon deliveries resumed after a fault."""
+    state = request.app[STATE_KEY]
+    body = state.stats()
+    if "since" in request.query:
+        try:
+            since = float(request.query["since"])
+        except ValueError:
+            return _fail(400, "since must be a number (Unix time)")
+        body["first_received_since"] = state.deliveries.first_since(since)
+    return _json(200, body)
+
+
+async def put_token(request: web.Request) -> web.Response:
+    """Accept only this bearer token from now on (the provider rotated our credential)."""
+    try:
+        token = json.loads(await request.read()).get("token")
+    except (ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str) or not token:
+        return _fail(400, 'body must be {"token": "<non-empty string>"}')
+    request.app[STATE_KEY].auth_header = f"Bearer {token}"
+    return _json(200, {"code": 0, "message": "OK"})
 
 
 async def deliveries(request: web.Request) -> web.Response:
@@ -330,12 +367,21 @@ def create_app(config: StubConfig | None = None) -> web.Application:
     async def release_hung(app: web.Application) -> None:
         state.closing.set()
 
+    async def watch_loop(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(state.loop_lag.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app.on_shutdown.append(release_hung)
+    app.cleanup_ctx.append(watch_loop)
     app.router.add_post("/send/{msg_id}", send)
     app.router.add_get("/_control/faults", get_faults)
     app.router.add_put("/_control/faults", put_faults)
     app.router.add_post("/_control/reset", reset)
     app.router.add_get("/_control/stats", stats)
+    app.router.add_put("/_control/token", put_token)
     app.router.add_get("/_control/deliveries", deliveries)
     app.router.add_get("/healthz", healthz)
     return app

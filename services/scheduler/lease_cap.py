@@ -19,10 +19,24 @@ drains (almost) dry between two looks, it doubles instead, up to `maximum`.
 Before any rate is measured the cap is `initial` (the scheduler starts it at a couple of
 thousand, not at the minimum): a short mailing on a freshly started system would otherwise
 go out in rounds of the minimum while the cap learns the senders' pace.
+
+Two ways the measured rate ran ahead of the senders (the chaos test of a window drained
+slower than its lease, which once saw 3,190 re-publishes for 5,000 messages):
+- The scheduler looks again within milliseconds while it is topping up, and results land in
+  batches: 20 messages finished in the 10 ms between two looks is a sample of 2,000/s. Each
+  sample used to weigh the same, so one such look lifted the cap from 230 to about 1,000 at
+  185 sends/s: more than the 5 s lease's worth, so its tail lapsed in the queue. A sample
+  now weighs by the time it covers (`time_constant_s`).
+- A lease that lapsed unclaimed left the live count as if a sender had finished it, so the
+  lapses the oversized cap caused counted as drain and kept it oversized (and a whole cap
+  lapsing looked like a cap drained dry, which doubles it). The drain is now measured on the
+  outstanding leases (queued or sending, lapsed or not) and the messages newly leased, not
+  on the live ones: re-publishing a lapsed lease neither adds nor drains.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -46,7 +60,7 @@ class LeaseCap:
         maximum: int,
         horizon_s: float,
         clock: Callable[[], float] = time.monotonic,
-        smoothing: float = 0.3,
+        time_constant_s: float = 1.0,
         initial: int | None = None,
     ) -> None:
         self.minimum = min(minimum, maximum)
@@ -54,13 +68,16 @@ class LeaseCap:
         self.initial = self.minimum if initial is None else max(self.minimum, min(initial, maximum))
         self.horizon_s = horizon_s
         self.clock = clock
-        self.smoothing = smoothing
+        # How fast the rate follows the samples: a sample covering `elapsed` seconds moves it
+        # by 1 - exp(-elapsed / time_constant_s) of the way (0: each sample replaces it).
+        self.time_constant_s = time_constant_s
         self.rate: float | None = None  # messages per second leaving the cap
-        self._last: tuple[float, int] | None = None  # (when, live leases then)
+        self._last: tuple[float, int] | None = None  # (when, outstanding leases then)
         self._leased_since = 0
 
     def observe(self, live: int) -> None:
-        """Record the live-lease count; call before leasing more."""
+        """Record the outstanding leases (queued or being sent, lapsed ones too: they are not
+        drained, only not yet re-published); call before leasing more."""
         now = self.clock()
         if self._last is not None:
             then, live_then = self._last
@@ -71,11 +88,12 @@ class LeaseCap:
                 size = self.size
                 drained = max(held - live, 0)
                 sample = drained / elapsed
-                rate = (
-                    sample
-                    if self.rate is None
-                    else self.rate + self.smoothing * (sample - self.rate)
+                weight = (
+                    1.0
+                    if self.rate is None or self.time_constant_s <= 0
+                    else 1.0 - math.exp(-elapsed / self.time_constant_s)
                 )
+                rate = sample if self.rate is None else self.rate + weight * (sample - self.rate)
                 # The cap was full and the senders emptied it: they waited for work, so
                 # they can take more than was measured. Grow rather than spiral down.
                 if held >= size and live <= size * DRAINED_FRACTION:
@@ -85,6 +103,7 @@ class LeaseCap:
         self._leased_since = 0
 
     def leased(self, count: int) -> None:
+        """Messages newly leased (not lapsed leases re-published: those were outstanding)."""
         self._leased_since += count
 
     @property

@@ -23,9 +23,12 @@ from shared.domain.lifecycle import LEASED, OPEN, REAPABLE, S, sql, sql_in
 from shared.domain.statuses import MailingStatus
 from shared.domain.test_send import deadline_sql
 
-COUNT_LIVE_LEASES = text(f"""
-    SELECT count(*) FROM message
-    WHERE status IN ({sql_in(LEASED)}) AND lease_until > now()
+# Live leases (what the cap bounds) and outstanding ones (live, and lapsed but not yet
+# re-published: what the drain rate is measured on).
+COUNT_LEASES = text(f"""
+    SELECT count(*) FILTER (WHERE lease_until > now()) AS live, count(*) AS outstanding
+    FROM message
+    WHERE status IN ({sql_in(LEASED)})
 """)
 
 # Mailings whose messages may be leased: running, not deleted, before their end.
@@ -116,8 +119,14 @@ class Lease:
     seconds_left: float
 
 
+async def lease_counts(session: AsyncSession) -> tuple[int, int]:
+    """(live leases, outstanding leases: live or lapsed but not yet re-published)."""
+    row = (await session.execute(COUNT_LEASES)).one()
+    return int(row.live or 0), int(row.outstanding or 0)
+
+
 async def live_leases(session: AsyncSession) -> int:
-    return int(await session.scalar(COUNT_LIVE_LEASES) or 0)
+    return (await lease_counts(session))[0]
 
 
 async def lease_due_messages(session: AsyncSession, *, limit: int, ttl_s: float) -> list[Lease]:

@@ -264,9 +264,9 @@ class Scheduler:
         if tests:
             await self._publish(tests)
         async with self.sessions() as session:
-            live = await leasing.live_leases(session)
+            live, outstanding = await leasing.lease_counts(session)
             metrics.LIVE_LEASES.set(live)
-            self.lease_cap.observe(live)
+            self.lease_cap.observe(outstanding)
             metrics.LEASE_CAP.set(self.lease_cap.size)
             room = min(self.lease_cap.size - live, self.settings.lease_batch_size)
             self.cap_full = room <= 0
@@ -276,7 +276,7 @@ class Scheduler:
                 session, limit=room, ttl_s=self.settings.lease_ttl_s
             )
         if leases:
-            self.lease_cap.leased(len(leases))
+            self.lease_cap.leased(sum(not lease.reaped for lease in leases))
             await self._publish(leases)
         return len(leases) >= room
 

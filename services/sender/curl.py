@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,10 @@ import pycurl
 
 # libcurl's error codes, as the kind of failure the provider contract cares about.
 _TIMED_OUT = pycurl.E_OPERATION_TIMEDOUT
+NOT_WRITTEN = "NotWritten"
 FAILURES: dict[int, str] = {
+    # `post(start_by=)`: the request was not written, it was too late (PREREQFUNCTION).
+    pycurl.E_ABORTED_BY_CALLBACK: NOT_WRITTEN,
     pycurl.E_COULDNT_RESOLVE_HOST: "CannotConnect",
     pycurl.E_COULDNT_CONNECT: "CannotConnect",
     pycurl.E_SEND_ERROR: "SendError",
@@ -69,6 +73,18 @@ class Answer:
             if line[: len(prefix)].lower() == prefix:
                 return line[len(prefix) :].strip().decode("latin-1")
         return None
+
+
+def _always_ok(*_: object) -> int:
+    return int(pycurl.PREREQFUNC_OK)
+
+
+def _before(deadline: float) -> Any:
+    def check(*_: object) -> int:
+        late = time.monotonic() >= deadline
+        return int(pycurl.PREREQFUNC_ABORT if late else pycurl.PREREQFUNC_OK)
+
+    return check
 
 
 @dataclass(slots=True)
@@ -181,9 +197,19 @@ class CurlMulti:
 
     # --- requests -------------------------------------------------------------------------------
 
-    async def post(self, url: str, body: bytes, headers: list[str], *, timeout_s: float) -> Answer:
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: list[str],
+        *,
+        timeout_s: float,
+        start_by: float | None = None,
+    ) -> Answer:
         """POST `body`; raises TransferTimeout after `timeout_s`, TransferError when no full
-        answer came."""
+        answer came. With `start_by` (time.monotonic()), the request is not written once that
+        moment has passed: curl asks just before it sends the request on its connection (new or
+        reused), and the transfer fails with kind `NOT_WRITTEN`."""
         multi = self._multi if self._multi is not None else self._start()
         assert self._loop is not None
         handle = self._idle.pop() if self._idle else self._new_handle()
@@ -195,6 +221,7 @@ class CurlMulti:
         handle.setopt(pycurl.WRITEFUNCTION, chunks.append)
         handle.setopt(pycurl.HEADERFUNCTION, header_lines.append)
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout_s * 1000)))
+        handle.setopt(pycurl.PREREQFUNCTION, _always_ok if start_by is None else _before(start_by))
         future: asyncio.Future[Answer] = self._loop.create_future()
         self._transfers[handle] = _Transfer(future, chunks, header_lines)
         multi.add_handle(handle)

@@ -95,6 +95,9 @@ def after_answer(
         return _result(c, S.SENT)
     if answer.outcome is Outcome.UNAUTHORIZED:
         return released(c, release_delay_s)
+    if answer.outcome is Outcome.NOT_SENT:
+        # The end time's last start passed before the client could write the request.
+        return _result(c, S.EXPIRED, END_REACHED, attempted=0, why="not_sent")
     if answer.outcome is Outcome.REJECTED:
         return _result(c, S.FAILED, answer.error, why="rejected")
     attempt = c.attempts + 1

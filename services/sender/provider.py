@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 from prometheus_client import Counter
 
-from services.sender.curl import CurlMulti, TransferError, TransferTimeout
+from services.sender.curl import NOT_WRITTEN, CurlMulti, TransferError, TransferTimeout
 from shared import metrics
 from shared.domain.end_time import END_REACHED, request_timeout_s
 
@@ -29,6 +29,7 @@ class Outcome(StrEnum):
     RETRY = "retry"  # the provider may accept it later
     REJECTED = "rejected"  # the provider refuses this message for good
     UNAUTHORIZED = "unauthorized"  # our token is wrong or expired: not the message's fault
+    NOT_SENT = "not_sent"  # the end time came before the request could be written: not sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +164,24 @@ class ProviderClient:
             self._headers_token = token
         return self._headers
 
-    async def send(self, message_id: int, phone: str, text: str, time_left_s: float) -> SendResult:
-        """One request, never running past the mailing's end time (`time_left_s` from now)."""
+    async def send(
+        self,
+        message_id: int,
+        phone: str,
+        text: str,
+        time_left_s: float,
+        *,
+        start_by: float | None = None,
+    ) -> SendResult:
+        """One request, never running past the mailing's end time (`time_left_s` from now) and
+        never written after `start_by` (time.monotonic(); the end-time rule's last start): a
+        request the event loop gets to write only later is not sent (`Outcome.NOT_SENT`).
+        A replacement client must keep both."""
         if self._curl.closed:
             raise RuntimeError("ProviderClient is closed")
         timeout = request_timeout_s(self.timeout_s, time_left_s)
-        if timeout <= 0:
-            return SendResult(Outcome.RETRY, END_REACHED)
+        if timeout <= 0 or (start_by is not None and time.monotonic() >= start_by):
+            return SendResult(Outcome.NOT_SENT, END_REACHED)
         token = self.tokens.value
         if token is None:
             return SendResult(Outcome.UNAUTHORIZED, "no provider token configured")
@@ -185,10 +197,13 @@ class ProviderClient:
                 body,
                 self._headers_for(token),
                 timeout_s=timeout,
+                start_by=start_by,
             )
         except TransferTimeout:
             result = SendResult(Outcome.RETRY, f"timed out after {timeout:.1f}s")
         except TransferError as exc:
+            if exc.kind == NOT_WRITTEN:  # curl wrote nothing: not a provider request
+                return SendResult(Outcome.NOT_SENT, END_REACHED)
             result = SendResult(Outcome.RETRY, str(exc)[:300])
         else:
             retry_after = answer.header(b"retry-after") if answer.status != 200 else None

@@ -27,6 +27,7 @@ from services.sender.limit import ConcurrencyLimit
 from services.sender.provider import Outcome, ProviderClient, SendResult
 from services.sender.results import ResultWriter
 from shared import metrics
+from shared.domain.end_time import last_start_at
 from shared.domain.retry import JITTER
 from shared.domain.statuses import MessageStatus
 from shared.messaging import Job, Topology, delay_ms, jobs_message, packed, publish_many
@@ -196,14 +197,22 @@ class ClaimAndSend:
             return outcome.stopped(c, stopped)
         if self.limiter is not None:
             await self.limiter.acquire()
-        unsent = outcome.before_request(c, now=time.monotonic(), policy=self.policy)
+        now = time.monotonic()
+        unsent = outcome.before_request(c, now=now, policy=self.policy)
         if unsent is not None:
             if unsent.why == "lease_lapsing":
                 metrics.JOBS_DROPPED.labels("lease_lapsing").inc()
             return unsent
         started = time.perf_counter()
+        # The client checks the last start again as it writes the request: it writes it a
+        # loop turn (or, on a starved machine, a good part of a second) after this check.
+        left = outcome.seconds_to_end(c, now)
         answer = await self.provider.send(
-            c.message_id, c.phone, c.text, outcome.seconds_to_end(c, time.monotonic())
+            c.message_id,
+            c.phone,
+            c.text,
+            left,
+            start_by=last_start_at(now, left, self.policy.margin_s),
         )
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         self._feed_breaker(answer)
@@ -219,6 +228,10 @@ class ClaimAndSend:
         return result
 
     def _feed_breaker(self, answer: SendResult) -> None:
+        if answer.outcome is Outcome.NOT_SENT:
+            # Not a request: the end time came before it was written.
+            metrics.JOBS_DROPPED.labels("not_written").inc()
+            return
         if answer.outcome in (Outcome.SENT, Outcome.REJECTED):
             self.breaker.record_success()  # a rejection too: the provider is up
             self.connections.grow()

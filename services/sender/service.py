@@ -23,6 +23,8 @@ from services.sender.dead_letters import DeadLetters
 from services.sender.intake import Intake
 from services.sender.provider import ProviderClient
 from services.sender.sending import ClaimAndSend, claim_budget
+from shared import metrics
+from shared.loop_lag import LoopLag
 from shared.messaging import Topology, declare_topology
 from shared.settings import SenderSettings
 
@@ -65,6 +67,7 @@ class Sender:
             park=self.dead_letters.park,
         )
         self.consumer_tag: str | None = None
+        self.loop_lag = LoopLag(metrics.EVENT_LOOP_LAG)
         self.stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -96,6 +99,7 @@ class Sender:
             asyncio.create_task(self._watch_breaker(), name="breaker"),
             asyncio.create_task(self.sending.writer.run(), name="result-writer"),
             asyncio.create_task(self._watch_stopped_mailings(), name="stopped-mailings"),
+            asyncio.create_task(self.loop_lag.run(), name="loop-lag"),
         ]
         await self.stopping.wait()
         await self._shutdown()

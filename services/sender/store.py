@@ -170,8 +170,10 @@ class Claimed:
     attempts: int
     phone: str
     text: str
-    seconds_to_end: float  # at `claimed_at`, by the database's clock (a test: to its deadline)
-    claimed_at: float  # time.monotonic() when the claim returned
+    seconds_to_end: (
+        float  # at `claimed_at` or later, by the database's clock (a test: to its deadline)
+    )
+    claimed_at: float  # time.monotonic() when the claim was sent (before the database's now())
     is_test: bool = False
 
 
@@ -216,12 +218,17 @@ async def _fetch(session: AsyncSession, sql: str, params: dict[str, Any]) -> lis
 async def claim(
     session: AsyncSession, jobs: Sequence[Job], *, margin_s: float, lease_s: float
 ) -> list[Claimed]:
+    # The time left and the lease are the database's, as of its now(): the start of this
+    # transaction, which is no earlier than this moment. Counted from here, a slow claim (a
+    # loaded database, a lock wait, a late loop) shortens what the sender believes it has;
+    # counted from the answer, it lengthened it by the claim's latency, and requests went out
+    # after the end time (the soak: up to 0.4 s after it on the wire).
+    now = time.monotonic()
     rows = await _fetch(
         session,
         _CLAIM_SQL,
         {**_keys(jobs), "margin": margin_s, "lease": lease_s},
     )
-    now = time.monotonic()
     claimed = [
         Claimed(
             r.id,

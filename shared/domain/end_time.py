@@ -1,7 +1,10 @@
 """The end-time rule: nothing reaches a client after its mailing's `end_at`.
 
 - No request starts within `END_SAFETY_MARGIN_S` of the end (the last start is
-  `end_at - margin`): a request that starts later might land after the end.
+  `end_at - margin`): a request that starts later might land after the end. The sender checks
+  it (`may_start`) just before it hands a request to the HTTP client, and the client checks it
+  again as it writes the request (`last_start_at`): the event loop writes a request a turn
+  after the check, and on a loaded machine a turn has taken longer than the margin.
 - No request's timeout runs past the end.
 - Nothing waits in a queue past the end (a job's TTL is the time left).
 
@@ -29,6 +32,12 @@ def may_start(seconds_to_end: float, margin_s: float, *, after_s: float = 0.0) -
 def may_start_at(now: datetime, end_at: datetime, margin_s: float) -> bool:
     """`may_start` with wall-clock moments."""
     return now < end_at - timedelta(seconds=margin_s)
+
+
+def last_start_at(now: float, seconds_to_end: float, margin_s: float) -> float:
+    """The last moment, on the clock `now` is read from, at which a request may be written:
+    `end - margin`. A request the loop gets to write only after it is not sent at all."""
+    return now + seconds_to_end - margin_s
 
 
 def request_timeout_s(timeout_s: float, seconds_to_end: float) -> float:

@@ -148,7 +148,11 @@ async def test_the_reaper_requeues_lapsed_leases_under_a_new_token(
     }
     live = rows.message(mailing, status=S.SENDING, token=8, lease_in_s=30)
     async with sessions() as session:
+        # Lapsed leases are not live, but still outstanding (queued or sending): the lease
+        # cap measures the senders' drain on the outstanding ones, so a lapse is no drain.
+        assert await leasing.lease_counts(session) == (1, 3)
         leases = await leasing.lease_due_messages(session, limit=10, ttl_s=LEASE_S)
+        assert await leasing.lease_counts(session) == (4, 4)  # the retrying one is queued now
     assert {lease.message_id for lease in leases} == set(lapsed.values())
     assert all(lease.reaped and lease.token != 7 for lease in leases)
     assert rows.get(live) == {**rows.get(live), "status": S.SENDING, "token": 8}

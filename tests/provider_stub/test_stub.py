@@ -338,7 +338,9 @@ async def test_reset(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.json() == defaults
     assert (await client.get("/_control/faults")).json() == defaults
-    assert await stats(client) == {
+    after_reset = await stats(client)
+    assert after_reset.pop("loop_lag_max_s") >= 0  # the stub's own loop, not reset
+    assert after_reset == {
         "requests_total": 0,
         "by_outcome": dict.fromkeys(OUTCOMES, 0),
         "delivered_unique": 0,
@@ -392,3 +394,33 @@ def test_deliveries_store_interns_texts_and_pages_negative_ids() -> None:
     items, next_after_id = store.page(-3, 10)
     assert [i["id"] for i in items] == [0, 5, 9]
     assert next_after_id is None
+
+
+async def test_token_control_rotates_the_accepted_token(client: httpx.AsyncClient) -> None:
+    assert (await send(client, 1)).status_code == 200
+    response = await client.put("/_control/token", json={"token": "rotated"})
+    assert response.status_code == 200
+    assert (await send(client, 2)).status_code == 401  # the old token is refused now
+    rotated = {"Authorization": "Bearer rotated"}
+    body = {"id": 3, "phone": PHONE, "text": "hello"}
+    assert (await client.post("/send/3", json=body, headers=rotated)).status_code == 200
+    for bad in ({}, {"token": ""}, {"token": 5}, []):
+        assert (await client.put("/_control/token", json=bad)).status_code == 400
+    assert (await client.put("/_control/token", content=b"{")).status_code == 400
+
+
+async def test_stats_since_gives_the_first_acceptance_after_a_moment(
+    client: httpx.AsyncClient,
+) -> None:
+    before = time.time()
+    assert (await client.get("/_control/stats", params={"since": before})).json()[
+        "first_received_since"
+    ] is None
+    await send(client, 1)
+    middle = time.time()
+    await send(client, 2)
+    await send(client, 1)  # a repeat counts as an acceptance too
+    first = (await client.get("/_control/stats", params={"since": before})).json()
+    later = (await client.get("/_control/stats", params={"since": middle})).json()
+    assert before <= first["first_received_since"] <= middle < later["first_received_since"]
+    assert (await client.get("/_control/stats", params={"since": "x"})).status_code == 400

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from shared.domain.end_time import (
     MAX_JOB_TTL_S,
     job_ttl_s,
+    last_start_at,
     may_start,
     may_start_at,
     request_timeout_s,
@@ -47,6 +48,21 @@ def test_both_forms_agree(delay: float, margin: float, end_offset: int) -> None:
     # The float form counts seconds; allow for timedelta's microsecond rounding at the edge.
     if abs((end - timedelta(seconds=margin) - at).total_seconds()) > 1e-5:
         assert may_start(float(end_offset), margin, after_s=delay) is expected
+
+
+@given(
+    st.floats(min_value=0, max_value=1e6, allow_nan=False),
+    st.floats(min_value=-100, max_value=10_000, allow_nan=False),
+    st.floats(min_value=0, max_value=100, allow_nan=False),
+    st.floats(min_value=0, max_value=10_000, allow_nan=False),
+)
+def test_the_last_start_is_where_may_start_turns_false(
+    now: float, left: float, margin: float, later: float
+) -> None:
+    """A client re-checking `last_start_at` later agrees with `may_start` asked then."""
+    deadline = last_start_at(now, left, margin)
+    if abs(deadline - (now + later)) > 1e-6:
+        assert (now + later < deadline) is may_start(left, margin, after_s=later)
 
 
 def test_no_timeout_runs_past_the_end() -> None:

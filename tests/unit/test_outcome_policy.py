@@ -143,6 +143,16 @@ def test_a_retry_that_cannot_come_back_before_the_end_expires() -> None:
     assert (late.status, late.error) == (S.EXPIRED, f"{END_REACHED}; last: x")
 
 
+def test_a_request_not_written_by_its_last_start_expires_without_an_attempt() -> None:
+    result = after_answer(
+        claimed(seconds_to_end=5),
+        answer(Outcome.NOT_SENT, END_REACHED),
+        now=CLAIMED_AT + 2,
+        policy=POLICY,
+    )
+    assert (result.status, result.error, result.attempted) == (S.EXPIRED, END_REACHED, 0)
+
+
 def test_released_and_stopped_spend_no_attempt() -> None:
     assert released(claimed(), 3.0).attempted == 0
     assert released(claimed(), 3.0).delay_s == 3.0

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,9 +238,43 @@ async def test_request_is_cut_at_the_client_timeout(provider: Provider) -> None:
 
 async def test_no_time_left_sends_nothing(provider: Provider, client: ProviderClient) -> None:
     result = await client.send(1, PHONE, TEXT, 0.0)
-    assert result.outcome is Outcome.RETRY
+    assert result.outcome is Outcome.NOT_SENT
     assert result.error == "end time reached"
     assert provider.received == []
+
+
+async def test_a_last_start_already_past_sends_nothing(
+    provider: Provider, client: ProviderClient
+) -> None:
+    result = await client.send(1, PHONE, TEXT, 60.0, start_by=time.monotonic() - 0.001)
+    assert (result.outcome, result.error) == (Outcome.NOT_SENT, "end time reached")
+    assert provider.received == []
+
+
+async def test_a_request_the_loop_writes_after_its_last_start_is_not_sent(
+    provider: Provider, client: ProviderClient
+) -> None:
+    """The request is handed to the client in time, but the loop stalls (a CPU-starved process)
+    before it writes it: nothing reaches the provider, and the next request goes out."""
+    requests_before = _count("mailing_provider_requests_total", {"outcome": "retry"})
+    # Queued before the request's write: the loop runs it, and stalls, first.
+    asyncio.get_running_loop().call_soon(time.sleep, 0.3)
+    result = await client.send(1, PHONE, TEXT, 60.0, start_by=time.monotonic() + 0.1)
+    assert (result.outcome, result.error) == (Outcome.NOT_SENT, "end time reached")
+    assert _count("mailing_provider_requests_total", {"outcome": "retry"}) == requests_before
+    later = await client.send(2, PHONE, TEXT, 60.0, start_by=time.monotonic() + 10)
+    assert later.outcome is Outcome.SENT
+    # Not a byte of the first request arrived: the provider saw only the second.
+    assert [r.path for r in provider.received] == ["/send/2"]
+
+
+async def test_a_request_written_before_its_last_start_is_sent(
+    provider: Provider, client: ProviderClient
+) -> None:
+    result = await client.send(5, PHONE, TEXT, 60.0, start_by=time.monotonic() + 10)
+    assert result.outcome is Outcome.SENT
+    assert provider.received[0].headers["Content-Type"] == "application/json"
+    assert json.loads(provider.received[0].body) == {"id": 5, "phone": int(PHONE), "text": TEXT}
 
 
 async def test_no_token_sends_nothing(provider: Provider) -> None:

@@ -150,17 +150,19 @@ class ProcessGroup:
     started: list[ServiceProcess] = field(default_factory=list)
     prefix: str = ""
 
-    def start(self, service: str, **overrides: object) -> ServiceProcess:
-        """`services.<service>` with `overrides` (lower-case setting names) over the base env.
-        Its /readyz port is METRICS_PORT, or API_PORT for the API when that is overridden."""
+    def start(
+        self, service: str, *, module: str | None = None, **overrides: object
+    ) -> ServiceProcess:
+        """`services.<service>` (or `module`, a test's wrapper of it) with `overrides`
+        (lower-case setting names) over the base env. Its /readyz port is METRICS_PORT, or
+        API_PORT for the API when that is overridden."""
         env = self.base_env | {"METRICS_PORT": str(free_port())}
         env |= {key.upper(): str(value) for key, value in overrides.items()}
         ready_on = "API_PORT" if service == "api" and "API_PORT" in env else "METRICS_PORT"
         port = int(env[ready_on])
         index = sum(p.name.startswith(f"{self.prefix}{service}-") for p in self.started)
-        proc = launch(
-            f"{self.prefix}{service}-{index}", f"services.{service}", env, self.log_dir, port
-        )
+        name = f"{self.prefix}{service}-{index}"
+        proc = launch(name, module or f"services.{service}", env, self.log_dir, port)
         self.started.append(proc)
         return proc
 

@@ -1,0 +1,60 @@
+"""`python -m tests.chaos.stalling_sender`: the real sender, whose event loop stalls once at
+the worst moment for the end-time rule (tests/chaos/test_end_time.py).
+
+The first request handed to the provider client with less than `STALL_WITHIN_S` left before
+its mailing's end (so it has just passed the sender's end-time check) queues a callback that
+blocks the loop until `STALL_TO_S_BEFORE_END` before the end: inside END_SAFETY_MARGIN_S, where
+no request may start, but before the end, so the request's own timeout (capped at the end) has
+not fired yet. The callback is queued before the client writes the request, so the loop runs
+it between the check and the write: what a CPU-starved process, a long garbage collection or a
+throttled container does at random. The stall is logged ("stalled the event loop", with the
+message id and the seconds) for the test to see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import structlog
+import uvloop
+
+from services.sender import __main__ as sender_main
+from services.sender.provider import ProviderClient, SendResult
+
+STALL_WITHIN_S = float(os.environ.get("STALL_WITHIN_S", "1.0"))
+STALL_TO_S_BEFORE_END = float(os.environ.get("STALL_TO_S_BEFORE_END", "0.1"))
+
+log = structlog.get_logger("sender")
+_send = ProviderClient.send
+_stalled = False
+
+
+async def _stalling_send(
+    self: ProviderClient,
+    message_id: int,
+    phone: str,
+    text: str,
+    time_left_s: float,
+    **kwargs: Any,
+) -> SendResult:
+    global _stalled
+    if not _stalled and STALL_TO_S_BEFORE_END < time_left_s < STALL_WITHIN_S:
+        _stalled = True
+        stall_s = time_left_s - STALL_TO_S_BEFORE_END
+        log.warning(
+            "stalled the event loop",
+            message_id=message_id,
+            time_left_s=time_left_s,
+            stall_s=stall_s,
+        )
+        asyncio.get_running_loop().call_soon(time.sleep, stall_s)
+    return await _send(self, message_id, phone, text, time_left_s, **kwargs)
+
+
+ProviderClient.send = _stalling_send  # type: ignore[method-assign]
+
+if __name__ == "__main__":
+    uvloop.run(sender_main.main())
