@@ -28,6 +28,7 @@ from services.api.mailings.router import router as mailings_router
 from services.api.observability import RequestObservability
 from services.api.openapi import operation_id
 from services.api.ui import mount_console
+from shared import tracing
 from shared.db import create_engine, create_session_factory
 from shared.settings import ApiSettings
 
@@ -110,7 +111,25 @@ def create_app(
     )
     # Outermost: every request, even a refused one, gets an id, a log line and metrics.
     app.add_middleware(RequestObservability)
+    instrument_tracing(app)
     return app
+
+
+def instrument_tracing(app: FastAPI) -> None:
+    """A server span per request (OpenTelemetry's FastAPI instrumentation, outside every
+    middleware) when tracing is on; nothing at all when it is off."""
+    provider = tracing.provider()
+    if provider is None:
+        return
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls="/healthz,/readyz,/metrics",
+        # Not a span per ASGI message: one per request is what tells a story.
+        exclude_spans=["receive", "send"],
+    )
 
 
 async def prune_audit_log(

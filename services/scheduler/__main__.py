@@ -10,6 +10,7 @@ import structlog
 import uvloop
 
 from services.scheduler.service import Scheduler, connect_broker
+from shared import tracing
 from shared.db import create_engine, create_session_factory, database_ready
 from shared.logging import configure_logging
 from shared.ops_server import start_ops_server
@@ -21,6 +22,7 @@ log = structlog.get_logger("scheduler")
 async def main() -> None:
     settings = SchedulerSettings()
     configure_logging(settings.log_level, settings.log_format)
+    tracing.configure_tracing(tracing.SCHEDULER, settings.database_url, settings.amqp_namespace)
     engine = create_engine(settings)
     connection = await connect_broker(settings.amqp_url)
     scheduler = Scheduler(settings, create_session_factory(engine), connection)
@@ -42,6 +44,7 @@ async def main() -> None:
         await ops.cleanup()
         await connection.close()
         await engine.dispose()
+        tracing.shutdown()
         log.info("scheduler stopped")
 
 

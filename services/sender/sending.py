@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import structlog
 from aiolimiter import AsyncLimiter
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.sender import outcome, store
@@ -26,7 +27,7 @@ from services.sender.intake import Message, finish
 from services.sender.limit import ConcurrencyLimit
 from services.sender.provider import Outcome, ProviderClient, SendResult
 from services.sender.results import ResultWriter
-from shared import metrics
+from shared import metrics, tracing
 from shared.domain.retry import JITTER
 from shared.domain.statuses import MessageStatus
 from shared.messaging import Job, Topology, delay_ms, jobs_message, packed, publish_many
@@ -76,6 +77,7 @@ class ClaimAndSend:
         # Mailings with claimed messages in this process, and those of them an admin stopped.
         self.held: Counter[int] = Counter()
         self.stopped: dict[int, MessageStatus] = {}
+        self.provider_target = tracing.HttpTarget.of(settings.provider_url)
 
     @property
     def batch_size(self) -> int:
@@ -90,7 +92,8 @@ class ClaimAndSend:
             return
         share = await self.budget.take(len(batch))
         try:
-            await self._claim_and_send(batch, share)
+            with self._batch_span(batch):
+                await self._claim_and_send(batch, share)
         except Exception:
             # A bug, not a fault (those are retried inside): ack what is left rather than hold
             # the jobs forever; their leases lapse and the reaper queues the messages again.
@@ -98,6 +101,30 @@ class ClaimAndSend:
             await finish([m for m in batch if not m.finished])
         finally:
             share.give_all()
+
+    @staticmethod
+    def _batch_span(batch: list[Message]) -> tracing.SpanScope:
+        """The claim batch's span: under the first job's publish span, linked to the others'."""
+        if not tracing.enabled():
+            return tracing.span(None)
+        traces = list({id(m.envelope): m.envelope.trace for m in batch}.values())
+        mailings = sorted({m.job.mailing_id for m in batch})
+        return tracing.span(
+            "claim batch",
+            parent=traces[0],
+            kind=SpanKind.CONSUMER,
+            links=[t for t in traces[1:] if t is not None],
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "messaging.batch.message_count": len(batch),
+                **(
+                    {tracing.MAILING_ID: mailings[0]}
+                    if len(mailings) == 1
+                    else {"mailing.ids": mailings}
+                ),
+            },
+        )
 
     async def _claim_and_send(self, batch: list[Message], share: Share) -> None:
         sending, unsent = await self._claim(batch)
@@ -201,9 +228,12 @@ class ClaimAndSend:
                 metrics.JOBS_DROPPED.labels("lease_lapsing").inc()
             return unsent
         started = time.perf_counter()
-        answer = await self.provider.send(
-            c.message_id, c.phone, c.text, outcome.seconds_to_end(c, time.monotonic())
-        )
+        with self._request_span(m) as span:
+            answer = await self.provider.send(
+                c.message_id, c.phone, c.text, outcome.seconds_to_end(c, time.monotonic())
+            )
+            if span is not None:
+                tracing.provider_answer(span, answer.outcome, answer.error)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         self._feed_breaker(answer)
         result = outcome.after_answer(
@@ -216,6 +246,19 @@ class ClaimAndSend:
         )
         self._log(m, answer, result, latency_ms)
         return result
+
+    def _request_span(self, m: Message) -> tracing.SpanScope:
+        """The provider request's client span (OTel HTTP client conventions)."""
+        if not tracing.enabled():
+            return tracing.span(None)
+        return tracing.span(
+            "POST /send/{msgId}",
+            parent=tracing.parent_for(m.envelope.trace),
+            kind=SpanKind.CLIENT,
+            attributes=tracing.provider_request_attributes(
+                self.provider_target, self.settings.provider_url, m.job.mailing_id, m.job.message_id
+            ),
+        )
 
     def _feed_breaker(self, answer: SendResult) -> None:
         if answer.outcome in (Outcome.SENT, Outcome.REJECTED):
@@ -304,7 +347,8 @@ class ClaimAndSend:
                         mailing_id,
                         ((r.message_id, r.token) for r in job),
                         expiration_s=None,
-                        headers={"mailing_id": mailing_id},
+                        # The retry's claim and request stay in the mailing's trace.
+                        headers={"mailing_id": mailing_id} | tracing.mailing_headers(mailing_id),
                     ),
                     str(tier_ms),
                 )
