@@ -21,23 +21,20 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    # The SDK, the exporter and the propagators are imported only when tracing is on.
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 API, SCHEDULER, SENDER = "mailing-api", "mailing-scheduler", "mailing-sender"
 ACTIVATE = "mailing activate"
@@ -50,20 +47,24 @@ MAILING_ID, MESSAGE_ID = "mailing.id", "message.id"
 _forced_ids: ContextVar[tuple[int, int] | None] = ContextVar("forced_ids", default=None)
 
 
-class MailingIds(RandomIdGenerator):
-    """Random ids, except for the one span started while `_forced_ids` is set: a mailing's
-    activation span takes the ids derived from the mailing."""
+def mailing_id_generator() -> Any:
+    """The SDK's random ids, except for the one span started while `_forced_ids` is set: a
+    mailing's activation span takes the ids derived from the mailing."""
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-    def generate_trace_id(self) -> int:
-        forced = _forced_ids.get()
-        return forced[0] if forced else super().generate_trace_id()
+    class MailingIds(RandomIdGenerator):
+        def generate_trace_id(self) -> int:
+            forced = _forced_ids.get()
+            return forced[0] if forced else super().generate_trace_id()
 
-    def generate_span_id(self) -> int:
-        forced = _forced_ids.get()
-        return forced[1] if forced else super().generate_span_id()
+        def generate_span_id(self) -> int:
+            forced = _forced_ids.get()
+            return forced[1] if forced else super().generate_span_id()
 
-    def is_trace_id_random(self) -> bool:
-        return _forced_ids.get() is None
+        def is_trace_id_random(self) -> bool:
+            return _forced_ids.get() is None
+
+    return MailingIds()
 
 
 @dataclass
@@ -99,11 +100,16 @@ def configure_tracing(
     if exporter is None and not endpoint_configured():
         return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over the service's default name.
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
     # No sampler given: the SDK reads OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
-    provider = TracerProvider(resource=Resource.create(attributes), id_generator=MailingIds())
+    provider = TracerProvider(
+        resource=Resource.create(attributes), id_generator=mailing_id_generator()
+    )
     if exporter is None:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
@@ -128,6 +134,13 @@ def shutdown() -> None:
     """Flush what is buffered (at process exit)."""
     if _active is not None:
         _active.provider.shutdown()
+
+
+def flush() -> None:
+    """Export what is buffered now (the API at shutdown: uvicorn re-raises SIGTERM, so no
+    exit handler of ours runs after it)."""
+    if _active is not None:
+        _active.provider.force_flush()
 
 
 def enabled() -> bool:
@@ -246,9 +259,7 @@ class PublishSpans:
         span = self.spans.get(mailing_id)
         if span is None:
             return {}
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span, Context()))
-        return carrier
+        return _inject({}, trace.set_span_in_context(span, Context()))
 
     def end(self, failed: Iterable[int] = ()) -> None:
         failed = set(failed)
@@ -279,10 +290,19 @@ class _HeadersGetter(Getter[Mapping[str, Any]]):
 _GETTER = _HeadersGetter()
 
 
+def _inject(carrier: dict[str, str], context: Context | None = None) -> dict[str, str]:
+    from opentelemetry import propagate
+
+    propagate.inject(carrier, context=context)
+    return carrier
+
+
 def extract(headers: Mapping[str, Any] | None) -> Context | None:
     """The trace context an AMQP message carries; None when tracing is off or it has none."""
     if _active is None or not headers:
         return None
+    from opentelemetry import propagate
+
     context = propagate.extract(headers, getter=_GETTER)
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
@@ -291,18 +311,14 @@ def inject_current() -> dict[str, str]:
     """The current span's W3C trace context as headers ({} when off)."""
     if _active is None:
         return {}
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier
+    return _inject({})
 
 
 def mailing_headers(mailing_id: int) -> dict[str, str]:
     """Headers that place what a job leads to under the mailing's root (retry jobs)."""
     if _active is None:
         return {}
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=mailing_context(mailing_id))
-    return carrier
+    return _inject({}, mailing_context(mailing_id))
 
 
 def parent_for(remote: Context | None) -> Context | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -80,6 +81,7 @@ def create_app(
             if isinstance(publisher, AmqpEvents):
                 await publisher.close()
             await engine.dispose()
+            tracing.flush()
 
     app = FastAPI(
         title="Mailing service",
@@ -121,6 +123,9 @@ def instrument_tracing(app: FastAPI) -> None:
     provider = tracing.provider()
     if provider is None:
         return
+    # The stable HTTP semantic conventions (http.request.method, http.response.status_code, ...),
+    # as the sender's client spans use; read once, by the instrumentation's first import.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     FastAPIInstrumentor.instrument_app(

@@ -192,7 +192,7 @@ def test_a_mailing_is_sampled_whole_or_not_at_all() -> None:
     trace id, is what every later span of the mailing follows, in any process."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(
-        sampler=ParentBased(TraceIdRatioBased(0.5)), id_generator=tracing.MailingIds()
+        sampler=ParentBased(TraceIdRatioBased(0.5)), id_generator=tracing.mailing_id_generator()
     )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.install(provider, b"seed")
@@ -234,10 +234,8 @@ def test_without_an_endpoint_no_provider_and_no_exporter_is_installed() -> None:
     """A real process start as the services do it: the global tracer provider stays the API's
     proxy (no-op), no SDK provider or exporter exists, the API app gets no tracing middleware."""
     script = """
-import gc, json
+import gc, json, sys
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import SecretStr
 from shared import tracing
 from shared.settings import ApiSettings
@@ -245,6 +243,11 @@ from services.api.app import create_app
 installed = tracing.configure_tracing(tracing.API, "postgresql+psycopg://h/db", "ns")
 app = create_app(ApiSettings(api_tokens=[SecretStr("t")]))
 app.build_middleware_stack()
+otel_modules = sorted(
+    m for m in sys.modules if m.split(".")[1:2] in (["sdk"], ["exporter"], ["instrumentation"])
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 gc.collect()
 print(json.dumps({
     "installed": installed is not None,
@@ -253,10 +256,7 @@ print(json.dumps({
     "sdk_providers": sum(isinstance(o, TracerProvider) for o in gc.get_objects()),
     "exporters": sum(isinstance(o, SpanExporter) for o in gc.get_objects()),
     "instrumented": hasattr(app, "_original_build_middleware_stack"),
-    "otel_modules": sorted(
-        m for m in __import__("sys").modules
-        if m.startswith(("opentelemetry.exporter", "opentelemetry.instrumentation"))
-    ),
+    "otel_modules": otel_modules,
 }))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -276,6 +276,6 @@ print(json.dumps({
         "sdk_providers": 0,
         "exporters": 0,
         "instrumented": False,
-        # Neither the OTLP exporter nor the FastAPI instrumentation is even imported.
+        # Not even imported: the SDK, the OTLP exporter, the FastAPI instrumentation.
         "otel_modules": [],
     }
