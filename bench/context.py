@@ -212,6 +212,7 @@ class Bench:
         senders: int = 1,
         database_name: str | None = None,
         with_scheduler: bool = True,
+        common_env: dict[str, str] | None = None,
     ) -> Deployment:
         assert self.stub is not None
         level = {"LOG_LEVEL": log_level}
@@ -225,6 +226,7 @@ class Bench:
             sender_env=(self.sender_env if sender_env is None else sender_env) | level,
             senders=senders,
             with_scheduler=with_scheduler,
+            common_env=common_env or {},
         )
 
     async def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:

@@ -43,6 +43,8 @@ class Deployment:
     log_dir: Path
     scheduler_env: dict[str, str] = field(default_factory=dict)
     sender_env: dict[str, str] = field(default_factory=dict)
+    # Over every process's settings, the api's too (the tracing phase's OTEL_* variables).
+    common_env: dict[str, str] = field(default_factory=dict)
     senders: int = 1
     with_scheduler: bool = True
     namespace: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:10]}")
@@ -51,14 +53,18 @@ class Deployment:
     sender_services: list[Service] = field(default_factory=list)
 
     def base_env(self) -> dict[str, str]:
-        return service_env(
-            database_url=sqlalchemy_url(self.database),
-            amqp_url=self.amqp_url,
-            namespace=self.namespace,
-            provider_url=self.stub_url,
-            provider_token=STUB_TOKEN,
-            api_token=ADMIN_TOKEN,
-        ) | {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+        return (
+            service_env(
+                database_url=sqlalchemy_url(self.database),
+                amqp_url=self.amqp_url,
+                namespace=self.namespace,
+                provider_url=self.stub_url,
+                provider_token=STUB_TOKEN,
+                api_token=ADMIN_TOKEN,
+            )
+            | {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+            | self.common_env
+        )
 
     @property
     def services(self) -> list[Service]:

@@ -426,6 +426,7 @@ class Report:
         from bench.phases.imports import ImportPhaseResult
         from bench.phases.scaleout import ScaleoutResult
         from bench.phases.stats import StatsResult
+        from bench.phases.tracing import TracingResult
 
         self.header()
         self.summary()
@@ -442,6 +443,7 @@ class Report:
             stats,
             ApiResult.from_figures(self.r),
             ImportPhaseResult.from_figures(self.r),
+            TracingResult.from_figures(self.r),
         ):
             if result is not None:
                 result.render(self)

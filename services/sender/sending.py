@@ -106,7 +106,7 @@ class ClaimAndSend:
     def _batch_span(batch: list[Message]) -> tracing.SpanScope:
         """The claim batch's span: under the first job's publish span, linked to the others'."""
         if not tracing.enabled():
-            return tracing.span(None)
+            return tracing.OFF
         traces = list({id(m.envelope): m.envelope.trace for m in batch}.values())
         mailings = sorted({m.job.mailing_id for m in batch})
         return tracing.span(
@@ -250,7 +250,7 @@ class ClaimAndSend:
     def _request_span(self, m: Message) -> tracing.SpanScope:
         """The provider request's client span (OTel HTTP client conventions)."""
         if not tracing.enabled():
-            return tracing.span(None)
+            return tracing.OFF
         return tracing.span(
             "POST /send/{msgId}",
             parent=tracing.parent_for(m.envelope.trace),

@@ -1,0 +1,217 @@
+"""Phase `tracing`: what OpenTelemetry tracing costs. One mailing through the real processes
+(stub at 0 ms) with tracing off (OTEL_EXPORTER_OTLP_ENDPOINT unset) and on at 1% sampling
+(`parentbased_traceidratio`, 0.01) exporting to a local OTLP/HTTP receiver, alternated for a
+few rounds; then one run at 100% (`parentbased_always_on`), the price of a traced mailing.
+Beside them, the time the off path adds per message, timed in this process."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from statistics import mean
+from typing import TYPE_CHECKING, Any
+
+from bench.context import Bench, log
+from bench.phases.result import PhaseResult
+from bench.report import fmt, table
+from shared import tracing
+from tests.support.otlp import OtlpSink
+
+if TYPE_CHECKING:
+    from bench.report import Report
+
+PROCS = ("sender", "scheduler", "api", "rabbitmq", "postgres_db")
+VARIANTS = {
+    "off": {},
+    "on, 1%": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+    },
+    "on, 100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+}
+
+
+@dataclass(kw_only=True)
+class TracingResult(PhaseResult):
+    key = "tracing"
+    messages: int
+    rounds: int
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    off_path_ns_per_message: float | None = None
+
+    def variant_means(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for label in VARIANTS:
+            runs = [r for r in self.runs if r["variant"] == label]
+            if not runs:
+                continue
+            out[label] = {
+                "runs": len(runs),
+                "rate": mean(r["rate"] for r in runs),
+                "steady_rate": mean(r["steady_rate"] or 0 for r in runs),
+                "cpu": {p: mean(r["cpu_ms_per_msg"].get(p) or 0 for r in runs) for p in PROCS},
+                "spans": sum(r["spans"] for r in runs),
+                "sampled_mailings": sum(bool(r["mailing_spans"]) for r in runs),
+                "load": [r["load"][0] for r in runs],
+            }
+        return out
+
+    def render(self, report: Report) -> None:
+        means = self.variant_means()
+        if not means:
+            return
+        off = means.get("off")
+        rows = []
+        for label, m in means.items():
+            cpu = m["cpu"]
+            traced = sum(cpu[p] for p in ("sender", "scheduler", "api"))
+            base = sum(off["cpu"][p] for p in ("sender", "scheduler", "api")) if off else None
+            rows.append(
+                [
+                    f"`{label}`",
+                    m["runs"],
+                    f"**{fmt(m['rate'])}**",
+                    fmt(m["steady_rate"]),
+                    f"{m['rate'] / off['rate']:.2f}" if off else "-",
+                    fmt(cpu["sender"], 3),
+                    fmt(cpu["scheduler"], 3),
+                    fmt(traced - base, 3) if base is not None else "-",
+                    fmt(m["spans"], 0),
+                    f"{m['sampled_mailings']} / {m['runs']}",
+                    " / ".join(f"{x:.1f}" for x in m["load"]),
+                ]
+            )
+        per_msg = self.off_path_ns_per_message
+        report.add(
+            f"## Tracing cost ({fmt(self.messages)} messages per run, stub at 0 ms)\n\n"
+            "One mailing through the real api, scheduler and sender (tuned settings, "
+            "`LOG_LEVEL=WARNING`): tracing **off** (`OTEL_EXPORTER_OTLP_ENDPOINT` unset: no SDK "
+            "provider), **on at 1%** (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, "
+            "`OTEL_TRACES_SAMPLER_ARG=0.01`) and, once, **on at 100%** "
+            "(`parentbased_always_on`), exporting over OTLP/HTTP to a receiver in the bench "
+            f"process (tests/support/otlp.py). Off and 1% alternate for {self.rounds} "
+            "round(s); figures are means over a variant's runs. A mailing is sampled whole or "
+            "not at all (its trace id, derived from the mailing, decides): at 1% the mailing "
+            "of a run is almost never sampled, so the 1% runs measure the unsampled path "
+            "(non-recording spans, trace context still injected into every job), and the 1% "
+            'of mailings that are sampled cost what the 100% row shows. "sampled" counts '
+            "the runs whose mailing was traced; spans are every span the receiver got "
+            "(the API's create request is a trace of its own, sampled at the same ratio).\n\n"
+            + table(
+                [
+                    "tracing",
+                    "runs",
+                    "msg/s",
+                    "steady msg/s",
+                    "vs off",
+                    "sender CPU ms/msg",
+                    "scheduler",
+                    "api + scheduler + sender vs off, ms/msg",
+                    "spans",
+                    "sampled",
+                    "1-min load",
+                ],
+                rows,
+            )
+            + (
+                f"\n\nThe off path, timed in-process: the checks and no-op context managers "
+                f"the scheduler and sender run per message (and per job of 50, shared out) "
+                f"take **{per_msg:,.0f} ns per message**, "
+                f"{per_msg / 1e6 / off['cpu']['sender'] * 100:.3f}% of the sender's "
+                f"{off['cpu']['sender']:.3f} ms of CPU per message in the off runs: below "
+                "what this machine can measure end to end."
+                if per_msg is not None and off and off["cpu"]["sender"]
+                else ""
+            )
+        )
+
+
+def off_path_ns_per_message(iterations: int = 200_000, per_job: int = 50) -> float:
+    """What the code paths run while tracing is off, per message: the sender's request span
+    and batch check; per job, shared out: extracting headers, the publish spans and their
+    headers, the scheduler's timestamps and span records."""
+    assert not tracing.enabled(), "the bench process itself never turns tracing on"
+    headers: dict[str, Any] = {"mailing_id": 1, "request_id": "r"}
+    started = time.perf_counter_ns()
+    for i in range(iterations):
+        if not tracing.enabled():
+            with tracing.OFF:
+                pass
+        if i % per_job == 0:
+            tracing.extract(headers)
+            t0 = tracing.now_ns()
+            tracing.record_mailing_span(tracing.LEASE, 1, t0, tracing.now_ns())
+            spans = tracing.PublishSpans("send", {1: 1})
+            headers | spans.headers(1)
+            spans.end(())
+            with tracing.OFF:
+                pass
+    traced = time.perf_counter_ns() - started
+    # The same loop without the tracing calls: what is left is theirs.
+    started = time.perf_counter_ns()
+    for i in range(iterations):
+        if i % per_job == 0:
+            headers | {}
+    bare = time.perf_counter_ns() - started
+    return max(traced - bare, 0) / iterations
+
+
+async def traced_run(
+    bench: Bench, index: int, label: str, messages: int, sink: OtlpSink
+) -> dict[str, Any]:
+    from bench.system import load_average
+
+    assert bench.stub_ctl is not None
+    await bench.reset_messages()
+    await bench.stub_ctl.reset(0.0)
+    otel = VARIANTS[label]
+    common_env = (
+        otel | {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_BSP_SCHEDULE_DELAY": "1000"}
+        if otel
+        else {}
+    )
+    spans_before = len(sink.spans)
+    load = [round(load_average()[0], 2)]
+    dep = await bench.deploy(bench.deployment(f"tracing-{index}", common_env=common_env))
+    try:
+        result = await bench.run_to_completion(dep, messages, timeout=max(120.0, messages / 50))
+    finally:
+        await bench.undeploy(dep)  # each process flushes its spans as it stops
+    load.append(round(load_average()[0], 2))
+    received = sink.spans[spans_before:]
+    mailing_spans = [s for s in received if s.attributes.get("mailing.id") == result["mailing_id"]]
+    return {
+        "variant": label,
+        "rate": result["rate"],
+        "steady_rate": result["steady_rate"],
+        "seconds": result["seconds"],
+        "sent": result["sent"],
+        "cpu_ms_per_msg": result["cpu_ms_per_msg"],
+        "spans": len(received),
+        "spans_by_service": dict(Counter(s.service for s in received)),
+        "mailing_spans": len(mailing_spans),
+        "load": load,
+    }
+
+
+async def run(bench: Bench) -> TracingResult:
+    messages = min(bench.args.tracing_messages, bench.args.clients)
+    rounds = bench.args.tracing_rounds
+    await bench.reset_messages(clients=True)
+    await bench.seed_clients(messages)
+    out = bench.keep(TracingResult(messages=messages, rounds=rounds))
+    out.off_path_ns_per_message = round(off_path_ns_per_message(), 1)
+    sink = await OtlpSink().start()
+    try:
+        order = [label for _ in range(rounds) for label in ("off", "on, 1%")] + ["on, 100%"]
+        for index, label in enumerate(order):
+            run = await traced_run(bench, index, label, messages, sink)
+            out.runs.append(run)
+            log(
+                f"  tracing {label}: {run['rate']}/s (steady {run['steady_rate']}/s), "
+                f"{run['spans']} spans, sender {run['cpu_ms_per_msg'].get('sender')} ms/msg"
+            )
+    finally:
+        await sink.close()
+    return out
