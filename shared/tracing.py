@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -236,11 +237,12 @@ class PublishSpans:
     """One producer span per mailing around the publish of its send jobs; each job's headers
     carry its mailing's span as W3C trace context. Does nothing while tracing is off."""
 
-    def __init__(self, destination: str, jobs_per_mailing: Mapping[int, int]) -> None:
+    def __init__(self, destination: str, job_mailings: Iterable[int]) -> None:
+        """`job_mailings`: the mailing of each job (not even read while tracing is off)."""
         self.spans: dict[int, Span] = {}
         if _active is None:
             return
-        for mailing_id, jobs in jobs_per_mailing.items():
+        for mailing_id, jobs in Counter(job_mailings).items():
             self.spans[mailing_id] = _active.tracer.start_span(
                 f"publish {destination}",
                 context=mailing_context(mailing_id),
@@ -262,6 +264,8 @@ class PublishSpans:
         return _inject({}, trace.set_span_in_context(span, Context()))
 
     def end(self, failed: Iterable[int] = ()) -> None:
+        if not self.spans:
+            return
         failed = set(failed)
         for mailing_id, span in self.spans.items():
             if mailing_id in failed:

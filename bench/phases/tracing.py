@@ -142,7 +142,7 @@ def off_path_ns_per_message(iterations: int = 200_000, per_job: int = 50) -> flo
             tracing.extract(headers)
             t0 = tracing.now_ns()
             tracing.record_mailing_span(tracing.LEASE, 1, t0, tracing.now_ns())
-            spans = tracing.PublishSpans("send", {1: 1})
+            spans = tracing.PublishSpans("send", [1])
             headers | spans.headers(1)
             spans.end(())
             with tracing.OFF:

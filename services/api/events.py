@@ -69,11 +69,11 @@ class AmqpEvents:
         )
 
     async def mailing_changed(self, event: str, mailing_id: int) -> None:
+        # The request's span: linked to the mailing's trace (and passed on to the scheduler).
+        tracing.link_to_mailing(mailing_id)
         if self._exchange is None:
             log.warning("event not published: broker not connected", mailing_id=mailing_id)
             return
-        # The request's span: linked to the mailing's trace, and passed on to the scheduler.
-        tracing.link_to_mailing(mailing_id)
         message = aio_pika.Message(
             json.dumps({"event": event, "mailing_id": mailing_id}).encode(),
             content_type="application/json",

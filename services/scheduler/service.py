@@ -262,9 +262,7 @@ class Scheduler:
                 leases, lambda lease: lease.mailing_id, self.settings.messages_per_job
             )
         ]
-        spans = tracing.PublishSpans(
-            self.topology.names.send, Counter(job[0].mailing_id for job in jobs)
-        )
+        spans = tracing.PublishSpans(self.topology.names.send, (job[0].mailing_id for job in jobs))
         errors = await publish_many(
             self.topology.send_exchange,
             (

@@ -93,7 +93,7 @@ def test_activation_is_the_root_and_later_spans_hang_under_it(
 def test_the_job_headers_carry_the_publish_span_to_the_sender(
     spans: InMemorySpanExporter,
 ) -> None:
-    publish = tracing.PublishSpans("ns.send", {5: 2, 6: 1})
+    publish = tracing.PublishSpans("ns.send", [5, 6, 5])
     headers_5 = tracing.extract(publish.headers(5))
     # aio-pika may hand header values back as bytes.
     raw = {k: v.encode() for k, v in publish.headers(6).items()}
@@ -201,7 +201,7 @@ def test_a_mailing_is_sampled_whole_or_not_at_all() -> None:
         for mailing_id in range(1, 101):
             tracing.record_activation(mailing_id, t0, t0 + 1)
             tracing.record_mailing_span(tracing.LEASE, mailing_id, t0 + 2, t0 + 3)
-            publish = tracing.PublishSpans("send", {mailing_id: 1})
+            publish = tracing.PublishSpans("send", [mailing_id])
             with tracing.span("claim batch", parent=tracing.extract(publish.headers(mailing_id))):
                 pass
             publish.end()
@@ -224,7 +224,7 @@ def test_off_helpers_do_nothing() -> None:
     assert tracing.extract({"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}) is None
     with tracing.span("anything") as span:
         assert span is None
-    publish = tracing.PublishSpans("send", {1: 1})
+    publish = tracing.PublishSpans("send", [1])
     assert publish.headers(1) == {}
     publish.end()
     tracing.record_activation(1, 0, 1)
