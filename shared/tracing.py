@@ -18,7 +18,7 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -73,6 +73,18 @@ class _Tracing:
     provider: TracerProvider
     tracer: trace.Tracer
     seed: bytes
+    # The sampler never records a child of an unsampled parent (every parent-based sampler
+    # as the SDK builds them from OTEL_TRACES_SAMPLER): such spans need not even be started.
+    skip_unsampled: bool = False
+
+
+def _follows_unsampled_parents(sampler: object) -> bool:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    return isinstance(sampler, ParentBased) and all(
+        getattr(sampler, name, None) is ALWAYS_OFF
+        for name in ("_remote_parent_not_sampled", "_local_parent_not_sampled")
+    )
 
 
 _active: _Tracing | None = None
@@ -123,7 +135,12 @@ def configure_tracing(
 def install(provider: TracerProvider, seed: bytes) -> None:
     """Make `provider` the one this module's spans go to (tests install their own)."""
     global _active
-    _active = _Tracing(provider, provider.get_tracer("mailing-service"), seed)
+    _active = _Tracing(
+        provider,
+        provider.get_tracer("mailing-service"),
+        seed,
+        skip_unsampled=_follows_unsampled_parents(provider.sampler),
+    )
 
 
 def uninstall() -> None:
@@ -351,6 +368,7 @@ def link_to_mailing(mailing_id: int) -> None:
 
 
 SpanScope = AbstractContextManager[Span | None]
+Attributes = Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None
 # What `span` gives while tracing is off: reusable, and nearly free to enter.
 OFF: SpanScope = nullcontext(None)
 
@@ -360,13 +378,18 @@ def span(
     *,
     parent: Context | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
-    attributes: Mapping[str, Any] | None = None,
+    attributes: Attributes = None,
     links: Iterable[Context] = (),
 ) -> SpanScope:
     """A current span around a block (None while tracing is off, or no `name`); `parent` None
-    means the current context. `links`: contexts of other work this block also serves."""
+    means the current context. `links`: contexts of other work this block also serves.
+    `attributes` may be a function: called only when the span records (is sampled)."""
     if _active is None or name is None:
         return OFF
+    if _active.skip_unsampled:
+        context = trace.get_current_span(parent).get_span_context()
+        if context.is_valid and not context.trace_flags.sampled:
+            return OFF  # would be a non-recording span: the 99% of mailings at 1%
     return _span(_active, name, parent, kind, attributes, links)
 
 
@@ -376,7 +399,7 @@ def _span(
     name: str,
     parent: Context | None,
     kind: SpanKind,
-    attributes: Mapping[str, Any] | None,
+    attributes: Attributes,
     links: Iterable[Context],
 ) -> Iterator[Span | None]:
     span_links = [
@@ -384,9 +407,16 @@ def _span(
         for c in links
         if trace.get_current_span(c).get_span_context().is_valid
     ]
+    lazy = attributes if callable(attributes) else None
     with active.tracer.start_as_current_span(
-        name, context=parent, kind=kind, attributes=attributes, links=span_links
+        name,
+        context=parent,
+        kind=kind,
+        attributes=None if lazy else attributes,  # type: ignore[arg-type]
+        links=span_links,
     ) as current:
+        if lazy is not None and current.is_recording():
+            current.set_attributes(lazy())
         yield current
 
 

@@ -114,7 +114,7 @@ class ClaimAndSend:
             parent=traces[0],
             kind=SpanKind.CONSUMER,
             links=[t for t in traces[1:] if t is not None],
-            attributes={
+            attributes=lambda: {
                 "messaging.system": "rabbitmq",
                 "messaging.operation.type": "process",
                 "messaging.batch.message_count": len(batch),
@@ -255,7 +255,8 @@ class ClaimAndSend:
             "POST /send/{msgId}",
             parent=tracing.parent_for(m.envelope.trace),
             kind=SpanKind.CLIENT,
-            attributes=tracing.provider_request_attributes(
+            # Built only for a sampled span: most spans are not, at a low sampling ratio.
+            attributes=lambda: tracing.provider_request_attributes(
                 self.provider_target, self.settings.provider_url, m.job.mailing_id, m.job.message_id
             ),
         )

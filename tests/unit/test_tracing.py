@@ -279,3 +279,34 @@ print(json.dumps({
         # Not even imported: the SDK, the OTLP exporter, the FastAPI instrumentation.
         "otel_modules": [],
     }
+
+
+def test_attributes_given_as_a_function_are_built_only_for_a_recorded_span() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        sampler=ParentBased(TraceIdRatioBased(0.01)), id_generator=tracing.mailing_id_generator()
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider, b"seed")
+    built: list[int] = []
+
+    def attributes(mailing_id: int) -> dict[str, int]:
+        built.append(mailing_id)
+        return {"mailing.id": mailing_id}
+
+    try:
+        by_sampling = {
+            tracing.mailing_span_context(m).trace_flags.sampled: m for m in range(1, 2000)
+        }
+        for mailing_id in by_sampling.values():
+            with tracing.span(
+                "POST /send/{msgId}",
+                parent=tracing.mailing_context(mailing_id),
+                attributes=lambda m=mailing_id: attributes(m),
+            ):
+                pass
+    finally:
+        tracing.uninstall()
+    assert built == [by_sampling[True]]
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes == {"mailing.id": by_sampling[True]}
