@@ -47,6 +47,9 @@ class Deployment:
     common_env: dict[str, str] = field(default_factory=dict)
     senders: int = 1
     with_scheduler: bool = True
+    # How long each process may take to answer /readyz (imports alone take tens of seconds at
+    # a load of 15 on this shared machine).
+    ready_timeout_s: float = 60.0
     namespace: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:10]}")
     api: Service | None = None
     scheduler: Service | None = None
@@ -109,7 +112,9 @@ class Deployment:
                 )
             )
         try:
-            await asyncio.gather(*(s.wait_ready(timeout=60.0) for s in self.services))
+            await asyncio.gather(
+                *(s.wait_ready(timeout=self.ready_timeout_s) for s in self.services)
+            )
         except BaseException:
             await self.stop()
             raise

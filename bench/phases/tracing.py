@@ -269,7 +269,9 @@ async def traced_run(
     )
     spans_before = len(sink.spans)
     load = [round(load_average()[0], 2)]
-    dep = await bench.deploy(bench.deployment(f"tracing-{index}", common_env=common_env))
+    dep = bench.deployment(f"tracing-{index}", common_env=common_env)
+    dep.ready_timeout_s = 180.0
+    dep = await bench.deploy(dep)
     try:
         result = await bench.run_to_completion(dep, messages, timeout=max(120.0, messages / 50))
     finally:
