@@ -98,7 +98,9 @@ class TracingResult(PhaseResult):
             "left out (a non-recording publish span and a `traceparent` per job), and the 1% "
             'of mailings that are sampled cost what the 100% row shows. "sampled" counts '
             "the runs whose mailing was traced; spans are every span the receiver got "
-            "(the API's create request is a trace of its own, sampled at the same ratio).\n\n"
+            "(the API's create request is a trace of its own, sampled at the same ratio). "
+            "On a shared machine (see the load column) msg/s follows the other load more than "
+            "tracing: read the CPU columns.\n\n"
             + table(
                 [
                     "tracing",
