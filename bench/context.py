@@ -221,6 +221,7 @@ class Bench:
         database_name: str | None = None,
         with_scheduler: bool = True,
         code_root: Path | None = None,
+        common_env: dict[str, str] | None = None,
     ) -> Deployment:
         assert self.stub is not None
         level = {"LOG_LEVEL": log_level}
@@ -235,6 +236,7 @@ class Bench:
             senders=senders,
             with_scheduler=with_scheduler,
             code_root=code_root,
+            common_env=common_env or {},
         )
 
     async def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:

@@ -43,24 +43,33 @@ class Deployment:
     log_dir: Path
     scheduler_env: dict[str, str] = field(default_factory=dict)
     sender_env: dict[str, str] = field(default_factory=dict)
+    # Over every process's settings, the api's too (the tracing phase's OTEL_* variables).
+    common_env: dict[str, str] = field(default_factory=dict)
     senders: int = 1
     with_scheduler: bool = True
     # Run the services from this checkout instead of the project's (the baseline runs).
     code_root: Path | None = None
+    # How long each process may take to answer /readyz (imports alone take tens of seconds at
+    # a load of 15 on this shared machine).
+    ready_timeout_s: float = 60.0
     namespace: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:10]}")
     api: Service | None = None
     scheduler: Service | None = None
     sender_services: list[Service] = field(default_factory=list)
 
     def base_env(self) -> dict[str, str]:
-        return service_env(
-            database_url=sqlalchemy_url(self.database),
-            amqp_url=self.amqp_url,
-            namespace=self.namespace,
-            provider_url=self.stub_url,
-            provider_token=STUB_TOKEN,
-            api_token=ADMIN_TOKEN,
-        ) | {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+        return (
+            service_env(
+                database_url=sqlalchemy_url(self.database),
+                amqp_url=self.amqp_url,
+                namespace=self.namespace,
+                provider_url=self.stub_url,
+                provider_token=STUB_TOKEN,
+                api_token=ADMIN_TOKEN,
+            )
+            | {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+            | self.common_env
+        )
 
     @property
     def services(self) -> list[Service]:
@@ -108,7 +117,9 @@ class Deployment:
                 )
             )
         try:
-            await asyncio.gather(*(s.wait_ready(timeout=60.0) for s in self.services))
+            await asyncio.gather(
+                *(s.wait_ready(timeout=self.ready_timeout_s) for s in self.services)
+            )
         except BaseException:
             await self.stop()
             raise

@@ -502,6 +502,7 @@ class Report:
         from bench.phases.imports import ImportPhaseResult
         from bench.phases.scaleout import ScaleoutResult
         from bench.phases.stats import StatsResult
+        from bench.phases.tracing import TracingResult
 
         self.header()
         self.summary()
@@ -518,6 +519,7 @@ class Report:
             stats,
             ApiResult.from_figures(self.r),
             ImportPhaseResult.from_figures(self.r),
+            TracingResult.from_figures(self.r),
         ):
             if result is not None:
                 result.render(self)

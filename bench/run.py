@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--e2e-runs",
         help="comma-separated subset of 0ms-warning,50ms-warning",
     )
+    parser.add_argument("--tracing-messages", type=int, default=20_000)
+    parser.add_argument(
+        "--tracing-rounds", type=int, default=2, help="off / on-at-1%% pairs, alternated"
+    )
     parser.add_argument("--report", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     parser.add_argument("--work-dir", default=str(ROOT / "build" / "bench"))
     parser.add_argument("--wait-quiet", action=argparse.BooleanOptionalAction, default=None)
@@ -161,6 +165,8 @@ SMOKE = {
     "import_mailing_clients": 2_000,
     "stats_requests": 10,
     "stats_throwaway": True,
+    "tracing_messages": 300,
+    "tracing_rounds": 1,
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bench.context import Bench
-from bench.phases import api, broker, e2e, fanout, http, imports, scaleout, stats
+from bench.phases import api, broker, e2e, fanout, http, imports, scaleout, stats, tracing
 from bench.phases.result import PhaseResult
 
 Phase = Callable[[Bench], Awaitable[PhaseResult]]
@@ -21,4 +21,5 @@ PHASES: dict[str, Phase] = {
     "fanout": fanout.run,
     "import": imports.run,
     "stats": stats.run,
+    "tracing": tracing.run,
 }

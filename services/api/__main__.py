@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from services.api.app import create_app
+from shared import tracing
 from shared.logging import configure_logging
 from shared.settings import ApiSettings
 
@@ -12,6 +13,7 @@ from shared.settings import ApiSettings
 def main() -> None:
     settings = ApiSettings()
     configure_logging(settings.log_level, settings.log_format)
+    tracing.configure_tracing(tracing.API, settings.database_url, settings.amqp_namespace)
     if not settings.api_tokens:
         raise SystemExit("API_TOKENS is empty: set at least one admin token (make run creates one)")
     uvicorn.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from services.api.mailings.test_send import router as test_send_router
 from services.api.observability import RequestObservability
 from services.api.openapi import operation_id
 from services.api.ui import mount_console
+from shared import tracing
 from shared.db import create_engine, create_session_factory
 from shared.settings import ApiSettings
 
@@ -80,6 +82,7 @@ def create_app(
             if isinstance(publisher, AmqpEvents):
                 await publisher.close()
             await engine.dispose()
+            tracing.flush()
 
     app = FastAPI(
         title="Mailing service",
@@ -115,7 +118,28 @@ def create_app(
     )
     # Outermost: every request, even a refused one, gets an id, a log line and metrics.
     app.add_middleware(RequestObservability)
+    instrument_tracing(app)
     return app
+
+
+def instrument_tracing(app: FastAPI) -> None:
+    """A server span per request (OpenTelemetry's FastAPI instrumentation, outside every
+    middleware) when tracing is on; nothing at all when it is off."""
+    provider = tracing.provider()
+    if provider is None:
+        return
+    # The stable HTTP semantic conventions (http.request.method, http.response.status_code, ...),
+    # as the sender's client spans use; read once, by the instrumentation's first import.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls="/healthz,/readyz,/metrics",
+        # Not a span per ASGI message: one per request is what tells a story.
+        exclude_spans=["receive", "send"],
+    )
 
 
 async def prune_audit_log(

@@ -14,6 +14,7 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
+from shared import tracing
 from shared.messaging import Names
 
 log = structlog.get_logger("api.events")
@@ -68,13 +69,17 @@ class AmqpEvents:
         )
 
     async def mailing_changed(self, event: str, mailing_id: int) -> None:
+        # The request's span: linked to the mailing's trace (and passed on to the scheduler).
+        tracing.link_to_mailing(mailing_id)
         if self._exchange is None:
             log.warning("event not published: broker not connected", mailing_id=mailing_id)
             return
         message = aio_pika.Message(
             json.dumps({"event": event, "mailing_id": mailing_id}).encode(),
             content_type="application/json",
-            headers=dict(structlog.contextvars.get_contextvars()) | {"mailing_id": mailing_id},
+            headers=dict(structlog.contextvars.get_contextvars())
+            | {"mailing_id": mailing_id}
+            | tracing.inject_current(),
         )
         try:
             async with asyncio.timeout(self.publish_timeout_s):

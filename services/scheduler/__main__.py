@@ -11,6 +11,7 @@ import uvloop
 
 from services.scheduler.retention import Retention
 from services.scheduler.service import Scheduler, connect_broker
+from shared import tracing
 from shared.db import create_engine, create_session_factory, database_ready
 from shared.logging import configure_logging
 from shared.ops_server import start_ops_server
@@ -22,6 +23,7 @@ log = structlog.get_logger("scheduler")
 async def main() -> None:
     settings = SchedulerSettings()
     configure_logging(settings.log_level, settings.log_format)
+    tracing.configure_tracing(tracing.SCHEDULER, settings.database_url, settings.amqp_namespace)
     engine = create_engine(settings)
     connection = await connect_broker(settings.amqp_url)
     retention = Retention(engine, retention_days=settings.message_retention_days)
@@ -44,6 +46,7 @@ async def main() -> None:
         await ops.cleanup()
         await connection.close()
         await engine.dispose()
+        tracing.shutdown()
         log.info("scheduler stopped")
 
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from opentelemetry.context import Context
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import activation, fanout, leasing, sweep
 from services.scheduler.lease_cap import LeaseCap, cap_horizon_s
 from services.scheduler.retention import Retention
-from shared import metrics
+from shared import metrics, tracing
 from shared.messaging import (
     SEND_ROUTING_KEY,
     Topology,
@@ -65,6 +67,8 @@ class Scheduler:
         # The API request behind each mailing's latest event, passed on in job headers so one
         # request id leads from the API through the scheduler to the sender's log lines.
         self.request_ids: dict[int, str] = {}
+        # Likewise the trace context of that request (tracing on): the activation links to it.
+        self.changed_by: dict[int, Context] = {}
         self.queue_checked_at = 0.0
         # Due messages wait behind a full lease cap: look again soon, not at the next poll.
         self.cap_full = False
@@ -98,6 +102,11 @@ class Scheduler:
             if len(self.request_ids) > 10_000:
                 self.request_ids.clear()
             self.request_ids[mailing_id] = request_id
+        request_trace = tracing.extract(headers)
+        if isinstance(mailing_id, int) and request_trace is not None:
+            if len(self.changed_by) > 10_000:
+                self.changed_by.clear()
+            self.changed_by[mailing_id] = request_trace
         log.info(
             "woken by event",
             routing_key=message.routing_key,
@@ -171,9 +180,17 @@ class Scheduler:
 
     async def fanout_once(self) -> fanout.ChunkResult | None:
         """One fan-out chunk; None when no fan-out is pending."""
+        started = tracing.now_ns()
         async with self.sessions() as session:
             chunk = await fanout.fanout_chunk(session, self.settings.fanout_chunk_size)
         if chunk is not None:
+            tracing.record_mailing_span(
+                tracing.FANOUT,
+                chunk.mailing_id,
+                started,
+                tracing.now_ns(),
+                {"mailing.messages.created": chunk.created, "mailing.fanout.done": chunk.done},
+            )
             metrics.MESSAGES_CREATED.inc(chunk.created)
             log.info(
                 "fan-out chunk", mailing_id=chunk.mailing_id, created=chunk.created, done=chunk.done
@@ -235,18 +252,22 @@ class Scheduler:
         """One pass over every duty but the fan-out (its own task); True when there is more
         to do right away."""
         busy = False
+        started = tracing.now_ns()
         async with self.sessions() as session:
-            started = await activation.claim_due_mailings(session)
-            for mailing_id in started:
+            activated = await activation.claim_due_mailings(session)
+            for mailing_id in activated:
+                tracing.record_activation(
+                    mailing_id, started, tracing.now_ns(), self.changed_by.pop(mailing_id, None)
+                )
                 metrics.MAILINGS_STARTED.inc()
                 log.info("mailing started", mailing_id=mailing_id)
                 busy = True
-            if started:
+            if activated:
                 try:
-                    await activation.ensure_partitions(session, started)
+                    await activation.ensure_partitions(session, activated)
                 except Exception:
                     # The fan-out's first chunk tries again (and waits until it succeeds).
-                    log.exception("creating message partitions failed", mailing_ids=started)
+                    log.exception("creating message partitions failed", mailing_ids=activated)
         if busy:
             # Its first (small) chunk comes next; the task wakes this loop when it is in.
             self.fanout_wake.set()
@@ -272,9 +293,12 @@ class Scheduler:
             self.cap_full = room <= 0
             if room <= 0:
                 return False
+            started = tracing.now_ns()
             leases = await leasing.lease_due_messages(
                 session, limit=room, ttl_s=self.settings.lease_ttl_s
             )
+        if leases and tracing.enabled():
+            self._trace_leases(leases, started, tracing.now_ns())
         if leases:
             self.lease_cap.leased(sum(not lease.reaped for lease in leases))
             await self._publish(leases)
@@ -289,6 +313,7 @@ class Scheduler:
                 leases, lambda lease: lease.mailing_id, self.settings.messages_per_job
             )
         ]
+        spans = tracing.PublishSpans(self.topology.names.send, (job[0].mailing_id for job in jobs))
         errors = await publish_many(
             self.topology.send_exchange,
             (
@@ -297,13 +322,15 @@ class Scheduler:
                         job[0].mailing_id,
                         ((lease.message_id, lease.token) for lease in job),
                         expiration_s=min(lease.seconds_left for lease in job),
-                        headers=self._job_headers(job[0].mailing_id),
+                        headers=self._job_headers(job[0].mailing_id)
+                        | spans.headers(job[0].mailing_id),
                     ),
                     SEND_ROUTING_KEY,
                 )
                 for job in jobs
             ),
         )
+        spans.end(job[0].mailing_id for job, error in zip(jobs, errors, strict=True) if error)
         for job, error in zip(jobs, errors, strict=True):
             request_id = self.request_ids.get(job[0].mailing_id)
             for lease in job:
@@ -326,6 +353,20 @@ class Scheduler:
                 "publish failed; jobs come back when their lease lapses",
                 failed=len(failures),
                 error=repr(failures[0])[:300],
+            )
+
+    @staticmethod
+    def _trace_leases(leases: list[leasing.Lease], started: int, ended: int) -> None:
+        """Each mailing's share of one lease transaction, as a span of its trace."""
+        leased: Counter[int] = Counter(lease.mailing_id for lease in leases)
+        reaped: Counter[int] = Counter(lease.mailing_id for lease in leases if lease.reaped)
+        for mailing_id, count in leased.items():
+            tracing.record_mailing_span(
+                tracing.LEASE,
+                mailing_id,
+                started,
+                ended,
+                {"mailing.messages.leased": count, "mailing.messages.reaped": reaped[mailing_id]},
             )
 
     def _job_headers(self, mailing_id: int) -> dict[str, object]:

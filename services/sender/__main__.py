@@ -12,6 +12,7 @@ import uvloop
 from services.sender.breaker import State
 from services.sender.provider import ProviderClient, TokenSource
 from services.sender.service import Sender
+from shared import tracing
 from shared.db import create_engine, create_session_factory, database_ready
 from shared.logging import configure_logging
 from shared.ops_server import start_ops_server
@@ -23,6 +24,7 @@ log = structlog.get_logger("sender")
 async def main() -> None:
     settings = SenderSettings()
     configure_logging(settings.log_level, settings.log_format)
+    tracing.configure_tracing(tracing.SENDER, settings.database_url, settings.amqp_namespace)
     engine = create_engine(settings)
     connection = await aio_pika.connect_robust(
         settings.amqp_url, client_properties={"connection_name": "sender"}
@@ -59,6 +61,7 @@ async def main() -> None:
         await provider.close()
         await connection.close()
         await engine.dispose()
+        tracing.shutdown()
         log.info("sender stopped")
 
 

@@ -20,9 +20,10 @@ from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from opentelemetry.context import Context
 
 from services.sender.store import Claimed
-from shared import metrics
+from shared import metrics, tracing
 from shared.messaging import Job, decode_jobs
 
 log = structlog.get_logger("sender")
@@ -37,6 +38,8 @@ class Envelope:
     delivery: Delivery
     left: int
     request_id: str | None
+    # The W3C trace context of the job's publish span (None while tracing is off).
+    trace: Context | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -83,7 +86,10 @@ class Intake:
             return
         request_id = (delivery.headers or {}).get("request_id")
         envelope = Envelope(
-            delivery, len(jobs), request_id if isinstance(request_id, str) else None
+            delivery,
+            len(jobs),
+            request_id if isinstance(request_id, str) else None,
+            tracing.extract(delivery.headers),
         )
         for job in jobs:
             self.inbox.put_nowait(Message(job, envelope))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import structlog
 from aiolimiter import AsyncLimiter
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.sender import outcome, store
@@ -26,7 +27,7 @@ from services.sender.intake import Message, finish
 from services.sender.limit import ConcurrencyLimit
 from services.sender.provider import Outcome, ProviderClient, SendResult
 from services.sender.results import ResultWriter
-from shared import metrics
+from shared import metrics, tracing
 from shared.domain.end_time import last_start_at
 from shared.domain.retry import JITTER
 from shared.domain.statuses import MessageStatus
@@ -77,6 +78,7 @@ class ClaimAndSend:
         # Mailings with claimed messages in this process, and those of them an admin stopped.
         self.held: Counter[int] = Counter()
         self.stopped: dict[int, MessageStatus] = {}
+        self.provider_target = tracing.HttpTarget.of(settings.provider_url)
 
     @property
     def batch_size(self) -> int:
@@ -91,7 +93,8 @@ class ClaimAndSend:
             return
         share = await self.budget.take(len(batch))
         try:
-            await self._claim_and_send(batch, share)
+            with self._batch_span(batch):
+                await self._claim_and_send(batch, share)
         except Exception:
             # A bug, not a fault (those are retried inside): ack what is left rather than hold
             # the jobs forever; their leases lapse and the reaper queues the messages again.
@@ -99,6 +102,30 @@ class ClaimAndSend:
             await finish([m for m in batch if not m.finished])
         finally:
             share.give_all()
+
+    @staticmethod
+    def _batch_span(batch: list[Message]) -> tracing.SpanScope:
+        """The claim batch's span: under the first job's publish span, linked to the others'."""
+        if not tracing.enabled():
+            return tracing.OFF
+        traces = list({id(m.envelope): m.envelope.trace for m in batch}.values())
+        mailings = sorted({m.job.mailing_id for m in batch})
+        return tracing.span(
+            "claim batch",
+            parent=traces[0],
+            kind=SpanKind.CONSUMER,
+            links=[t for t in traces[1:] if t is not None],
+            attributes=lambda: {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "messaging.batch.message_count": len(batch),
+                **(
+                    {tracing.MAILING_ID: mailings[0]}
+                    if len(mailings) == 1
+                    else {"mailing.ids": mailings}
+                ),
+            },
+        )
 
     async def _claim_and_send(self, batch: list[Message], share: Share) -> None:
         sending, unsent = await self._claim(batch)
@@ -207,13 +234,16 @@ class ClaimAndSend:
         # The client checks the last start again as it writes the request: it writes it a
         # loop turn (or, on a starved machine, a good part of a second) after this check.
         left = outcome.seconds_to_end(c, now)
-        answer = await self.provider.send(
-            c.message_id,
-            c.phone,
-            c.text,
-            left,
-            start_by=last_start_at(now, left, self.policy.margin_s),
-        )
+        with self._request_span(m) as span:
+            answer = await self.provider.send(
+                c.message_id,
+                c.phone,
+                c.text,
+                left,
+                start_by=last_start_at(now, left, self.policy.margin_s),
+            )
+            if span is not None:
+                tracing.provider_answer(span, answer.outcome, answer.error)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         self._feed_breaker(answer)
         result = outcome.after_answer(
@@ -226,6 +256,20 @@ class ClaimAndSend:
         )
         self._log(m, answer, result, latency_ms)
         return result
+
+    def _request_span(self, m: Message) -> tracing.SpanScope:
+        """The provider request's client span (OTel HTTP client conventions)."""
+        if not tracing.enabled():
+            return tracing.OFF
+        return tracing.span(
+            "POST /send/{msgId}",
+            parent=tracing.parent_for(m.envelope.trace),
+            kind=SpanKind.CLIENT,
+            # Built only for a sampled span: most spans are not, at a low sampling ratio.
+            attributes=lambda: tracing.provider_request_attributes(
+                self.provider_target, self.settings.provider_url, m.job.mailing_id, m.job.message_id
+            ),
+        )
 
     def _feed_breaker(self, answer: SendResult) -> None:
         if answer.outcome is Outcome.NOT_SENT:
@@ -318,7 +362,8 @@ class ClaimAndSend:
                         mailing_id,
                         ((r.message_id, r.token) for r in job),
                         expiration_s=None,
-                        headers={"mailing_id": mailing_id},
+                        # The retry's claim and request stay in the mailing's trace.
+                        headers={"mailing_id": mailing_id} | tracing.mailing_headers(mailing_id),
                     ),
                     str(tier_ms),
                 )

@@ -20,6 +20,16 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
 # The provider stub reads its own few variables (services/provider_stub: __main__ and app).
 METRIC_MODULES = ("shared.metrics", "services.api.observability", "services.reporter.metrics")
 STUB_ENV = {"STUB_HOST", "STUB_PORT", "STUB_TOKEN", "STUB_SEED", "STUB_FAULTS"}
+# Read by the OpenTelemetry SDK (shared/tracing.py turns it on when the endpoint is set).
+OTEL_ENV = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+}
 
 
 @cache
@@ -33,7 +43,7 @@ def settings_env_names() -> frozenset[str]:
 
 
 def known_env_names() -> frozenset[str]:
-    return settings_env_names() | STUB_ENV
+    return settings_env_names() | STUB_ENV | OTEL_ENV
 
 
 @cache
