@@ -195,3 +195,20 @@ async def test_concurrent_requests_never_exceed_the_limit(
     assert sorted(a.status_code for a in answers) == [202, 202, 429, 429, 429, 429]
     assert len(audit_rows(db)) == 2
     assert db.execute("SELECT count(*) FROM message WHERE is_test").fetchone() == (2,)
+
+
+async def test_a_mailing_whose_partition_retention_dropped_can_still_be_tested(
+    api: httpx.AsyncClient, db: psycopg.Connection
+) -> None:
+    """Retention drops a finished block's partition; testing one of its mailings months later
+    makes the partition again instead of failing the insert."""
+    mid = (await create_mailing(api))["id"]
+    (partition,) = db.execute("SELECT message_partition_of(%s)::text", (mid,)).fetchone()  # type: ignore[misc]
+    assert partition is not None
+    db.execute(f"ALTER TABLE message DETACH PARTITION {partition}")
+    db.execute(f"DROP TABLE {partition}")
+    assert db.execute("SELECT message_partition_of(%s)", (mid,)).fetchone() == (None,)
+
+    response = await api.post(f"/mailings/{mid}/test", json={"phone": PHONE})
+    assert response.status_code == 202, response.text
+    assert db.execute("SELECT message_partition_of(%s)", (mid,)).fetchone() != (None,)
