@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from services.api.app import create_app
 from tests.api.helpers import assert_error, insert_clients, insert_mailing, insert_messages, phone
 from tests.conftest import ADMIN_TOKEN
+from tests.support import database
 from tests.support.waiting import wait_until
 
 HEADER = "phone,tag,timezone,operator_code,opted_out\n"
@@ -342,3 +343,43 @@ async def test_any_body_is_imported_or_refused_never_a_server_error(
         result = await finished(api, response.json()["id"])
         assert result["status"] == "done", result
         assert result["created"] + result["skipped"] + result["rejected"] == result["rows"]
+
+
+async def test_imports_take_turns_writing_the_directory(
+    api: httpx.AsyncClient, db: psycopg.Connection, clean_db: str
+) -> None:
+    """Two imports over the same phones in opposite orders used to deadlock (PostgreSQL ended
+    one). They now write one at a time: while another import holds the turn (here the test's
+    own connection), an import waits for it, then finishes."""
+    phones = [phone(i) for i in range(100)]
+    with db.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO client (phone, operator_code, tag, timezone)"
+            " VALUES (%s, '912', '', 'UTC')",
+            [(p,) for p in phones],
+        )
+    body = HEADER + "".join(f"{p},b,UTC,,yes\n" for p in reversed(phones))
+    with database.connect(clean_db) as other:
+        other.execute("SELECT pg_advisory_lock(hashtext('client_import'))")
+        response = await api.post(
+            "/clients/imports",
+            content=body.encode(),
+            headers={"Content-Type": "text/csv"},
+            params={"on_conflict": "update"},
+        )
+        assert response.status_code == 202, response.text
+
+        async def waiting_for_its_turn() -> bool:
+            row = db.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()
+            return bool(row and row[0])
+
+        await wait_until(waiting_for_its_turn, timeout=30, message="the import to wait its turn")
+        status = (await api.get(f"/clients/imports/{response.json()['id']}")).json()["status"]
+        assert status == "running"
+        assert {clients(db)[p] for p in phones} == {("912", "", "UTC", False)}
+        other.execute("SELECT pg_advisory_unlock(hashtext('client_import'))")  # its turn now
+    result = await finished(api, response.json()["id"])
+    assert (result["status"], result["updated"]) == ("done", 100), result
+    assert {clients(db)[p] for p in phones} == {("912", "b", "UTC", True)}

@@ -206,6 +206,7 @@ async def _validate_and_upsert(
     )
     valid = int((await conn.execute(text(sql.VALID_ROWS))).scalar_one())
     updated = 0
+    await conn.execute(text(sql.TAKE_TURNS))
     if on_conflict == "update":
         row = (await conn.execute(text(sql.UPDATE_EXISTING))).one()
         updated = int(row.updated)

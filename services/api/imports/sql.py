@@ -77,6 +77,12 @@ KEEP_REJECTIONS = """
 
 VALID_ROWS = "SELECT count(*) FROM import_row WHERE problem_reason IS NULL"
 
+# Imports write the directory one at a time (held until the import's transaction ends; reading
+# and checking the file stay concurrent). Two imports over the same phones, in different orders,
+# would otherwise lock rows (or wait on each other's new phones) in opposite orders, and
+# PostgreSQL would end one with a deadlock error.
+TAKE_TURNS = "SELECT pg_advisory_xact_lock(hashtext('client_import'))"
+
 INSERT_NEW = f"""
     WITH inserted AS (
         INSERT INTO client (phone, operator_code, tag, timezone, opted_out_at)
