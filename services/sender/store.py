@@ -39,6 +39,14 @@ _CANCELLED = (
     f" OR c.deleted_at IS NOT NULL OR {_OPTED_OUT}"
 )
 
+# A test send goes to a phone, not a client: a client with that phone who opted out since the
+# test was made stops it as they would stop their own message (a probe of the live-phone index).
+_TEST_OPTED_OUT = (
+    "EXISTS (SELECT 1 FROM client tc WHERE tc.phone = m.phone AND tc.deleted_at IS NULL"
+    f" AND {opted_out_sql('tc')})"
+)
+_OPTED_OUT_ANY = f"CASE WHEN m.is_test THEN {_TEST_OPTED_OUT} ELSE {_OPTED_OUT} END"
+
 # `message` is partitioned by mailing id (migration 0007): every statement below names its
 # messages' mailings as a constant list too, so PostgreSQL plans only their partitions (an id
 # alone would make it visit every partition's key index).
@@ -56,13 +64,14 @@ CLAIM = text(f"""
         SELECT m.id, job.token AS job_token,
             CASE
                 WHEN {_CANCELLED} THEN {sql(S.CANCELLED)}
+                WHEN m.is_test AND {_OPTED_OUT_ANY} THEN {sql(S.CANCELLED)}
                 WHEN {_TOO_LATE} THEN {sql(S.EXPIRED)}
                 WHEN m.is_test THEN {sql(S.SENDING)}
                 WHEN mg.status <> {sql(MailingStatus.RUNNING)} THEN {sql(S.PENDING)}
                 WHEN NOT {_WINDOW_OPEN} THEN {sql(S.PENDING)}
                 ELSE {sql(S.SENDING)}
             END AS next_status,
-            {_NEXT_OPEN} AS next_open, {_OPTED_OUT} AS opted_out,
+            {_NEXT_OPEN} AS next_open, {_OPTED_OUT_ANY} AS opted_out,
             coalesce(m.phone, c.phone) AS phone, mg.text,
             {seconds_to_end_sql(_END_AT)} AS seconds_to_end
         FROM message m

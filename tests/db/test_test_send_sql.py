@@ -17,6 +17,7 @@ from services.sender import store
 from shared.db import create_engine, create_session_factory
 from shared.domain import test_send
 from shared.domain.end_time import END_REACHED
+from shared.domain.opt_out import OPTED_OUT_REASON
 from shared.domain.statuses import MessageStatus
 from shared.settings import BaseServiceSettings
 from tests.db.test_worker_sql import LEASE_S, Rows, job
@@ -223,3 +224,28 @@ def test_the_deadline_twins_agree(db_name: str, created: datetime) -> None:
             f"SELECT {test_send.deadline_sql('CAST(%(c)s AS timestamptz)')}", {"c": created}
         ).fetchone()
     assert row[0] == test_send.deadline(created) == created + timedelta(seconds=600)
+
+
+async def test_a_test_to_the_phone_of_a_client_who_opted_out_since_is_cancelled(
+    rows: SendRows, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The api refuses a test to an opted-out client's phone; one who opts out after the test
+    was made stops it at the claim, as they would stop their own message."""
+    mailing = rows.mailing()
+    client = rows.client()
+    (phone,) = rows.execute("SELECT phone FROM client WHERE id = %s", [client])[0]
+    stopped = rows.test_message(mailing, status=S.QUEUED, token=1, phone=phone)
+    other = rows.test_message(mailing, status=S.QUEUED, token=2)
+    rows.execute("UPDATE client SET opted_out_at = now() WHERE id = %s", [client])
+    async with sessions() as session:
+        claimed = {
+            c.message_id: c.status
+            for c in await store.claim(
+                session,
+                [job(stopped, 1, mailing), job(other, 2, mailing)],
+                margin_s=2.0,
+                lease_s=LEASE_S,
+            )
+        }
+    assert claimed == {stopped: S.CANCELLED, other: S.SENDING}
+    assert rows.get(stopped)["last_error"] == OPTED_OUT_REASON
