@@ -123,6 +123,9 @@ NOTICES = {
     "deleted": N_("Deleted."),
     "paused": N_("Paused."),
     "resumed": N_("Resumed."),
+    "cancelled": N_("Cancelled: nothing more is sent."),
+    "cloned": N_("Cloned: this is the new mailing."),
+    "retried": N_("Failed messages made due again: %(count)s."),
     "test_sent": N_("Test send accepted: its status is below."),
     "uploaded": N_("Uploaded; the import runs on this page."),
 }
@@ -163,7 +166,13 @@ def render(
         return text % values if values else text
 
     notice = NOTICES.get(request.query_params.get("notice", ""))
-    context.setdefault("flash", translate(notice) if notice else None)
+    count = request.query_params.get("count", "")
+    notice_text: str | None
+    if notice and "%(count)s" in notice:
+        notice_text = translate(notice, count=int(count) if count.isdigit() else 0)
+    else:
+        notice_text = translate(notice) if notice else None
+    context.setdefault("flash", notice_text)
     context.update(
         user=user,
         csrf_token=_csrf_token(request, user),

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
+from services.api import exports
 from services.api.clients import service
 from services.api.clients.schemas import ClientCreate
-from services.api.deps import SessionDep
+from services.api.deps import SessionDep, SettingsDep
 from services.api.errors import ApiError
 from services.api.pagination import ResourceId
 from services.api.ui.deps import AdminUserDep, CsrfDep, UserDep
@@ -80,6 +81,7 @@ def _form(
 ) -> HTMLResponse:
     if client is not None and not values:
         values = {name: getattr(client, name) for name in FIELDS}
+        values["opted_out"] = "on" if client.opted_out_at is not None else ""
     return render(
         request,
         "client_form.html",
@@ -98,9 +100,38 @@ def _form(
 def _read(form: Any) -> tuple[dict[str, str], dict[str, Any]]:
     values = {name: form_text(form, name) for name in FIELDS}
     body: dict[str, Any] = dict(values)
+    values["opted_out"] = "on" if form_text(form, "opted_out") else ""
+    body["opted_out"] = bool(values["opted_out"])  # an unticked box opts the client back in
     if not body["operator_code"]:
         body["operator_code"] = None  # derived from the phone
     return values, body
+
+
+@router.get("/ui/clients/export.csv", name="ui_clients_export")
+async def clients_export(
+    request: Request,
+    user: UserDep,
+    settings: SettingsDep,
+    phone: str = Query("", max_length=20),
+    tag: str = Query("", max_length=100),
+    operator_code: str = Query("", max_length=3),
+) -> Response:
+    """The directory as CSV with the list's filters: the REST export's own stream."""
+    _ = gettext_for(request)
+    phone, tag, operator_code = phone.strip(), tag.strip(), operator_code.strip()
+    if (phone and not is_valid_phone(phone)) or (
+        operator_code and not is_valid_operator_code(operator_code)
+    ):
+        message = _("Fix the filters: the phone or the operator code is not valid.")
+        return render(
+            request,
+            "error.html",
+            {"user": user, "status_code": 422, "message": message},
+            status_code=422,
+        )
+    return await exports.export_clients(
+        request, settings, operator_code or None, tag or None, phone or None
+    )
 
 
 @router.get("/ui/clients/new", name="ui_client_new", response_class=HTMLResponse)

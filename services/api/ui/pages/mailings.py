@@ -17,11 +17,12 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api.deps import EventsDep, SessionDep
+from services.api import exports
+from services.api.deps import EventsDep, SessionDep, SettingsDep
 from services.api.errors import ApiError
 from services.api.events import EventPublisher
-from services.api.mailings import service, stats
-from services.api.mailings.schemas import MailingCreate, MailingFilter, MailingPatch
+from services.api.mailings import resend, service, stats
+from services.api.mailings.schemas import MailingClone, MailingCreate, MailingFilter, MailingPatch
 from services.api.pagination import ResourceId
 from services.api.ui.deps import AdminUserDep, ConsoleUser, CsrfDep, UserDep
 from services.api.ui.pages import test_sends
@@ -208,6 +209,8 @@ async def mailing_page(
             "messages": messages,
             "next_msg_after": next_after,
             **await test_sends.tests_context(session, mailing_id),
+            "clone_tz": admin_timezone(request),
+            "timezones": timezone_names(),
         },
     )
 
@@ -491,3 +494,87 @@ async def mailing_delete(
         return await _action_failed(request, user, exc)
     await events.mailing_changed("deleted", mailing_id)
     return see_other(request.url_for("ui_mailings").path, notice="deleted")
+
+
+@router.post("/ui/mailings/{mailing_id}/cancel", name="ui_mailing_cancel")
+async def mailing_cancel(
+    request: Request,
+    mailing_id: ResourceId,
+    user: AdminUserDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+    events: EventsDep,
+) -> Response:
+    """Stop for good (the REST cancel): it stays visible with its statistics."""
+    return await _control(
+        request, mailing_id, user, session, events, service.cancel_mailing, "cancelled"
+    )
+
+
+@router.post("/ui/mailings/{mailing_id}/retry-failed", name="ui_mailing_retry_failed")
+async def mailing_retry_failed(
+    request: Request,
+    mailing_id: ResourceId,
+    user: AdminUserDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+    events: EventsDep,
+) -> Response:
+    """The REST retry-failed: the notice says how many messages became due again."""
+    try:
+        result = await resend.retry_failed(session, mailing_id, actor=user.actor(request))
+    except ApiError as exc:
+        return await _action_failed(request, user, exc)
+    if result.retried:
+        await events.mailing_changed("updated", mailing_id)
+    return see_other(
+        request.url_for("ui_mailing", mailing_id=mailing_id).path,
+        notice="retried",
+        count=result.retried,
+    )
+
+
+@router.post("/ui/mailings/{mailing_id}/clone", name="ui_mailing_clone")
+async def mailing_clone(
+    request: Request,
+    mailing_id: ResourceId,
+    user: AdminUserDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+    events: EventsDep,
+) -> Response:
+    """A copy running from Start to End (the REST clone); on to the new mailing's page."""
+    _ = gettext_for(request)
+    form = await request.form()
+    tz = form_text(form, "tz")
+    tz = tz if tz in timezone_names() else "UTC"
+    errors: dict[str, str] = {}
+    start_at = _moment(form_text(form, "start_at"), tz, "start_at", errors, _)
+    end_at = _moment(form_text(form, "end_at"), tz, "end_at", errors, _)
+    try:
+        if errors:
+            raise ApiError(422, "; ".join(sorted(set(errors.values()))))
+        data = MailingClone.model_validate({"start_at": start_at, "end_at": end_at})
+        clone = await service.clone_mailing(session, mailing_id, data, actor=user.actor(request))
+    except ValidationError as exc:
+        message = "; ".join(field_errors(exc).values())
+        return await _action_failed(request, user, ApiError(422, message))
+    except ApiError as exc:
+        return await _action_failed(request, user, exc)
+    await events.mailing_changed("created", clone.id)
+    url = str(request.url_for("ui_mailing", mailing_id=clone.id).path)
+    return _remember_tz(see_other(url, notice="cloned"), tz)
+
+
+@router.get("/ui/mailings/{mailing_id}/messages.csv", name="ui_mailing_messages_export")
+async def mailing_messages_export(
+    request: Request,
+    mailing_id: ResourceId,
+    user: UserDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    msg_status: str | None = None,
+) -> Response:
+    """The mailing's messages as CSV: the REST export's own stream (of one status if given)."""
+    status = MessageStatus(msg_status) if msg_status in set(MessageStatus) else None
+    return await exports.export_messages(mailing_id, request, session, settings, status)
