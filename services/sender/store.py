@@ -33,12 +33,6 @@ _NEXT_OPEN = next_window_open_sql("c.timezone", "mg.send_window_start", "mg.send
 _END_AT = end_at_sql("m", "mg")
 _TOO_LATE = too_late_to_start_sql(_END_AT, ":margin")
 _OPTED_OUT = opted_out_sql("c")
-# A deleted mailing or client, or a client that opted out: whatever was not sent is cancelled.
-_CANCELLED = (
-    f"mg.deleted_at IS NOT NULL OR mg.status = {sql(MailingStatus.CANCELLED)}"
-    f" OR c.deleted_at IS NOT NULL OR {_OPTED_OUT}"
-)
-
 # A test send goes to a phone, not a client: a client with that phone who opted out since the
 # test was made stops it as they would stop their own message (a probe of the live-phone index).
 _TEST_OPTED_OUT = (
@@ -46,6 +40,11 @@ _TEST_OPTED_OUT = (
     f" AND {opted_out_sql('tc')})"
 )
 _OPTED_OUT_ANY = f"CASE WHEN m.is_test THEN {_TEST_OPTED_OUT} ELSE {_OPTED_OUT} END"
+# A deleted mailing or client, or a client that opted out: whatever was not sent is cancelled.
+_CANCELLED = (
+    f"mg.deleted_at IS NOT NULL OR mg.status = {sql(MailingStatus.CANCELLED)}"
+    f" OR c.deleted_at IS NOT NULL OR {_OPTED_OUT_ANY}"
+)
 
 # `message` is partitioned by mailing id (migration 0007): every statement below names its
 # messages' mailings as a constant list too, so PostgreSQL plans only their partitions (an id
@@ -64,7 +63,6 @@ CLAIM = text(f"""
         SELECT m.id, job.token AS job_token,
             CASE
                 WHEN {_CANCELLED} THEN {sql(S.CANCELLED)}
-                WHEN m.is_test AND {_OPTED_OUT_ANY} THEN {sql(S.CANCELLED)}
                 WHEN {_TOO_LATE} THEN {sql(S.EXPIRED)}
                 WHEN m.is_test THEN {sql(S.SENDING)}
                 WHEN mg.status <> {sql(MailingStatus.RUNNING)} THEN {sql(S.PENDING)}

@@ -430,8 +430,8 @@ async def _control(
     move: Control,
     notice: str,
 ) -> Response:
-    """Pause or resume (the REST API's own move): its 409 shown as a page, else back to the
-    mailing with a notice, the scheduler told."""
+    """Pause, resume or cancel (the REST API's own move): its 409 shown as a page, else back to
+    the mailing with a notice, the scheduler told."""
     try:
         await move(session, mailing_id, actor=user.actor(request))
     except ApiError as exc:
