@@ -251,6 +251,9 @@ class AuditEntry(Base):
     target_type: Mapped[str] = mapped_column(Text)  # client, mailing, import, user, ...
     target_id: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(Text)
+    # The request's W3C `traceparent` (tracing on): the scheduler links a mailing's activation
+    # to the request that last changed it.
+    traceparent: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str | None] = mapped_column(Text)  # the client's address
     # The changed fields; never a secret, phones masked (services/api/audit/log.py).
     changes: Mapped[dict[str, object] | None] = mapped_column(JSONB)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
@@ -11,6 +12,7 @@ from shared.domain.lifecycle import sql
 from shared.domain.statuses import MailingStatus
 
 CLAIM_DUE_MAILINGS = text(f"""
+    WITH started AS (
     UPDATE mailing
     SET status = {sql(MailingStatus.RUNNING)}, started_at = now(), updated_at = now(),
         fanout_cursor = 0,
@@ -26,6 +28,18 @@ CLAIM_DUE_MAILINGS = text(f"""
         FOR UPDATE SKIP LOCKED
     )
     RETURNING id
+    )
+    -- The request that created or last changed each one (its audit entry, written in that
+    -- request's transaction): the activation links to it whether or not its event came first.
+    SELECT s.id, changed.request_id, changed.traceparent
+    FROM started AS s
+    LEFT JOIN LATERAL (
+        SELECT a.request_id, a.traceparent FROM audit_log AS a
+        WHERE a.target_type = 'mailing' AND a.target_id = s.id::text
+          AND a.action <> 'test_send'
+        ORDER BY a.id DESC
+        LIMIT 1
+    ) AS changed ON true
 """)
 
 NEXT_START = text(f"""
@@ -41,10 +55,19 @@ ENSURE_PARTITIONS = text(
 )
 
 
-async def claim_due_mailings(session: AsyncSession) -> list[int]:
-    ids = list((await session.execute(CLAIM_DUE_MAILINGS)).scalars())
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A mailing this scheduler just started, and the request that last changed it."""
+
+    mailing_id: int
+    request_id: str | None
+    traceparent: str | None
+
+
+async def claim_due_mailings(session: AsyncSession) -> list[Started]:
+    started = [Started(*row) for row in (await session.execute(CLAIM_DUE_MAILINGS)).all()]
     await session.commit()
-    return ids
+    return started
 
 
 async def ensure_partitions(session: AsyncSession, mailing_ids: list[int]) -> None:

@@ -15,6 +15,7 @@ from opentelemetry.context import Context
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import activation, fanout, leasing, sweep
+from services.scheduler.activation import Started
 from services.scheduler.lease_cap import LeaseCap, cap_horizon_s
 from services.scheduler.retention import Retention
 from shared import metrics, tracing
@@ -248,17 +249,30 @@ class Scheduler:
                     log.exception("leasing up to the cap failed")
                     return
 
+    async def _claim_due_mailings(self, session: AsyncSession, since_ns: int) -> list[Started]:
+        """Start the due mailings; each one's activation span links to the request behind its
+        audit entry (else behind its event), whose request id its jobs carry."""
+        started = await activation.claim_due_mailings(session)
+        for mailing in started:
+            event_trace = self.changed_by.pop(mailing.mailing_id, None)
+            if mailing.request_id is not None:
+                self.request_ids[mailing.mailing_id] = mailing.request_id
+            created_by = (
+                tracing.extract({"traceparent": mailing.traceparent})
+                if mailing.traceparent is not None
+                else event_trace
+            )
+            tracing.record_activation(mailing.mailing_id, since_ns, tracing.now_ns(), created_by)
+        return started
+
     async def round(self) -> bool:
         """One pass over every duty but the fan-out (its own task); True when there is more
         to do right away."""
         busy = False
         started = tracing.now_ns()
         async with self.sessions() as session:
-            activated = await activation.claim_due_mailings(session)
+            activated = [s.mailing_id for s in await self._claim_due_mailings(session, started)]
             for mailing_id in activated:
-                tracing.record_activation(
-                    mailing_id, started, tracing.now_ns(), self.changed_by.pop(mailing_id, None)
-                )
                 metrics.MAILINGS_STARTED.inc()
                 log.info("mailing started", mailing_id=mailing_id)
                 busy = True

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scheduler import leasing, sweep
+from services.scheduler import activation, leasing, sweep
 from services.sender import store
 from shared.db import create_engine, create_session_factory
 from shared.domain.end_time import END_REACHED
@@ -111,6 +111,40 @@ def rows(clean_db: str) -> Rows:
 
 def job(message_id: int, token: int, mailing_id: int) -> Job:
     return Job(message_id, token, mailing_id)
+
+
+# --- activation ------------------------------------------------------------------------------
+
+
+async def test_activation_starts_due_mailings_with_the_request_that_last_changed_each(
+    rows: Rows, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    due, audited, later = (rows.mailing(status="scheduled") for _ in range(3))
+    rows.execute("UPDATE mailing SET start_at = now() + interval '1 minute' WHERE id = %s", [later])
+    tp = "00-{:032x}-{:016x}-01"
+    for action, request_id, traceparent in [
+        ("create", "req-create", tp.format(1, 1)),
+        ("update", "req-update", tp.format(2, 2)),
+        # A test send is not a change: the activation still links to the update.
+        ("test_send", "req-test", tp.format(3, 3)),
+    ]:
+        rows.execute(
+            "INSERT INTO audit_log (actor_name, actor_kind, actor_role, action, target_type,"
+            " target_id, request_id, traceparent) VALUES ('ops', 'token', 'admin', %s,"
+            " 'mailing', %s, %s, %s)",
+            [action, str(audited), request_id, traceparent],
+        )
+    async with sessions() as session:
+        started = await activation.claim_due_mailings(session)
+    assert sorted(started, key=lambda s: s.mailing_id) == [
+        activation.Started(due, None, None),
+        activation.Started(audited, "req-update", tp.format(2, 2)),
+    ]
+    assert [r[0] for r in rows.execute("SELECT status FROM mailing WHERE id = %s", [later])] == [
+        "scheduled"
+    ]
+    async with sessions() as session:
+        assert await activation.claim_due_mailings(session) == []
 
 
 # --- lease and reaper ------------------------------------------------------------------------

@@ -70,8 +70,13 @@ async def test_one_mailing_reads_as_one_trace(pipeline: Pipeline, sink: OtlpSink
                 "text": "Follow me",
             },
         )
-    assert response.status_code == 201, response.text
-    mailing_id = response.json()["id"]
+        assert response.status_code == 201, response.text
+        mailing_id = response.json()["id"]
+        audit = await api.get(
+            "/audit", params={"target_type": "mailing", "target_id": str(mailing_id)}
+        )
+    assert audit.status_code == 200, audit.text
+    (audited,) = audit.json()["items"]
     assert await pipeline.wait_terminal(mailing_id, CLIENTS) == {"sent": CLIENTS}
     with pipeline.db() as conn:
         message_ids = {
@@ -143,7 +148,10 @@ async def test_one_mailing_reads_as_one_trace(pipeline: Pipeline, sink: OtlpSink
     assert created.service == "mailing-api"
     assert created.trace_id != activation.trace_id
     assert (activation.trace_id, activation.span_id) in created.links
+    # Whether the scheduler started it on the event or on its own poll: the activation finds
+    # the request in the mailing's audit entry, which also names the request's trace.
     assert (created.trace_id, created.span_id) in activation.links
+    assert audited["trace_id"] == created.trace_id
     assert created.attributes["http.response.status_code"] == 201
 
     # Stopped while the receiver still listens: each process flushes what it holds and exits

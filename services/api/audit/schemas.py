@@ -15,6 +15,12 @@ class AuditActor(BaseModel):
     role: Role = Field(examples=["admin"])
 
 
+def _trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C `traceparent` (version-traceid-spanid-flags)."""
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
 class AuditEntryOut(BaseModel):
     id: int
     at: datetime = Field(examples=["2026-12-01T21:50:03.120000Z"], description="ISO 8601")
@@ -25,6 +31,11 @@ class AuditEntryOut(BaseModel):
     request_id: str | None = Field(
         examples=["5f0c3c7e8f8b4a0f9d3c2b1a09876543"],
         description="The X-Request-ID of the response that made the change",
+    )
+    trace_id: str | None = Field(
+        examples=["4bf92f3577b34da6a3ce929d0e0e4736"],
+        description="The trace of the request that made the change, when tracing was on "
+        "(docs/TRACING.md): look it up in the tracing backend",
     )
     source: str | None = Field(examples=["10.0.3.7"], description="The client's address")
     changes: dict[str, Any] | None = Field(
@@ -45,6 +56,7 @@ class AuditEntryOut(BaseModel):
             target_type=entry.target_type,
             target_id=entry.target_id,
             request_id=entry.request_id,
+            trace_id=_trace_id(entry.traceparent),
             source=entry.source,
             changes=entry.changes,
         )

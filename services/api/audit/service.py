@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.principal import Actor
+from shared import tracing
 from shared.domain.clients import mask_phone
 from shared.logging import SECRET_KEYS
 from shared.models import AuditEntry
@@ -65,6 +66,7 @@ async def record(
             target_type=target_type,
             target_id=None if target_id is None else str(target_id),
             request_id=actor.request_id,
+            traceparent=tracing.inject_current().get("traceparent"),
             source=actor.source,
             changes=clean_changes(changes) if changes is not None else None,
         )

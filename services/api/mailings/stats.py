@@ -68,11 +68,11 @@ async def stats_page(session: AsyncSession, *, limit: int, after_id: int) -> Sta
         .where(Mailing.deleted_at.is_(None))
         .group_by(Mailing.status)
     )
-    mailing_counts = dict(by_status.tuples().all())
+    mailing_counts = {status: int(n) for status, n in by_status.all()}
     return StatsPage(
         items=[MailingStats.model_validate(_stats_of(m, counts[m.id])) for m in mailings],
         next_after_id=next_after_id([m.id for m in mailings], limit),
-        totals=_all_statuses({status: int(n) for status, n in totals.tuples()}),
+        totals=_all_statuses({status: int(n) for status, n in totals.all()}),
         mailings_by_status={s: mailing_counts.get(s, 0) for s in MailingStatus},
     )
 
