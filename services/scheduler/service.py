@@ -194,7 +194,11 @@ class Scheduler:
             )
             metrics.MESSAGES_CREATED.inc(chunk.created)
             log.info(
-                "fan-out chunk", mailing_id=chunk.mailing_id, created=chunk.created, done=chunk.done
+                "fan-out chunk",
+                mailing_id=chunk.mailing_id,
+                created=chunk.created,
+                done=chunk.done,
+                analyzed=chunk.analyzed,
             )
             # New messages are due: top the send queue up now, not at the next poll.
             self.wake.set()

@@ -26,6 +26,7 @@ from shared.db import create_engine, create_session_factory
 from shared.domain.retention import finished_at, finished_at_sql
 from shared.settings import BaseServiceSettings
 from tests.support import database
+from tests.support.waiting import wait_until
 
 COUNTERS = "SELECT mailing_id, status, count FROM message_count WHERE count <> 0 ORDER BY 1, 2"
 BY_GROUP = (
@@ -383,3 +384,54 @@ async def test_partition_list_reads_the_bounds(engine: AsyncEngine) -> None:
         found = await partitions(conn)
     assert [(p.name, p.high) for p in found] == [("message_legacy", 1)]
     assert parse_bound("FOR VALUES FROM ('101') TO ('201')") == (101, 201)
+
+
+async def test_a_fanout_that_grew_its_partition_analyzes_it(
+    engine: AsyncEngine, fresh_db: str
+) -> None:
+    """Stale statistics of a fast-grown partition made the senders' lookups by id scan every
+    message of the mailing (services/scheduler/fanout.py): the fan-out analyzes it."""
+    clients = fanout.ANALYZE_MIN_CHANGED + 500
+    q(
+        fresh_db,
+        "INSERT INTO client (phone, operator_code, timezone) SELECT '79' || lpad(g::text, 9,"
+        " '0'), '912', 'UTC' FROM generate_series(1, %s) g",
+        [clients],
+    )
+    q(
+        fresh_db,
+        "INSERT INTO mailing (start_at, end_at, text, status, started_at, fanout_cursor,"
+        " fanout_max_client_id, fanout_advanced_at) VALUES (now(), now() + interval '1 hour',"
+        " 'x', 'running', now(), 0, %s, now())",
+        [clients],
+    )
+    sessions = create_session_factory(engine)
+
+    def last_analyze() -> list[tuple[Any, ...]]:
+        return q(
+            fresh_db,
+            "SELECT last_analyze, n_mod_since_analyze FROM pg_stat_user_tables"
+            " WHERE relname = 'message_p1'",
+        )
+
+    async with sessions() as session:
+        chunk = await fanout.fanout_chunk(session, 20_000)
+    assert chunk is not None and chunk.created == clients and chunk.done
+
+    # The chunk's own counts reach the statistics views at most a second after its commit
+    # (PostgreSQL batches them); until they do the partition does not look grown.
+    async def grown() -> bool:
+        return last_analyze()[0][1] >= clients
+
+    await wait_until(grown, timeout=10, message="the fan-out's inserts in pg_stat_user_tables")
+    if chunk.analyzed is None:
+        async with sessions() as session:
+            assert await fanout.analyze_if_grown(session, chunk.mailing_id) == "message_p1"
+    [(analyzed_at, changed)] = last_analyze()
+    assert analyzed_at is not None and changed == 0
+    assert q(fresh_db, "SELECT reltuples FROM pg_class WHERE relname = 'message_p1'")[0][0] == (
+        clients
+    )
+    # Analyzed now: nothing more to do until it doubles again.
+    async with sessions() as session:
+        assert await fanout.analyze_if_grown(session, chunk.mailing_id) is None
