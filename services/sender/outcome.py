@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from services.sender.provider import Outcome, SendResult
 from services.sender.store import Claimed, Result
-from shared.domain.end_time import END_REACHED, may_start
+from shared.domain.end_time import END_REACHED, last_start_at, may_start
 from shared.domain.retry import retry_delay
 from shared.domain.statuses import MessageStatus
-from shared.settings import SenderSettings
+from shared.settings import SENDING_LEASE_SLACK_S, SenderSettings
 
 S = MessageStatus
 
@@ -27,6 +27,14 @@ class Policy:
     timeout_s: float  # PROVIDER_TIMEOUT_S
     max_attempts: int
     retry_delays_s: tuple[float, ...]
+
+    @property
+    def result_slack_s(self) -> float:
+        """What a request leaves of its lease for reading the answer and writing the result:
+        half of what the lease has beyond two timeouts, at most half of SENDING_LEASE_SLACK_S
+        (1 s by default). A result written after the lease may meet another sender's
+        duplicate: the reaper gave the message to it."""
+        return max(min(SENDING_LEASE_SLACK_S, self.lease_s - 2 * self.timeout_s), 0.0) / 2
 
     @classmethod
     def from_settings(cls, settings: SenderSettings) -> Policy:
@@ -44,6 +52,24 @@ def seconds_to_end(claimed: Claimed, now: float) -> float:
     return claimed.seconds_to_end - (now - claimed.claimed_at)
 
 
+def lease_start_by(claimed: Claimed, policy: Policy) -> float:
+    """The last moment (on the claim's clock) a request may be written and still end, answer
+    read and result written, inside the message's `sending` lease."""
+    return claimed.claimed_at + policy.lease_s - policy.timeout_s - policy.result_slack_s
+
+
+def end_start_by(claimed: Claimed, policy: Policy) -> float:
+    """The end time's last start (`end - margin`) on the claim's clock."""
+    return last_start_at(claimed.claimed_at, claimed.seconds_to_end, policy.margin_s)
+
+
+def start_by(claimed: Claimed, policy: Policy) -> float:
+    """The last moment the HTTP client may write the request: the lease's or the end time's,
+    whichever comes first. The client checks it as it writes the request, a loop turn or, on
+    a starved machine, a good part of a second after `before_request`."""
+    return min(lease_start_by(claimed, policy), end_start_by(claimed, policy))
+
+
 def _result(
     c: Claimed,
     status: MessageStatus,
@@ -56,6 +82,10 @@ def _result(
     return Result(
         c.message_id, c.mailing_id, c.token, status, error, delay_s, attempted, why or status
     )
+
+
+def _lease_lapsing(c: Claimed) -> Result:
+    return _result(c, S.PENDING, attempted=0, why="lease_lapsing")
 
 
 def released(c: Claimed, delay_s: float) -> Result:
@@ -72,8 +102,8 @@ def before_request(c: Claimed, *, now: float, policy: Policy) -> Result | None:
     """None when the request may start now; else what the message becomes unsent."""
     # A lease that can no longer cover this request may already be another sender's (this
     # process was frozen or starved): give the message back instead of sending it.
-    if now - c.claimed_at + policy.timeout_s >= policy.lease_s:
-        return _result(c, S.PENDING, attempted=0, why="lease_lapsing")
+    if now >= lease_start_by(c, policy):
+        return _lease_lapsing(c)
     if not may_start(seconds_to_end(c, now), policy.margin_s):
         # Too close to the end to start a request: it might land after the end.
         return _result(c, S.EXPIRED, END_REACHED, attempted=0)
@@ -96,7 +126,10 @@ def after_answer(
     if answer.outcome is Outcome.UNAUTHORIZED:
         return released(c, release_delay_s)
     if answer.outcome is Outcome.NOT_SENT:
-        # The end time's last start passed before the client could write the request.
+        # `start_by` passed before the client could write the request: the lease's last start
+        # (the message goes back, unsent, for a sender to claim) or the end time's.
+        if lease_start_by(c, policy) < end_start_by(c, policy):
+            return _lease_lapsing(c)
         return _result(c, S.EXPIRED, END_REACHED, attempted=0, why="not_sent")
     if answer.outcome is Outcome.REJECTED:
         return _result(c, S.FAILED, answer.error, why="rejected")

@@ -28,7 +28,6 @@ from services.sender.limit import ConcurrencyLimit
 from services.sender.provider import Outcome, ProviderClient, SendResult
 from services.sender.results import ResultWriter
 from shared import metrics, tracing
-from shared.domain.end_time import last_start_at
 from shared.domain.retry import JITTER
 from shared.domain.statuses import MessageStatus
 from shared.messaging import Job, Topology, delay_ms, jobs_message, packed, publish_many
@@ -231,16 +230,15 @@ class ClaimAndSend:
                 metrics.JOBS_DROPPED.labels("lease_lapsing").inc()
             return unsent
         started = time.perf_counter()
-        # The client checks the last start again as it writes the request: it writes it a
-        # loop turn (or, on a starved machine, a good part of a second) after this check.
-        left = outcome.seconds_to_end(c, now)
+        # The client checks the last start (the lease's or the end time's) again as it writes
+        # the request: a loop turn, or on a starved machine a good part of a second, from now.
         with self._request_span(m) as span:
             answer = await self.provider.send(
                 c.message_id,
                 c.phone,
                 c.text,
-                left,
-                start_by=last_start_at(now, left, self.policy.margin_s),
+                outcome.seconds_to_end(c, now),
+                start_by=outcome.start_by(c, self.policy),
             )
             if span is not None:
                 tracing.provider_answer(span, answer.outcome, answer.error)
@@ -254,6 +252,11 @@ class ClaimAndSend:
             jitter=random.uniform(1 - JITTER, 1 + JITTER),
             release_delay_s=self._release_delay(),
         )
+        if answer.outcome is Outcome.NOT_SENT:
+            # The end time's last start ("not_written") or the lease's came before the write.
+            metrics.JOBS_DROPPED.labels(
+                "lease_lapsing" if result.why == "lease_lapsing" else "not_written"
+            ).inc()
         self._log(m, answer, result, latency_ms)
         return result
 
@@ -273,9 +276,7 @@ class ClaimAndSend:
 
     def _feed_breaker(self, answer: SendResult) -> None:
         if answer.outcome is Outcome.NOT_SENT:
-            # Not a request: the end time came before it was written.
-            metrics.JOBS_DROPPED.labels("not_written").inc()
-            return
+            return  # not a request: its last start passed before it was written
         if answer.outcome in (Outcome.SENT, Outcome.REJECTED):
             self.breaker.record_success()  # a rejection too: the provider is up
             self.connections.grow()
@@ -309,6 +310,8 @@ class ClaimAndSend:
             log.warning("message failed: retries exhausted", **fields, error=answer.error)
         elif result.status is S.EXPIRED:
             log.info("message expired: no time left to retry", **fields, error=answer.error)
+        elif result.why == "lease_lapsing":
+            log.info("message given back unsent: its lease could not cover the request", **fields)
         else:
             log.info(
                 "message will be retried",

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
 from shared.domain.end_time import END_REACHED, seconds_to_end_sql, too_late_to_start_sql
-from shared.domain.lifecycle import CLAIMABLE, OPEN, S, sql, sql_in
+from shared.domain.lifecycle import CLAIMABLE, DELIVERY_LANDS_ON, OPEN, S, sql, sql_in
 from shared.domain.opt_out import OPTED_OUT_REASON, opted_out_sql
 from shared.domain.send_window import next_window_open_sql, window_open_sql
 from shared.domain.statuses import MailingStatus, MessageStatus
@@ -98,8 +98,8 @@ CLAIM = text(f"""
               t.phone, t.text, t.seconds_to_end, m.is_test
 """)
 
-# `sent` is a fact and lands on any message not yet terminal; every other outcome lands only
-# while this sender still holds the message (same token, still `sending`).
+# `sent` is a fact and lands on any message not sent or failed (DELIVERY_LANDS_ON); every
+# other outcome lands only while this sender still holds the message (same token, `sending`).
 WRITE_RESULTS = text(f"""
     WITH r AS (
         SELECT * FROM unnest(
@@ -121,7 +121,7 @@ WRITE_RESULTS = text(f"""
         updated_at = now()
     FROM r
     WHERE m.id = r.id AND {_OF_MAILINGS}
-      AND ((r.status = {sql(S.SENT)} AND m.status IN ({sql_in(OPEN)}))
+      AND ((r.status = {sql(S.SENT)} AND m.status IN ({sql_in(DELIVERY_LANDS_ON)}))
            OR (m.token = r.token AND m.status = {sql(S.SENDING)}))
     RETURNING m.id, m.status
 """)

@@ -8,7 +8,9 @@
     release      queued|retrying             -> pending          sender.store (breaker open)
     result       sending                     -> sent | retrying | failed | expired | pending
                                                 | cancelled      sender.store (WRITE_RESULTS)
-                 any open                    -> sent             (a delivery is a fact)
+                 any open, expired, cancelled -> sent            (a delivery is a fact: the
+                                                  sweep or an opt-out ended it while a request
+                                                  of a sender that lost its lease was under way)
     dead letter  queued|retrying             -> expired | pending   (job expired in the queue)
                  any open                    -> failed              (poison job)
     sweep        open, not held by a sender  -> cancelled | expired   scheduler.sweep
@@ -77,6 +79,10 @@ REAPABLE = (S.QUEUED, S.SENDING, S.RETRYING)
 # What the sweep expires outright at the end time (a `sending` one only once its lease lapsed).
 EXPIRABLE = (S.PENDING, S.QUEUED, S.RETRYING)
 OPEN = MESSAGE_OPEN_STATUSES
+# What a `sent` result lands on whoever holds the message now: a delivery is a fact. An open
+# message (the reaper queued it again after the lease lapsed), and one the sweep expired or an
+# opt-out or delete cancelled meanwhile: the provider has it, so the statistics must say so.
+DELIVERY_LANDS_ON = (*OPEN, S.EXPIRED, S.CANCELLED)
 
 MOVES: tuple[Move, ...] = (
     _move(Mover.FANOUT, [None], [S.PENDING]),
@@ -89,7 +95,7 @@ MOVES: tuple[Move, ...] = (
         [S.SENDING],
         [S.SENT, S.RETRYING, S.FAILED, S.EXPIRED, S.PENDING, S.CANCELLED],
     ),
-    _move(Mover.RESULT, OPEN, [S.SENT]),
+    _move(Mover.RESULT, DELIVERY_LANDS_ON, [S.SENT]),
     _move(Mover.DEAD_LETTER, CLAIMABLE, [S.EXPIRED, S.PENDING]),
     _move(Mover.DEAD_LETTER, OPEN, [S.FAILED]),
     _move(Mover.SWEEP, OPEN, [S.CANCELLED]),

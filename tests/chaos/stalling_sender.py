@@ -9,6 +9,12 @@ not fired yet. The callback is queued before the client writes the request, so t
 it between the check and the write: what a CPU-starved process, a long garbage collection or a
 throttled container does at random. The stall is logged ("stalled the event loop", with the
 message id and the seconds) for the test to see.
+
+With `STALL_PAST_LEASE=1` it stalls instead the first request of a mailing far from its end
+until 0.3 s past the request's `start_by`, which is then the lease's last start (the claim +
+SENDING_LEASE_S - PROVIDER_TIMEOUT_S - the result slack): a request written then could end,
+or have its result written, after the lease, when the reaper may have given the message to
+another sender.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from services.sender.provider import ProviderClient, SendResult
 
 STALL_WITHIN_S = float(os.environ.get("STALL_WITHIN_S", "1.0"))
 STALL_TO_S_BEFORE_END = float(os.environ.get("STALL_TO_S_BEFORE_END", "0.1"))
+STALL_PAST_LEASE = os.environ.get("STALL_PAST_LEASE") == "1"
 
 log = structlog.get_logger("sender")
 _send = ProviderClient.send
@@ -41,9 +48,16 @@ async def _stalling_send(
     **kwargs: Any,
 ) -> SendResult:
     global _stalled
-    if not _stalled and STALL_TO_S_BEFORE_END < time_left_s < STALL_WITHIN_S:
-        _stalled = True
+    stall_s = None
+    if _stalled:
+        pass
+    elif STALL_PAST_LEASE:
+        if time_left_s > 60:
+            stall_s = kwargs["start_by"] - time.monotonic() + 0.3
+    elif STALL_TO_S_BEFORE_END < time_left_s < STALL_WITHIN_S:
         stall_s = time_left_s - STALL_TO_S_BEFORE_END
+    if stall_s is not None:
+        _stalled = True
         log.warning(
             "stalled the event loop",
             message_id=message_id,

@@ -172,3 +172,42 @@ async def test_a_loop_stalled_between_the_check_and_the_write_sends_nothing_late
             last_delivery_before_end_s=round(end_at - last, 2),
             delivered=figures["delivered"],
         )
+
+
+async def test_a_loop_stalled_past_the_leases_last_start_gives_the_message_back_unsent(
+    servers: dict[str, Any],
+) -> None:
+    """The lease's twin of the test above: the request is checked against the lease again as
+    it is written, so one held up past the lease's last start goes back to pending unsent
+    (another sender may hold it by the time it would end), and is sent once, later."""
+    clients = 300
+    async with open_rig("lease: loop stalled after the check", **servers) as rig:
+        rig.seed_clients(clients)
+        rig.set_faults(latency_ms=20)
+        scheduler = rig.start_scheduler()
+        sender = rig.processes.start(
+            "sender", module=STALLING_SENDER, max_connections=10, stall_past_lease="1"
+        )
+        await scheduler.wait_ready(timeout=90)
+        await sender.wait_ready(timeout=90)
+        mailing = await rig.create_mailing()
+
+        assert await rig.wait_terminal(mailing["id"], clients, timeout=90) == {"sent": clients}
+        stalls = _stalls(sender.log_text())
+        assert len(stalls) == 1, "the loop stalled once, after the first request's check"
+        stalled_id = int(stalls[0]["message_id"])
+        given_back = [
+            r
+            for r in (
+                json.loads(line) for line in sender.log_text().splitlines() if line[:1] == "{"
+            )
+            if r.get("event", "").startswith("message given back unsent")
+        ]
+        # It, and any other request of its claim the stall held up past the same last start.
+        assert stalled_id in {int(r["message_id"]) for r in given_back}
+        text = await _metrics(sender.metrics_url)
+        assert _sample(text, 'mailing_jobs_dropped_total{reason="lease_lapsing"}') >= 1
+        # Each sent once, by a later claim: the held-up requests were never written.
+        assert {rig.deliveries()[int(r["message_id"])]["count"] for r in given_back} == {1}
+        figures = await rig.verify(mailing["id"], matching=clients)
+        rig.finish(stall_s=round(stalls[0]["stall_s"], 2), delivered=figures["delivered"])

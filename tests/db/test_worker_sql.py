@@ -266,15 +266,28 @@ async def test_results_land_only_for_the_holder_but_a_delivery_always_lands(
     retry = rows.message(mailing, status=S.SENDING, token=2, lease_in_s=30, attempts=1)
     stolen = rows.message(mailing, status=S.QUEUED, token=30, lease_in_s=30)  # reaped meanwhile
     stolen_sent = rows.message(mailing, status=S.QUEUED, token=40, lease_in_s=30)
+    # Ended by the sweep, an opt-out, a failure while the request was under way: a delivery
+    # lands on the first two (the provider has it), not on a failed one.
+    swept, opted_out, failed = (
+        rows.message(mailing, status=status) for status in (S.EXPIRED, S.CANCELLED, S.FAILED)
+    )
     results = [
         store.Result(sent, mailing, 1, S.SENT),
         store.Result(retry, mailing, 2, S.RETRYING, "HTTP 500", delay_s=5.0),
         store.Result(stolen, mailing, 3, S.FAILED, "HTTP 400"),
         store.Result(stolen_sent, mailing, 4, S.SENT),
+        *(store.Result(m, mailing, 5, S.SENT) for m in (swept, opted_out, failed)),
     ]
     async with sessions() as session:
         written = await store.write_results(session, results, lease_s=LEASE_S)
-    assert written == {sent: S.SENT, retry: S.RETRYING, stolen_sent: S.SENT}
+    assert written == {
+        sent: S.SENT,
+        retry: S.RETRYING,
+        stolen_sent: S.SENT,
+        swept: S.SENT,
+        opted_out: S.SENT,
+    }
+    assert rows.get(failed)["status"] == S.FAILED
     assert rows.get(sent)["sent"] and rows.get(sent)["token"] is None
     after = rows.get(retry)
     assert after["token"] == 2 and after["attempts"] == 2 and after["later"] and after["leased"]

@@ -27,11 +27,15 @@ def test_who_makes_each_move(before: S | None, after: S, by: set[Mover]) -> None
     assert movers(before, after) == by
 
 
-def test_nothing_leaves_a_terminal_status_but_an_admins_retry_of_failed() -> None:
+def test_nothing_leaves_a_terminal_status_but_a_delivery_or_an_admins_retry_of_failed() -> None:
     for status in MESSAGE_TERMINAL_STATUSES:
         for after in S:
             if (status, after) == (S.FAILED, S.PENDING):
                 assert movers(status, after) == {Mover.RETRY_FAILED}
+            elif status in (S.EXPIRED, S.CANCELLED) and after is S.SENT:
+                # The sweep or an opt-out ended it while a request was under way (the sender
+                # had lost its lease): the provider has it, so it is sent.
+                assert movers(status, after) == {Mover.RESULT}
             else:
                 assert not may_follow(status, after), (status, after)
 

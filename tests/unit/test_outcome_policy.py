@@ -10,6 +10,7 @@ from services.sender.outcome import (
     before_request,
     released,
     seconds_to_end,
+    start_by,
     stopped,
 )
 from services.sender.provider import Outcome, SendResult
@@ -56,11 +57,44 @@ def test_a_fresh_claim_may_be_sent() -> None:
 
 
 def test_a_lease_that_cannot_cover_the_request_gives_the_message_back() -> None:
-    # 51 s after the claim a 10 s request would end past the 60 s lease.
-    result = before_request(claimed(), now=CLAIMED_AT + 50, policy=POLICY)
+    # 49 s after the claim a 10 s request would leave less than the 1 s result slack of the
+    # 60 s lease for reading the answer and writing the result.
+    assert POLICY.result_slack_s == 1.0
+    result = before_request(claimed(), now=CLAIMED_AT + 49, policy=POLICY)
     assert result is not None
     assert (result.status, result.attempted, result.why) == (S.PENDING, 0, "lease_lapsing")
-    assert before_request(claimed(), now=CLAIMED_AT + 49.9, policy=POLICY) is None
+    assert before_request(claimed(), now=CLAIMED_AT + 48.9, policy=POLICY) is None
+
+
+@pytest.mark.parametrize(
+    ("lease_s", "timeout_s", "slack_s"), [(60, 10, 1.0), (22, 10, 1.0), (5, 2, 0.5), (4.2, 2, 0.1)]
+)
+def test_the_result_slack_is_half_what_the_lease_has_beyond_two_timeouts_at_most_1_s(
+    lease_s: float, timeout_s: float, slack_s: float
+) -> None:
+    policy = Policy(
+        margin_s=0, lease_s=lease_s, timeout_s=timeout_s, max_attempts=1, retry_delays_s=(1.0,)
+    )
+    assert policy.result_slack_s == pytest.approx(slack_s)
+
+
+def test_the_client_may_write_the_request_until_the_lease_or_the_end_allows_it_first() -> None:
+    # The lease's last start: claim + 60 - 10 - 1; the end time's: claim + 3600 - 2.
+    assert start_by(claimed(), POLICY) == CLAIMED_AT + 49
+    assert start_by(claimed(seconds_to_end=30), POLICY) == CLAIMED_AT + 28
+
+
+def test_a_request_not_written_by_the_leases_last_start_is_given_back() -> None:
+    not_sent = answer(Outcome.NOT_SENT)
+    lapsing = after_answer(claimed(), not_sent, now=CLAIMED_AT + 49.5, policy=POLICY)
+    assert (lapsing.status, lapsing.attempted, lapsing.why) == (S.PENDING, 0, "lease_lapsing")
+    late = after_answer(claimed(seconds_to_end=30), not_sent, now=CLAIMED_AT + 28.5, policy=POLICY)
+    assert (late.status, late.error, late.attempted, late.why) == (
+        S.EXPIRED,
+        END_REACHED,
+        0,
+        "not_sent",
+    )
 
 
 def test_no_request_starts_within_the_margin_of_the_end() -> None:
