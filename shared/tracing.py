@@ -450,9 +450,12 @@ def provider_request_attributes(
     }
 
 
-def provider_answer(span: Span, outcome: str, error: str | None) -> None:
-    """What the provider's answer meant; anything but "sent" marks the span an error."""
+def provider_answer(span: Span, outcome: str, error: str | None, status: int | None) -> None:
+    """What the provider's answer meant (and its HTTP status, when it answered); anything but
+    "sent" marks the span an error."""
     span.set_attribute("mailing.send.outcome", outcome)
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
     if outcome != "sent":
         span.set_attribute("error.type", outcome)
         span.set_status(Status(StatusCode.ERROR, (error or outcome)[:200]))

@@ -29,7 +29,8 @@ class Outcome(StrEnum):
     RETRY = "retry"  # the provider may accept it later
     REJECTED = "rejected"  # the provider refuses this message for good
     UNAUTHORIZED = "unauthorized"  # our token is wrong or expired: not the message's fault
-    NOT_SENT = "not_sent"  # the end time came before the request could be written: not sent
+    # The request's last start (the end time's or the lease's) came before it could be written.
+    NOT_SENT = "not_sent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,12 @@ class SendResult:
     outcome: Outcome
     error: str | None = None
     retry_after: float | None = None
+    status: int | None = None  # the HTTP status, when the provider answered
 
+
+# A request whose `start_by` (the end time's or the lease's last start) passed before it
+# could be written: not sent.
+NOT_WRITTEN_IN_TIME = "not written: its last start had passed"
 
 PERMANENT_STATUSES = frozenset({400, 404, 422})
 AUTH_STATUSES = frozenset({401, 403})
@@ -46,14 +52,17 @@ AUTH_STATUSES = frozenset({401, 403})
 def classify(status: int, body: bytes, retry_after: str | None) -> SendResult:
     if status == 200:
         if _is_ok_body(body):
-            return SendResult(Outcome.SENT)
-        return SendResult(Outcome.RETRY, f"200 with unexpected body: {body[:200]!r}")
+            return SendResult(Outcome.SENT, status=status)
+        return SendResult(Outcome.RETRY, f"200 with unexpected body: {body[:200]!r}", status=status)
     if status in AUTH_STATUSES:
-        return SendResult(Outcome.UNAUTHORIZED, f"HTTP {status}: {body[:200]!r}")
+        return SendResult(Outcome.UNAUTHORIZED, f"HTTP {status}: {body[:200]!r}", status=status)
     if status in PERMANENT_STATUSES:
-        return SendResult(Outcome.REJECTED, f"HTTP {status}: {body[:200]!r}")
+        return SendResult(Outcome.REJECTED, f"HTTP {status}: {body[:200]!r}", status=status)
     return SendResult(
-        Outcome.RETRY, f"HTTP {status}: {body[:200]!r}", parse_retry_after(retry_after)
+        Outcome.RETRY,
+        f"HTTP {status}: {body[:200]!r}",
+        parse_retry_after(retry_after),
+        status=status,
     )
 
 
@@ -174,14 +183,17 @@ class ProviderClient:
         start_by: float | None = None,
     ) -> SendResult:
         """One request, never running past the mailing's end time (`time_left_s` from now) and
-        never written after `start_by` (time.monotonic(); the end-time rule's last start): a
-        request the event loop gets to write only later is not sent (`Outcome.NOT_SENT`).
+        never written after `start_by` (time.monotonic(); the end time's or the lease's last
+        start): a request the event loop gets to write only later is not sent
+        (`Outcome.NOT_SENT`).
         A replacement client must keep both."""
         if self._curl.closed:
             raise RuntimeError("ProviderClient is closed")
         timeout = request_timeout_s(self.timeout_s, time_left_s)
-        if timeout <= 0 or (start_by is not None and time.monotonic() >= start_by):
+        if timeout <= 0:
             return SendResult(Outcome.NOT_SENT, END_REACHED)
+        if start_by is not None and time.monotonic() >= start_by:
+            return SendResult(Outcome.NOT_SENT, NOT_WRITTEN_IN_TIME)
         token = self.tokens.value
         if token is None:
             return SendResult(Outcome.UNAUTHORIZED, "no provider token configured")
@@ -203,7 +215,7 @@ class ProviderClient:
             result = SendResult(Outcome.RETRY, f"timed out after {timeout:.1f}s")
         except TransferError as exc:
             if exc.kind == NOT_WRITTEN:  # curl wrote nothing: not a provider request
-                return SendResult(Outcome.NOT_SENT, END_REACHED)
+                return SendResult(Outcome.NOT_SENT, NOT_WRITTEN_IN_TIME)
             result = SendResult(Outcome.RETRY, str(exc)[:300])
         else:
             retry_after = answer.header(b"retry-after") if answer.status != 200 else None

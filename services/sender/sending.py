@@ -241,7 +241,7 @@ class ClaimAndSend:
                 start_by=outcome.start_by(c, self.policy),
             )
             if span is not None:
-                tracing.provider_answer(span, answer.outcome, answer.error)
+                tracing.provider_answer(span, answer.outcome, answer.error, answer.status)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         self._feed_breaker(answer)
         result = outcome.after_answer(

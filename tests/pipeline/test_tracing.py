@@ -135,6 +135,7 @@ async def test_one_mailing_reads_as_one_trace(pipeline: Pipeline, sink: OtlpSink
     assert sample["http.request.method"] == "POST"
     assert sample["url.full"].endswith(f"/send/{sample['message.id']}")
     assert sample["mailing.send.outcome"] == "sent"
+    assert sample["http.response.status_code"] == 200
     # No span of the trace points at a parent the trace does not have.
     assert all(s.parent_id is None or s.parent_id in by_id for s in spans)
     assert [s for s in spans if s.parent_id is None] == [activation]

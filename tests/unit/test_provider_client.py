@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from services.sender.provider import Outcome, ProviderClient, TokenSource
+from services.sender.provider import NOT_WRITTEN_IN_TIME, Outcome, ProviderClient, TokenSource
 
 TOKEN = "provider-test-token"
 PHONE = "79000000001"
@@ -247,7 +247,7 @@ async def test_a_last_start_already_past_sends_nothing(
     provider: Provider, client: ProviderClient
 ) -> None:
     result = await client.send(1, PHONE, TEXT, 60.0, start_by=time.monotonic() - 0.001)
-    assert (result.outcome, result.error) == (Outcome.NOT_SENT, "end time reached")
+    assert (result.outcome, result.error) == (Outcome.NOT_SENT, NOT_WRITTEN_IN_TIME)
     assert provider.received == []
 
 
@@ -260,7 +260,7 @@ async def test_a_request_the_loop_writes_after_its_last_start_is_not_sent(
     # Queued before the request's write: the loop runs it, and stalls, first.
     asyncio.get_running_loop().call_soon(time.sleep, 0.3)
     result = await client.send(1, PHONE, TEXT, 60.0, start_by=time.monotonic() + 0.1)
-    assert (result.outcome, result.error) == (Outcome.NOT_SENT, "end time reached")
+    assert (result.outcome, result.error) == (Outcome.NOT_SENT, NOT_WRITTEN_IN_TIME)
     assert _count("mailing_provider_requests_total", {"outcome": "retry"}) == requests_before
     later = await client.send(2, PHONE, TEXT, 60.0, start_by=time.monotonic() + 10)
     assert later.outcome is Outcome.SENT

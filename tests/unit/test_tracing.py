@@ -150,10 +150,10 @@ def test_provider_request_attributes_follow_the_http_client_conventions(
     attributes = tracing.provider_request_attributes(target, "https://probe.example/v1/", 3, 77)
     with tracing.span("POST /send/{msgId}", kind=SpanKind.CLIENT, attributes=attributes) as ok:
         assert ok is not None
-        tracing.provider_answer(ok, "sent", None)
+        tracing.provider_answer(ok, "sent", None, 200)
     with tracing.span("POST /send/{msgId}", kind=SpanKind.CLIENT, attributes=attributes) as bad:
         assert bad is not None
-        tracing.provider_answer(bad, "retry", "HTTP 503: b'busy'")
+        tracing.provider_answer(bad, "retry", "HTTP 503: b'busy'", 503)
     sent, retried = _finished(spans, "POST /send/{msgId}")
     assert sent.attributes is not None
     assert dict(sent.attributes) == {
@@ -166,9 +166,11 @@ def test_provider_request_attributes_follow_the_http_client_conventions(
         "mailing.id": 3,
         "message.id": 77,
         "mailing.send.outcome": "sent",
+        "http.response.status_code": 200,
     }
     assert sent.status.status_code is StatusCode.UNSET
     assert retried.attributes is not None and retried.attributes["error.type"] == "retry"
+    assert retried.attributes["http.response.status_code"] == 503
     assert retried.status.status_code is StatusCode.ERROR
     assert retried.status.description == "HTTP 503: b'busy'"
 
