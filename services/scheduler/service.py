@@ -248,7 +248,11 @@ class Scheduler:
                 pass
             if self.cap_full:
                 try:
-                    await self.top_up()
+                    if await self.top_up():
+                        # Room came and was filled: more may be due, so a full round now
+                        # (waiting out the poll here held a short mailing's last messages
+                        # back by up to POLL_INTERVAL_S).
+                        return
                 except Exception:
                     log.exception("leasing up to the cap failed")
                     return

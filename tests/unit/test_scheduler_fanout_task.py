@@ -74,3 +74,25 @@ async def test_each_chunk_wakes_the_main_loop(monkeypatch: pytest.MonkeyPatch) -
     sched.wake.clear()
     assert await sched.fanout_once() is None
     assert not sched.wake.is_set()
+
+
+async def test_room_found_while_idle_behind_a_full_cap_starts_a_round_at_once() -> None:
+    """Idle behind a full lease cap, the scheduler looks for room every CAP_RECHECK_S; when a
+    look finds room and fills it, more may be due, so it goes back to a full round instead of
+    sleeping out the poll interval (which held a short mailing's last messages back 2 s)."""
+    sched = Scheduler(
+        SchedulerSettings(poll_interval_s=30),
+        lambda: DatabaseDown(),
+        connection=None,  # type: ignore[arg-type]
+    )
+    looks: list[bool] = [False, False, True]  # full, full, then room filled
+
+    async def top_up() -> bool:
+        filled = looks.pop(0)
+        sched.cap_full = not filled
+        return filled
+
+    sched.top_up = top_up  # type: ignore[method-assign]
+    sched.cap_full = True
+    await asyncio.wait_for(sched._idle(), 5)  # not the 30 s poll
+    assert looks == []
