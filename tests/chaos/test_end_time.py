@@ -98,9 +98,12 @@ async def test_claims_held_up_across_the_end_send_nothing_after_it(
             )
 
             def waiting() -> int:
+                # Backends of this database waiting for a lock. (pg_locks with the database's
+                # oid missed the first waiter: it waits on the locker's transaction id, a lock
+                # of no database, so a lone waiting claim went unseen for the 20 s.)
                 row = probe.execute(
-                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                    "WHERE NOT l.granted AND d.datname = current_database()"
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
                 ).fetchone()
                 return int(row[0]) if row else 0
 
