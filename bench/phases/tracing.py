@@ -246,7 +246,7 @@ def on_path_ns_per_message(
                 ),
             ) as request:
                 if request is not None:
-                    tracing.provider_answer(request, "sent", None)
+                    tracing.provider_answer(request, "sent", None, 200)
         batch.__exit__(None, None, None)
         provider.force_flush()
         return (time.process_time_ns() - started) / messages

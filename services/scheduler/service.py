@@ -239,20 +239,22 @@ class Scheduler:
             timeout = min(timeout, max((next_start - datetime.now(UTC)).total_seconds(), 0.0))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # A top-up that filled the room it found: more may be due, so look again as soon as
+        # behind a full cap (waiting out the poll instead held a short mailing's last
+        # messages back by up to POLL_INTERVAL_S). Only the top-up: the round's other duties
+        # keep their pace.
+        more = False
         while (remaining := deadline - loop.time()) > 0:
-            wait = min(remaining, CAP_RECHECK_S) if self.cap_full else remaining
+            recheck = self.cap_full or more
+            wait = min(remaining, CAP_RECHECK_S) if recheck else remaining
             try:
                 await asyncio.wait_for(self.wake.wait(), wait)
                 return
             except TimeoutError:
                 pass
-            if self.cap_full:
+            if recheck:
                 try:
-                    if await self.top_up():
-                        # Room came and was filled: more may be due, so a full round now
-                        # (waiting out the poll here held a short mailing's last messages
-                        # back by up to POLL_INTERVAL_S).
-                        return
+                    more = await self.top_up()
                 except Exception:
                     log.exception("leasing up to the cap failed")
                     return

@@ -76,20 +76,28 @@ async def test_each_chunk_wakes_the_main_loop(monkeypatch: pytest.MonkeyPatch) -
     assert not sched.wake.is_set()
 
 
-async def test_room_found_while_idle_behind_a_full_cap_starts_a_round_at_once() -> None:
-    """Idle behind a full lease cap, the scheduler looks for room every CAP_RECHECK_S; when a
-    look finds room and fills it, more may be due, so it goes back to a full round instead of
-    sleeping out the poll interval (which held a short mailing's last messages back 2 s)."""
+async def test_room_found_while_idle_behind_a_full_cap_is_filled_until_none_is_due() -> None:
+    """Idle behind a full lease cap, the scheduler looks for room every CAP_RECHECK_S; a look
+    that finds room and fills it is followed by another soon (more may be due), not by the
+    rest of the poll interval (which held a short mailing's last messages back 2 s)."""
     sched = Scheduler(
         SchedulerSettings(poll_interval_s=30),
         lambda: DatabaseDown(),
         connection=None,  # type: ignore[arg-type]
     )
-    looks: list[bool] = [False, False, True]  # full, full, then room filled
+    # full, full, room filled, room filled, fewer due than room (nothing more), then idle
+    looks: list[tuple[bool, bool]] = [
+        (True, False),
+        (True, False),
+        (False, True),
+        (False, True),
+        (False, False),
+    ]
 
     async def top_up() -> bool:
-        filled = looks.pop(0)
-        sched.cap_full = not filled
+        sched.cap_full, filled = looks.pop(0)
+        if not looks:
+            sched.wake.set()  # an event ends the wait: the test need not sit out the poll
         return filled
 
     sched.top_up = top_up  # type: ignore[method-assign]
