@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from opentelemetry.context import Context
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import activation, fanout, leasing, sweep
@@ -68,8 +67,6 @@ class Scheduler:
         # The API request behind each mailing's latest event, passed on in job headers so one
         # request id leads from the API through the scheduler to the sender's log lines.
         self.request_ids: dict[int, str] = {}
-        # Likewise the trace context of that request (tracing on): the activation links to it.
-        self.changed_by: dict[int, Context] = {}
         self.queue_checked_at = 0.0
         # Due messages wait behind a full lease cap: look again soon, not at the next poll.
         self.cap_full = False
@@ -103,11 +100,6 @@ class Scheduler:
             if len(self.request_ids) > 10_000:
                 self.request_ids.clear()
             self.request_ids[mailing_id] = request_id
-        request_trace = tracing.extract(headers)
-        if isinstance(mailing_id, int) and request_trace is not None:
-            if len(self.changed_by) > 10_000:
-                self.changed_by.clear()
-            self.changed_by[mailing_id] = request_trace
         log.info(
             "woken by event",
             routing_key=message.routing_key,
@@ -261,16 +253,16 @@ class Scheduler:
 
     async def _claim_due_mailings(self, session: AsyncSession, since_ns: int) -> list[Started]:
         """Start the due mailings; each one's activation span links to the request behind its
-        audit entry (else behind its event), whose request id its jobs carry."""
+        latest audit entry (whose `traceparent` the event would carry too, if it came first),
+        and its jobs carry that request's id."""
         started = await activation.claim_due_mailings(session)
         for mailing in started:
-            event_trace = self.changed_by.pop(mailing.mailing_id, None)
             if mailing.request_id is not None:
                 self.request_ids[mailing.mailing_id] = mailing.request_id
             created_by = (
                 tracing.extract({"traceparent": mailing.traceparent})
                 if mailing.traceparent is not None
-                else event_trace
+                else None
             )
             tracing.record_activation(mailing.mailing_id, since_ns, tracing.now_ns(), created_by)
         return started
