@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from shared.settings import ApiSettings
 from tests.infra.conftest import K8S, KUSTOMIZATIONS, ROOT
 from tests.infra.known import known_env_names, metric_names
 from tests.infra.kustomize import Obj, kustomize_command, render_python, render_with_binary
@@ -420,6 +421,32 @@ def test_production_overlay(rendered: dict[str, list[Obj]]) -> None:
             assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert not [o for o in objects if o["metadata"]["name"] == "provider-stub"]
     assert not [o for o in objects if o["kind"] == "Secret"]
+
+
+def test_production_console_signs_in_on_the_ingress_host(rendered: dict[str, list[Obj]]) -> None:
+    """The console's public URL is the Ingress's https host (the provider's redirect URI, Secure
+    cookies and the origin check all come from it); an issuer is set; the base stays off."""
+    objects = rendered["production"]
+    config = find(objects, "ConfigMap", "mailing-config")["data"]
+    ingress = find(objects, "Ingress", "api")["spec"]
+    host = ingress["rules"][0]["host"]
+    assert host in ingress["tls"][0]["hosts"]
+    assert config["UI_BASE_URL"] == f"https://{host}"
+    assert config["OIDC_ISSUER"].startswith("https://")
+    assert config["OIDC_CLIENT_ID"] and config["OIDC_ADMIN_GROUPS"] and config["OIDC_VIEWER_GROUPS"]
+    assert ApiSettings(
+        **{k.lower(): v for k, v in config.items() if k.startswith(("OIDC", "UI"))}
+    ).sso_configured
+    base = find(rendered["base"], "ConfigMap", "mailing-config")["data"]
+    assert base["OIDC_ISSUER"] == ""
+    api = find(objects, "Deployment", "api")
+    secrets = {
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for c in pod_spec(api)["containers"]
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert {"OIDC_CLIENT_SECRET", "UI_SESSION_SECRET"} <= secrets
 
 
 def test_demo_overlay_points_senders_at_the_stub(rendered: dict[str, list[Obj]]) -> None:
