@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from playwright.async_api import Page
+from playwright.async_api import Browser, Page
 
 from services.api.ui.deps import SESSION_COOKIE
 from tests.support import database
@@ -143,3 +143,46 @@ async def test_expired_session_sends_the_browser_back_to_sign_in(
     assert any(url.startswith(f"{rig.issuer}/auth") for url in visited), visited
     assert page.url == f"{rig.base_url}/ui/mailings"
     assert await session_cookie(page) != old
+
+
+async def test_sign_out_everywhere_ends_every_session_of_the_account(
+    page: Page, chromium: Browser, rig: Rig, sign_in: SignIn
+) -> None:
+    other = await chromium.new_context(base_url=rig.base_url)
+    try:
+        elsewhere = await other.new_page()
+        await sign_in(elsewhere, "viewer")
+        other_token = await session_cookie(elsewhere)
+        await sign_in(page, "viewer")
+        # The account's name in the header leads to its sessions, both browsers listed.
+        await page.get_by_role("link", name="Signed in as").click()
+        await page.get_by_role("heading", name="Your sessions").wait_for()
+        rows = page.locator("tbody tr")
+        assert await rows.count() >= 2
+        await page.get_by_role("button", name="Sign out everywhere").click()
+        await page.wait_for_url(lambda url: url.startswith(rig.issuer))
+        # The other browser's console session is gone too: its cookie opens nothing, and its
+        # next page goes through the provider again (which, holding that browser's own
+        # provider session, signs it in anew: a new console session).
+        async with httpx.AsyncClient(
+            base_url=rig.base_url, cookies={SESSION_COOKIE: other_token}
+        ) as old:
+            response = await old.get("/ui/")
+        assert response.status_code in (302, 303)
+        assert response.headers["location"].startswith(rig.issuer)
+        await elsewhere.goto(f"{rig.base_url}/ui/mailings")
+        assert await session_cookie(elsewhere) != other_token
+    finally:
+        await other.close()
+
+
+async def test_an_unknown_or_deleted_page_is_a_console_page_not_json(
+    page: Page, rig: Rig, sign_in: SignIn
+) -> None:
+    await sign_in(page, "viewer")
+    for path in ("/ui/no-such-page", "/ui/mailings/987654321"):
+        response = await page.goto(rig.base_url + path)
+        assert response is not None and response.status == 404
+        assert "text/html" in response.headers["content-type"]
+        await page.get_by_role("heading", name="Not found").wait_for()
+        await page.get_by_role("link", name="Back to the dashboard").wait_for()

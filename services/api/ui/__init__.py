@@ -8,14 +8,16 @@ from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
+from services.api.errors import ApiError, api_error_response, http_error_response
 from services.api.ui import pages
 from services.api.ui.auth.oidc import Provider
 from services.api.ui.auth.router import router as auth_router
 from services.api.ui.auth.router import safe_next, start_sign_in
 from services.api.ui.deps import NotAllowed, NotSignedIn, SsoNotConfigured
-from services.api.ui.templating import render
+from services.api.ui.templating import N_, render
 from shared.settings import ApiSettings
 
 SIGN_IN_COOKIE = "mailing_signin"
@@ -27,7 +29,44 @@ def _current_path(request: Request) -> str:
     return request.url.path + (f"?{query}" if query else "")
 
 
+def _console_page(request: Request) -> bool:
+    """A page of the console (its static files and everything else answer JSON errors)."""
+    path = request.url.path
+    return (path == "/ui" or path.startswith("/ui/")) and not path.startswith("/ui/static/")
+
+
+# What a person is told instead of the REST API's JSON, by status (the detail is English and
+# for developers; a 409's or 422's own words appear beside the form that caused them).
+_ERROR_PAGES = {
+    404: (N_("Not found"), N_("This page does not exist, or what it showed has been deleted.")),
+    405: (N_("Not found"), N_("This page does not exist, or what it showed has been deleted.")),
+}
+_ERROR_DEFAULT = (N_("Not done"), N_("The request could not be carried out."))
+
+
+def _error_page(request: Request, status_code: int, headers: dict[str, str] | None) -> Response:
+    title, message = _ERROR_PAGES.get(status_code, _ERROR_DEFAULT)
+    response = render(
+        request, "error.html", {"title": title, "message": message, "translated": True},
+        status_code=status_code,
+    )  # fmt: skip
+    response.headers.update(headers or {})
+    return response
+
+
 def install_console_errors(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _console_page(request):
+            return _error_page(request, exc.status_code, exc.headers)
+        return http_error_response(exc)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        if _console_page(request):
+            return _error_page(request, exc.status_code, exc.headers)
+        return api_error_response(exc)
+
     @app.exception_handler(SsoNotConfigured)
     async def _not_configured(request: Request, _: SsoNotConfigured) -> Response:
         return render(request, "auth/not_configured.html", {}, status_code=503)
