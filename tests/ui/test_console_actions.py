@@ -48,7 +48,7 @@ async def test_admin_retries_failed_cancels_and_clones_a_mailing(
     admin = await console_client("admin")
     token = admin.csrf_token  # type: ignore[attr-defined]
     page = await admin.get(f"/ui/mailings/{mailing_id}")
-    for button in (">Retry failed<", ">Cancel<", ">Clone<", "Export messages (CSV)"):
+    for button in (">Retry failed<", ">Cancel the mailing<", ">Clone<", "Export messages (CSV)"):
         assert button in page.text, button
 
     retried = await admin.post(
@@ -90,7 +90,7 @@ async def test_admin_retries_failed_cancels_and_clones_a_mailing(
     )
     assert audit_rows(db, "cancel") == [("admin", "user", str(mailing_id))]
     kept = await admin.get(f"/ui/mailings/{mailing_id}")
-    assert kept.status_code == 200 and ">Cancel<" not in kept.text
+    assert kept.status_code == 200 and ">Cancel the mailing<" not in kept.text
     # The REST rules: a cancelled mailing's messages are not sent again (409, shown as a page).
     refused = await admin.post(
         f"/ui/mailings/{mailing_id}/retry-failed", data={"csrf_token": token}
@@ -126,7 +126,7 @@ async def test_the_viewer_sees_no_action_and_a_forged_post_changes_nothing(
     token = viewer.csrf_token  # type: ignore[attr-defined]
     page = await viewer.get(f"/ui/mailings/{mailing_id}")
     assert page.status_code == 200
-    for button in (">Retry failed<", ">Cancel<", ">Clone<"):
+    for button in (">Retry failed<", ">Cancel the mailing<", ">Clone<"):
         assert button not in page.text
     assert "Export messages (CSV)" in page.text
     start = datetime.now(UTC) + timedelta(hours=1)

@@ -134,7 +134,7 @@ async def test_admin_imports_a_csv_through_the_form_and_reads_the_rejected_rows(
     lines = Path(await download.path()).read_text().splitlines()
     assert lines[0].startswith("line,field,reason") and len(lines) == 3
     await page.get_by_role("link", name="Audit log").click()
-    await expect(page.get_by_role("link", name="import_clients")).to_be_visible()
+    await expect(page.get_by_role("link", name="import clients")).to_be_visible()
     with database.connect(clean_db) as conn:
         assert conn.execute("SELECT phone, tag FROM client").fetchall() == [("79160000001", "vip")]
         assert conn.execute("SELECT on_conflict FROM client_import").fetchall() == [("update",)]
@@ -150,4 +150,4 @@ async def test_the_viewer_sees_imports_and_audit_without_the_upload_form(
     await expect(page.get_by_label("CSV file", exact=True)).to_have_count(0)
     await page.goto("/ui/audit")
     await expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
-    await expect(page.get_by_role("link", name="sign_in").first).to_be_visible()  # its own
+    await expect(page.get_by_role("link", name="sign in").first).to_be_visible()  # its own
