@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Request
@@ -44,7 +45,7 @@ _ERROR_PAGES = {
 _ERROR_DEFAULT = (N_("Not done"), N_("The request could not be carried out."))
 
 
-def _error_page(request: Request, status_code: int, headers: dict[str, str] | None) -> Response:
+def _error_page(request: Request, status_code: int, headers: Mapping[str, str] | None) -> Response:
     title, message = _ERROR_PAGES.get(status_code, _ERROR_DEFAULT)
     response = render(
         request, "error.html", {"title": title, "message": message, "translated": True},
