@@ -16,6 +16,7 @@ from services.api.ui.auth import store
 from services.api.ui.auth.oidc import claim_at, groups_of, identity_of, role_for
 from services.api.ui.auth.router import safe_next
 from services.api.ui.deps import SESSION_COOKIE
+from services.api.ui.pages.common import choose_language
 from shared.settings import ApiSettings
 
 BASE = "http://console.test"
@@ -76,6 +77,14 @@ def test_next_never_leaves_the_console(value: str | None) -> None:
 
 def test_next_keeps_console_paths() -> None:
     assert safe_next("/ui/mailings?status=running") == "/ui/mailings?status=running"
+
+
+async def test_the_language_switch_goes_back_only_to_the_console() -> None:
+    """The language switch redirects through the same rule as sign-in."""
+    response = await choose_language("ru", "/uielsewhere")
+    assert response.headers["location"] == "/ui/"
+    response = await choose_language("ru", "/ui/clients?tag=vip")
+    assert response.headers["location"] == "/ui/clients?tag=vip"
 
 
 @pytest.fixture(scope="module")

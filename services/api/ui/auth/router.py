@@ -24,6 +24,7 @@ from services.api.ui.deps import (
     settings_of,
     utcnow,
 )
+from services.api.ui.pages.common import safe_next
 from services.api.ui.templating import render
 
 log = structlog.get_logger("console")
@@ -31,19 +32,6 @@ log = structlog.get_logger("console")
 router = APIRouter(prefix="/ui/auth", include_in_schema=False)
 
 NEXT_KEY = "console_next"
-
-
-def safe_next(value: str | None) -> str:
-    """A console path to go back to after sign-in; anything else (another site, `//host`,
-    `/\\host`, a scheme, control characters) becomes the dashboard."""
-    if (
-        not value
-        or not (value == "/ui" or value.startswith("/ui/") or value.startswith("/ui?"))
-        or "\\" in value
-        or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in value)
-    ):
-        return "/ui/"
-    return value
 
 
 def lifetimes(request: Request) -> store.Lifetimes:

@@ -28,8 +28,14 @@ async def static_file(path: str) -> Response:
 
 
 def safe_next(value: str | None) -> str:
-    """Only a console path: never another site (`//elsewhere`, `https://…`, `/\\elsewhere`)."""
-    if not value or not value.startswith("/ui") or value.startswith("//") or "\\" in value:
+    """A console path to go back to (after sign-in, or a language switch); anything else
+    (another site, `//host`, `/\\host`, a scheme, control characters) becomes the dashboard."""
+    if (
+        not value
+        or not (value == "/ui" or value.startswith("/ui/") or value.startswith("/ui?"))
+        or "\\" in value
+        or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in value)
+    ):
         return "/ui/"
     return value
 
