@@ -155,6 +155,37 @@ async def test_admin_creates_pauses_resumes_and_deletes_a_mailing(
     assert db.execute("SELECT status FROM mailing").fetchone() == ("cancelled",)
 
 
+async def test_create_pressed_twice_makes_one_mailing(
+    console_client: ConsoleClient, db: psycopg.Connection
+) -> None:
+    admin = await console_client("admin")
+    shown = await admin.get("/ui/mailings/new")
+    assert shown.headers["cache-control"] == "no-store"
+    key = re.search(r'name="form_key" value="([^"]+)"', shown.text)
+    assert key is not None
+    start = datetime.now(UTC) + timedelta(hours=1)
+    form = {
+        "csrf_token": admin.csrf_token,  # type: ignore[attr-defined]
+        "form_key": key[1],
+        "text": "Once",
+        "tz": "UTC",
+        "start_at": local_input(start),
+        "end_at": local_input(start + timedelta(days=1)),
+    }
+    first = await admin.post("/ui/mailings", data=form)
+    second = await admin.post("/ui/mailings", data=form)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    assert db.execute("SELECT count(*) FROM mailing").fetchone() == (1,)
+    # Another form shown is another key: a second mailing with the same text is made.
+    again = await admin.get("/ui/mailings/new")
+    other = re.search(r'name="form_key" value="([^"]+)"', again.text)
+    assert other is not None and other[1] != key[1]
+    third = await admin.post("/ui/mailings", data={**form, "form_key": other[1]})
+    assert third.status_code == 303 and third.headers["location"] != first.headers["location"]
+    assert db.execute("SELECT count(*) FROM mailing").fetchone() == (2,)
+
+
 async def test_a_running_mailing_shows_counts_and_why_messages_wait(
     console_client: ConsoleClient, db: psycopg.Connection
 ) -> None:

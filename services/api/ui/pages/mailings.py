@@ -6,6 +6,7 @@ the rules, the 409s and the wake-up events are the same.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -274,7 +275,11 @@ def _form(
             else "",
         }
     started = mailing is not None and mailing.started_at is not None
-    return render(
+    if mailing is None:
+        # One key per form shown: a second press of Create (a double click, a resend) finds the
+        # mailing the first made instead of making another that sends too.
+        values = {**values, "form_key": values.get("form_key") or secrets.token_urlsafe(16)}
+    response = render(
         request,
         "mailing_form.html",
         {
@@ -291,6 +296,9 @@ def _form(
         },
         status_code=status_code,
     )
+    # Back after a create shows a fresh form (and key), not the sent one from the cache.
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _read_form(form: Any) -> dict[str, str]:
@@ -298,6 +306,7 @@ def _read_form(form: Any) -> dict[str, str]:
     values = {name: form_text(form, name) for name in names}
     values["window_start"] = form_text(form, "window_start")
     values["window_end"] = form_text(form, "window_end")
+    values["form_key"] = form_text(form, "form_key")
     return values
 
 
@@ -357,14 +366,16 @@ async def mailing_create(
         return _form(request, user, None, values, errors, 422)
     try:
         data = MailingCreate.model_validate(body)
-        mailing, _replayed = await service.create_mailing(
-            session, data, None, actor=user.actor(request)
+        key = f"console:{user.subject}:{values['form_key']}" if values["form_key"] else None
+        mailing, replayed = await service.create_mailing(
+            session, data, key, actor=user.actor(request)
         )
     except ValidationError as exc:
         return _form(request, user, None, values, _validation_errors(exc), 422)
     except ApiError as exc:
         return _form(request, user, None, values, {"form": exc.detail}, exc.status_code)
-    await events.mailing_changed("created", mailing.id)
+    if not replayed:
+        await events.mailing_changed("created", mailing.id)
     url = str(request.url_for("ui_mailing", mailing_id=mailing.id).path)
     return _remember_tz(see_other(url, notice="created"), values["tz"])
 
