@@ -449,6 +449,14 @@ def test_production_console_signs_in_on_the_ingress_host(rendered: dict[str, lis
     assert {"OIDC_CLIENT_SECRET", "UI_SESSION_SECRET"} <= secrets
 
 
+def test_every_overlay_serves_imports_on_the_apis_host(rendered: dict[str, list[Obj]]) -> None:
+    """The import's own Ingress (its body limit) answers on the host the API does."""
+    for name, objects in rendered.items():
+        api = find(objects, "Ingress", "api")["spec"]["rules"][0]["host"]
+        imports = find(objects, "Ingress", "api-imports")["spec"]["rules"][0]["host"]
+        assert imports == api, name
+
+
 def test_demo_overlay_points_senders_at_the_stub(rendered: dict[str, list[Obj]]) -> None:
     objects = rendered["demo"]
     config = find(objects, "ConfigMap", "mailing-config")
