@@ -38,10 +38,8 @@ def _console_page(request: Request) -> bool:
 
 # What a person is told instead of the REST API's JSON, by status (the detail is English and
 # for developers; a 409's or 422's own words appear beside the form that caused them).
-_ERROR_PAGES = {
-    404: (N_("Not found"), N_("This page does not exist, or what it showed has been deleted.")),
-    405: (N_("Not found"), N_("This page does not exist, or what it showed has been deleted.")),
-}
+_NOT_FOUND = (N_("Not found"), N_("This page does not exist, or what it showed has been deleted."))
+_ERROR_PAGES = {404: _NOT_FOUND, 405: _NOT_FOUND}
 _ERROR_DEFAULT = (N_("Not done"), N_("The request could not be carried out."))
 
 
