@@ -192,6 +192,9 @@ def test_every_mailing_gets_its_partition_and_triggers_count_across_them(db_name
     assert q(db_name, COUNTERS) == [
         (mg, status, n) for mg in (5, 150, 250) for status, n in (("pending", 30), ("sent", 20))
     ]
+    # The per-minute counts come with the scheduler's fold (about every second).
+    q(db_name, "SELECT message_count_fold()")
+    assert q(db_name, COUNTERS) == q(db_name, BY_GROUP)
     minute = q(db_name, "SELECT mailing_id, status, count FROM message_minute ORDER BY 1")
     assert minute == [(5, "sent", 20), (150, "sent", 20), (250, "sent", 20)]
     q(db_name, "DELETE FROM message WHERE mailing_id = 150 AND status = 'sent'")

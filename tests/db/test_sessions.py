@@ -29,12 +29,12 @@ async def test_a_session_frozen_inside_a_transaction_frees_its_locks(
                 "VALUES (1, now(), now() + interval '1 hour', 't')"
             )
             conn.execute(
-                "INSERT INTO message_count (mailing_id, status, count) VALUES (1, 'sent', 0)"
+                "INSERT INTO message_count_folded (mailing_id, status, count) VALUES (1, 'sent', 0)"
             )
         frozen = await engine.connect()
         await frozen.begin()
         await frozen.execute(
-            text("UPDATE message_count SET count = count + 1 WHERE mailing_id = 1")
+            text("UPDATE message_count_folded SET count = count + 1 WHERE mailing_id = 1")
         )
         # The "frozen" connection now sits idle in its transaction, holding the row lock.
 
@@ -42,14 +42,18 @@ async def test_a_session_frozen_inside_a_transaction_frees_its_locks(
             with database.connect(clean_db) as conn:
                 conn.execute("SET lock_timeout = '200ms'")
                 try:
-                    conn.execute("UPDATE message_count SET count = count + 10 WHERE mailing_id = 1")
+                    conn.execute(
+                        "UPDATE message_count_folded SET count = count + 10 WHERE mailing_id = 1"
+                    )
                 except psycopg.errors.LockNotAvailable:  # still held by the frozen session
                     return False
             return True
 
         await wait_until(other_replica_writes, timeout=10, message="the lock to be freed")
         with database.connect(clean_db) as conn:
-            row = conn.execute("SELECT count FROM message_count WHERE mailing_id = 1").fetchone()
+            row = conn.execute(
+                "SELECT count FROM message_count_folded WHERE mailing_id = 1"
+            ).fetchone()
         assert row is not None and row[0] == 10  # the frozen transaction was rolled back
         # Its process, thawed, finds the session gone: the commit fails, nothing half-written.
         with pytest.raises(DBAPIError):

@@ -61,8 +61,9 @@ def downgrade(database: str, revision: str = "base") -> None:
 def truncate_all(database: str) -> None:
     with psycopg.connect(_server_dsn(database), autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE audit_log, client_import_rejection, client_import, message_count,"
-            " message_minute, provider_status, message, mailing, client RESTART IDENTITY CASCADE"
+            "TRUNCATE audit_log, client_import_rejection, client_import, message_count_folded,"
+            " message_count_delta, message_minute, provider_status, message, mailing, client"
+            " RESTART IDENTITY CASCADE"
         )
 
 
