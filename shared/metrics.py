@@ -28,7 +28,26 @@ SEND_QUEUE_MESSAGES = Gauge(
     "mailing_send_queue_messages", "Jobs waiting in the send queue (bounded by the window)"
 )
 SEND_QUEUE_CONSUMERS = Gauge("mailing_send_queue_consumers", "Consumers on the send queue")
-SCHEDULER_ERRORS = Counter("mailing_scheduler_errors_total", "Scheduler rounds that failed")
+SCHEDULER_ERRORS = Counter(
+    "mailing_scheduler_errors_total", "Scheduler duties (round, fan-out, sweep, fold) that failed"
+)
+SWEEP_SECONDS = Histogram(
+    "mailing_sweep_chunk_seconds",
+    "Duration of one sweep chunk, by step",
+    ["step"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SWEEP_TIMEOUTS = Counter(
+    "mailing_sweep_timeouts_total", "Sweep chunks that hit their statement timeout", ["step"]
+)
+TOP_UP_SECONDS = Histogram(
+    "mailing_top_up_seconds",
+    "Duration of one top-up (lease and publish)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+COUNTER_DELTAS_FOLDED = Counter(
+    "mailing_counter_deltas_folded_total", "Status counter deltas folded into message_count"
+)
 # Retention (services/scheduler/retention.py, docs/RETENTION.md)
 MESSAGE_PARTITIONS = Gauge(
     "mailing_message_partitions", "Partitions of the message table, seen at the last retention run"

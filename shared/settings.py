@@ -133,7 +133,14 @@ class SchedulerSettings(BaseServiceSettings):
     )
     lease_batch_size: int = Field(1_000, ge=1)
     lease_ttl_s: float = Field(120.0, gt=0)
+    # The most rows one sweep statement changes; it halves after a statement that hit
+    # SWEEP_STATEMENT_TIMEOUT_S and grows back while chunks are fast.
     sweep_batch_size: int = Field(50_000, ge=1)
+    sweep_statement_timeout_s: float = Field(5.0, gt=0)
+    # How often the status counters' deltas are folded (the dashboard's chart lags by this),
+    # and how often the scheduler vacuums the small tables they churn.
+    fold_interval_s: float = Field(0.5, gt=0)
+    vacuum_interval_s: float = Field(60.0, gt=0)
     # Messages of mailings that finished longer ago than this many days (fractions allowed)
     # are dropped, a partition of `message` at a time; unset: kept for ever. Checked at start
     # and every RETENTION_INTERVAL_S, which also deletes `message_minute` rows older than two
@@ -193,8 +200,9 @@ class SenderSettings(BaseServiceSettings):
     )
     rate_limit_per_s: float | None = Field(None, gt=0)
     breaker_failure_threshold: int = Field(20, ge=1)
-    breaker_cooldown_s: float = Field(5.0, gt=0)
-    breaker_max_cooldown_s: float = Field(60.0, gt=0)
+    breaker_cooldown_s: float = Field(1.0, gt=0)
+    # Short: while open, released messages wait for the reopening, so this bounds recovery.
+    breaker_max_cooldown_s: float = Field(4.0, gt=0)
     # How long a claimed ('sending') message is protected from the reaper, so how long a killed
     # sender's messages stall: must exceed twice the timeout (a claimed message may wait for
     # one request ahead of it, then runs its own). Unset: 2 x PROVIDER_TIMEOUT_S + 2 s.

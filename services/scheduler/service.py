@@ -6,19 +6,26 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from psycopg.errors import QueryCanceled
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import activation, fanout, leasing, sweep
 from services.scheduler.activation import Started
+from services.scheduler.duty import AdaptiveBatch, Backoff
 from services.scheduler.lease_cap import LeaseCap, cap_horizon_s
 from services.scheduler.retention import Retention
 from shared import metrics, tracing
 from shared.messaging import (
+    RECONNECT_INTERVAL_S,
     SEND_ROUTING_KEY,
     Topology,
     declare_topology,
@@ -62,6 +69,14 @@ class Scheduler:
         self.wake = asyncio.Event()
         # Wakes the fan-out task: a mailing started.
         self.fanout_wake = asyncio.Event()
+        self.sweep_wake = asyncio.Event()
+        self.sweep_batches = (
+            AdaptiveBatch(settings.sweep_batch_size),
+            AdaptiveBatch(settings.sweep_batch_size),
+        )
+        self._sweep_timeout = text(
+            f"SET LOCAL statement_timeout = {int(settings.sweep_statement_timeout_s * 1000)}"
+        )
         self.stopping = asyncio.Event()
         self.last_round_ok = 0.0
         # The API request behind each mailing's latest event, passed on in job headers so one
@@ -108,15 +123,21 @@ class Scheduler:
         )
         self.wake.set()
 
+    def _duties(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        """The duties beside the top-up loop, each in its own task, session and back-off: a
+        slow or failing one never holds up the leasing (and so the sending) of the others."""
+        duties: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "fanout": self._fanout_loop,
+            "sweep": self._sweep_loop,
+            "fold": self._fold_loop,
+        }
+        if self.retention is not None:
+            duties["retention"] = self._retention_loop
+        return duties
+
     async def run(self) -> None:
-        # The fan-out runs beside the loop, in its own task and session: a chunk's INSERT
-        # (a good part of a second under load) never holds up the top-ups and sweeps.
-        fanout_task = asyncio.create_task(self._fanout_loop(), name="fanout")
-        retention_task = (
-            asyncio.create_task(self._retention_loop(), name="retention")
-            if self.retention is not None
-            else None
-        )
+        duties = self._duties()
+        tasks = {name: asyncio.create_task(loop(), name=name) for name, loop in duties.items()}
         try:
             while not self.stopping.is_set():
                 # Cleared before the round, so an event arriving during it is not lost.
@@ -128,21 +149,25 @@ class Scheduler:
                     metrics.SCHEDULER_ERRORS.inc()
                     log.exception("scheduler round failed; retrying")
                     busy = False
-                if fanout_task.done() and not self.stopping.is_set():
-                    # It only ends on stop; anything else is a bug: log it and start it again.
-                    ended = self._ended(fanout_task)
-                    log.error("fan-out task ended; restarting it", error=repr(ended))
-                    fanout_task = asyncio.create_task(self._fanout_loop(), name="fanout")
+                for name, task in tasks.items():
+                    if task.done() and not self.stopping.is_set():
+                        # They only end on stop; anything else is a bug: log it, start again.
+                        log.error(
+                            f"{name} task ended; restarting it", error=repr(self._ended(task))
+                        )
+                        tasks[name] = asyncio.create_task(duties[name](), name=name)
                 if not busy:
                     await self._idle()
         finally:
             self.fanout_wake.set()
-            await self._stop_fanout(fanout_task)
-            if retention_task is not None:
-                # Interrupted, a partition's detach is finished by the next run (FINALIZE).
-                retention_task.cancel()
+            self.sweep_wake.set()
+            await self._stop_fanout(tasks.pop("fanout"))
+            for task in tasks.values():
+                # Interrupted, a partition's detach is finished by the next run (FINALIZE);
+                # a sweep or fold chunk is one transaction, rolled back.
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await retention_task
+                    await task
 
     async def _retention_loop(self) -> None:
         """Partition upkeep and retention now, then every RETENTION_INTERVAL_S."""
@@ -268,31 +293,43 @@ class Scheduler:
         return started
 
     async def round(self) -> bool:
-        """One pass over every duty but the fan-out (its own task); True when there is more
-        to do right away."""
+        """Start due mailings and top the send queue up; True when there is more to do right
+        away. The fan-out, sweep, fold and retention run in tasks of their own (`_duties`)."""
         busy = False
         started = tracing.now_ns()
-        async with self.sessions() as session:
-            activated = [s.mailing_id for s in await self._claim_due_mailings(session, started)]
-            for mailing_id in activated:
-                metrics.MAILINGS_STARTED.inc()
-                log.info("mailing started", mailing_id=mailing_id)
-                busy = True
-            if activated:
-                try:
-                    await activation.ensure_partitions(session, activated)
-                except Exception:
-                    # The fan-out's first chunk tries again (and waits until it succeeds).
-                    log.exception("creating message partitions failed", mailing_ids=activated)
+        try:
+            async with self.sessions() as session:
+                activated = [s.mailing_id for s in await self._claim_due_mailings(session, started)]
+                for mailing_id in activated:
+                    metrics.MAILINGS_STARTED.inc()
+                    log.info("mailing started", mailing_id=mailing_id)
+                    busy = True
+                if activated:
+                    try:
+                        await activation.ensure_partitions(session, activated)
+                    except Exception:
+                        # The fan-out's first chunk tries again (and waits until it succeeds).
+                        log.exception("creating message partitions failed", mailing_ids=activated)
+        except Exception:
+            # The top-up of the mailings already running goes on regardless.
+            metrics.SCHEDULER_ERRORS.inc()
+            log.exception("starting due mailings failed; retrying")
         if busy:
             # Its first (small) chunk comes next; the task wakes this loop when it is in.
             self.fanout_wake.set()
         busy |= await self.top_up()
-        busy |= await self.sweep()
-        await self.observe_queue()
+        try:
+            await self.observe_queue()
+        except Exception:
+            log.warning("reading the send queue's depth failed", exc_info=True)
         return busy
 
     async def top_up(self) -> bool:
+        """Lease due messages up to the cap and publish them; True when the room was filled."""
+        with metrics.TOP_UP_SECONDS.time():
+            return await self._top_up()
+
+    async def _top_up(self) -> bool:
         async with self.sessions() as session:
             # Test sends first and outside the cap: an operator is waiting for one.
             tests = await leasing.lease_test_sends(
@@ -406,12 +443,51 @@ class Scheduler:
         finally:
             await channel.close()
 
+    async def _sweep_loop(self) -> None:
+        """Sweep now and again at once while a chunk came back full; otherwise every poll
+        interval. A failure waits out a back-off of its own."""
+        backoff = Backoff(base=self.settings.poll_interval_s)
+        while not self.stopping.is_set():
+            self.sweep_wake.clear()
+            try:
+                busy = await self.sweep()
+                backoff.succeeded()
+            except Exception:
+                metrics.SCHEDULER_ERRORS.inc()
+                log.exception("sweep failed; retrying after a back-off")
+                await self._wait(self.stopping, backoff.failed())
+                continue
+            if not busy:
+                await self._wait(self.sweep_wake, self.settings.poll_interval_s)
+
+    async def _sweep_step(self, name: str, batch: AdaptiveBatch, step: SweepStep) -> int:
+        """One chunk of `step` at the batch's size; a statement timeout halves the batch
+        (counted, logged, and tried again at the smaller size on the next pass)."""
+        started = time.monotonic()
+        try:
+            async with self.sessions() as session:
+                await session.execute(self._sweep_timeout)
+                rows = await step(session, batch.size)
+        except DBAPIError as error:
+            if not isinstance(error.orig, QueryCanceled):
+                raise
+            batch.timed_out()
+            metrics.SWEEP_TIMEOUTS.labels(name).inc()
+            log.warning("sweep chunk timed out; smaller next time", step=name, size=batch.size)
+            return batch.size  # as busy as a full chunk: go again at once
+        seconds = time.monotonic() - started
+        metrics.SWEEP_SECONDS.labels(name).observe(seconds)
+        batch.finished(rows, seconds)
+        return rows
+
     async def sweep(self) -> bool:
-        limit = self.settings.sweep_batch_size
+        """One pass; True when a chunk came back full (more to sweep right away)."""
+        cancel, expire = self.sweep_batches
+        cancel_limit, expire_limit = cancel.size, expire.size
+        cancelled = await self._sweep_step("cancel", cancel, sweep.cancel_chunk)
+        expired = await self._sweep_step("expire", expire, sweep.expire_chunk)
+        expired += await self._sweep_step("expire_tests", expire, sweep.expire_test_sends)
         async with self.sessions() as session:
-            cancelled = await sweep.cancel_chunk(session, limit)
-            expired = await sweep.expire_chunk(session, limit)
-            expired += await sweep.expire_test_sends(session, limit)
             completed = await sweep.complete_mailings(session)
             metrics.BACKLOG.set(await sweep.backlog(session))
         metrics.MESSAGES_SWEPT.labels("cancelled").inc(cancelled)
@@ -421,8 +497,51 @@ class Scheduler:
         for mailing_id in completed:
             metrics.MAILINGS_COMPLETED.inc()
             log.info("mailing completed", mailing_id=mailing_id)
-        return cancelled >= limit or expired >= limit
+        return cancelled >= cancel_limit or expired >= expire_limit
+
+    async def _fold_loop(self) -> None:
+        """Fold the status counters' deltas every FOLD_INTERVAL_S, and vacuum the small tables
+        that churn with them every VACUUM_INTERVAL_S, so neither grows when autovacuum lags."""
+        backoff = Backoff(base=self.settings.fold_interval_s)
+        vacuumed_at = time.monotonic()
+        while not self.stopping.is_set():
+            try:
+                async with self.sessions() as session:
+                    folded = int(await session.scalar(FOLD) or 0)
+                    await session.commit()
+                metrics.COUNTER_DELTAS_FOLDED.inc(folded)
+                if time.monotonic() - vacuumed_at >= self.settings.vacuum_interval_s:
+                    vacuumed_at = time.monotonic()
+                    await self._vacuum_counters()
+                backoff.succeeded()
+                wait = self.settings.fold_interval_s
+            except Exception:
+                metrics.SCHEDULER_ERRORS.inc()
+                log.exception("folding the status counters failed; retrying after a back-off")
+                wait = backoff.failed()
+            await self._wait(self.stopping, wait)
+
+    async def _vacuum_counters(self) -> None:
+        try:
+            async with self.sessions() as session:
+                conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                await conn.execute(VACUUM_COUNTERS)
+        except Exception:
+            # Not the owner, say: autovacuum (or the operator) has to do it.
+            log.warning("vacuuming the counter tables failed", exc_info=True)
+
+
+# The sweep's statements, each given SWEEP_STATEMENT_TIMEOUT_S at most.
+SweepStep = Callable[[AsyncSession, int], Awaitable[int]]
+FOLD = text("SELECT message_count_fold()")
+VACUUM_COUNTERS = text(
+    "VACUUM (SKIP_LOCKED) message_count_delta, message_count_folded, message_minute"
+)
 
 
 async def connect_broker(url: str) -> AbstractRobustConnection:
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": "scheduler"})
+    return await aio_pika.connect_robust(
+        url,
+        client_properties={"connection_name": "scheduler"},
+        reconnect_interval=RECONNECT_INTERVAL_S,
+    )

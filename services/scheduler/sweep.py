@@ -14,7 +14,7 @@ Each update is chunked so a million-message mailing never makes one giant transa
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.domain.end_time import END_REACHED, ended_sql
@@ -24,30 +24,51 @@ from shared.domain.test_send import deadline_sql
 
 _LIVE = sql_in([MailingStatus.RUNNING, MailingStatus.PAUSED])
 
+# `message` is partitioned by mailing id: the mailings to sweep are read first and passed as
+# constants, so only their partitions are planned and scanned; the statement still checks each
+# mailing's state itself (an end time extended meanwhile keeps its messages).
+_OF_MAILINGS = "mailing_id = ANY(CAST(:mailing_ids AS bigint[]))"
+_HAS_OPEN = f"""EXISTS (
+    SELECT 1 FROM message_count c
+    WHERE c.mailing_id = mg.id AND c.status IN ({sql_in(OPEN)}) AND c.count > 0)"""
+
+CANCELLED_MAILINGS = text(f"""
+    SELECT mg.id FROM mailing mg WHERE mg.status = {sql(MailingStatus.CANCELLED)} AND {_HAS_OPEN}
+""")
+
+ENDED_MAILINGS = text(f"""
+    SELECT mg.id FROM mailing mg
+    WHERE mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")} AND {_HAS_OPEN}
+""")
+
 CANCEL_CHUNK = text(f"""
-    UPDATE message SET status = {sql(S.CANCELLED)}, token = NULL, lease_until = NULL,
+    UPDATE message m SET status = {sql(S.CANCELLED)}, token = NULL, lease_until = NULL,
         updated_at = now()
-    WHERE id IN (
-        SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
-        WHERE mg.status = {sql(MailingStatus.CANCELLED)} AND msg.status IN ({sql_in(OPEN)})
+    FROM (
+        SELECT msg.id, msg.mailing_id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
+        WHERE msg.{_OF_MAILINGS} AND mg.status = {sql(MailingStatus.CANCELLED)}
+          AND msg.status IN ({sql_in(OPEN)})
           -- A request under way may be delivered: its sender records the outcome.
           AND NOT (msg.status = {sql(S.SENDING)} AND coalesce(msg.lease_until > now(), false))
         LIMIT :limit
         FOR UPDATE OF msg SKIP LOCKED
-    )
+    ) AS due
+    WHERE m.id = due.id AND m.mailing_id = due.mailing_id AND m.{_OF_MAILINGS}
 """)
 
 EXPIRE_CHUNK = text(f"""
-    UPDATE message SET status = {sql(S.EXPIRED)}, token = NULL, lease_until = NULL,
-        updated_at = now(), last_error = coalesce(last_error, '{END_REACHED}')
-    WHERE id IN (
-        SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
-        WHERE mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")} AND NOT msg.is_test
+    UPDATE message m SET status = {sql(S.EXPIRED)}, token = NULL, lease_until = NULL,
+        updated_at = now(), last_error = coalesce(m.last_error, '{END_REACHED}')
+    FROM (
+        SELECT msg.id, msg.mailing_id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
+        WHERE msg.{_OF_MAILINGS} AND mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")}
+          AND NOT msg.is_test
           AND (msg.status IN ({sql_in(EXPIRABLE)})
                OR (msg.status = {sql(S.SENDING)} AND msg.lease_until <= now()))
         LIMIT :limit
         FOR UPDATE OF msg SKIP LOCKED
-    )
+    ) AS due
+    WHERE m.id = due.id AND m.mailing_id = due.mailing_id AND m.{_OF_MAILINGS}
 """)
 
 # `client_id IS NULL`: only tests have none, found through ix_message_client_id_open.
@@ -88,16 +109,22 @@ BACKLOG = text(f"""
 """)
 
 
-async def cancel_chunk(session: AsyncSession, limit: int) -> int:
-    result = await session.execute(CANCEL_CHUNK, {"limit": limit})
+async def _chunk(session: AsyncSession, mailings: TextClause, chunk: TextClause, limit: int) -> int:
+    ids = list((await session.execute(mailings)).scalars())
+    if not ids:
+        await session.commit()
+        return 0
+    result = await session.execute(chunk, {"mailing_ids": ids, "limit": limit})
     await session.commit()
     return result.rowcount  # type: ignore[attr-defined]
+
+
+async def cancel_chunk(session: AsyncSession, limit: int) -> int:
+    return await _chunk(session, CANCELLED_MAILINGS, CANCEL_CHUNK, limit)
 
 
 async def expire_chunk(session: AsyncSession, limit: int) -> int:
-    result = await session.execute(EXPIRE_CHUNK, {"limit": limit})
-    await session.commit()
-    return result.rowcount  # type: ignore[attr-defined]
+    return await _chunk(session, ENDED_MAILINGS, EXPIRE_CHUNK, limit)
 
 
 async def expire_test_sends(session: AsyncSession, limit: int) -> int:
