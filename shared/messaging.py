@@ -26,6 +26,9 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from shared.domain.end_time import job_ttl_s
 
 SEND_ROUTING_KEY = "send"
+# A robust connection tries again this often after the broker went away (aio-pika: 5 s), so
+# sending resumes within about a second of a broker restart.
+RECONNECT_INTERVAL_S = 1.0
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 DELIVERY_LIMIT = 5

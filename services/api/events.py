@@ -15,7 +15,7 @@ import structlog
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
 from shared import tracing
-from shared.messaging import Names
+from shared.messaging import RECONNECT_INTERVAL_S, Names
 
 log = structlog.get_logger("api.events")
 
@@ -49,7 +49,9 @@ class AmqpEvents:
         while True:
             try:
                 self._connection = await aio_pika.connect_robust(
-                    self.amqp_url, client_properties={"connection_name": "api"}
+                    self.amqp_url,
+                    client_properties={"connection_name": "api"},
+                    reconnect_interval=RECONNECT_INTERVAL_S,
                 )
                 channel = await self._connection.channel(publisher_confirms=True)
                 self._exchange = await channel.declare_exchange(

@@ -15,6 +15,7 @@ from services.sender.service import Sender
 from shared import tracing
 from shared.db import create_engine, create_session_factory, database_ready
 from shared.logging import configure_logging
+from shared.messaging import RECONNECT_INTERVAL_S
 from shared.ops_server import start_ops_server
 from shared.settings import SenderSettings
 
@@ -27,7 +28,9 @@ async def main() -> None:
     tracing.configure_tracing(tracing.SENDER, settings.database_url, settings.amqp_namespace)
     engine = create_engine(settings)
     connection = await aio_pika.connect_robust(
-        settings.amqp_url, client_properties={"connection_name": "sender"}
+        settings.amqp_url,
+        client_properties={"connection_name": "sender"},
+        reconnect_interval=RECONNECT_INTERVAL_S,
     )
     static_token = settings.provider_token.get_secret_value() if settings.provider_token else None
     tokens = TokenSource(static_token, settings.provider_token_file)
