@@ -18,23 +18,21 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import aio_pika
 import psycopg
 
 from bench import profile, system
 from bench.deploy import ADMIN_TOKEN, ROOT, Deployment, Service, Stub, start_stub
+from bench.result import PhaseResult
 from shared.settings import SenderSettings
 from tests.support import database
 from tests.support.rig import data
 
 __all__ = ["ADMIN_TOKEN", "ROOT", "Bench"]
 
-if TYPE_CHECKING:
-    from bench.phases.result import PhaseResult
-
-R = TypeVar("R", bound="PhaseResult")
+R = TypeVar("R", bound=PhaseResult)
 
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_PORT = int(os.environ.get("BENCH_PG_PORT", "5432"))

@@ -48,7 +48,7 @@ async def run(bench: Bench) -> None:
             phase_started = time.monotonic()
             load = system.load_average()[0]
             try:
-                bench.keep(await PHASES[name](bench))
+                bench.keep(await PHASES[name].run(bench))
             except Exception as exc:
                 bench.results["errors"][name] = f"{type(exc).__name__}: {exc}"[:2000]
                 log(f"phase {name} failed: {exc}")

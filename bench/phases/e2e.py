@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench import profile
 from bench.context import SCHEDULER_KNOBS, Bench, log
-from bench.phases.result import PhaseResult
-from bench.report import PROCESS_NAMES, PROCESSES, fmt, ratio, table
-
-if TYPE_CHECKING:
-    from bench.report import Report
+from bench.format import PROCESS_NAMES, PROCESSES, Report, fmt, ratio, table
+from bench.result import PhaseResult
 
 
 @dataclass
@@ -319,7 +316,7 @@ class E2EResult(PhaseResult):
             'scheduler "message queued": one JSON line each per message).'
         )
 
-    def render_profiles(self, report: Report) -> None:
+    def render_appendix(self, report: Report) -> None:
         run = report.run("50ms-warning")
         if not run or not run.get("profiles"):
             return

@@ -4,14 +4,11 @@ connections each: the speed-up of a second sender."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.context import Bench, log
-from bench.phases.result import PhaseResult
-from bench.report import fmt, table
-
-if TYPE_CHECKING:
-    from bench.report import Report
+from bench.format import Report, fmt, table
+from bench.result import PhaseResult
 
 
 @dataclass(kw_only=True)

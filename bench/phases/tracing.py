@@ -10,16 +10,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from statistics import mean
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.context import Bench, log
-from bench.phases.result import PhaseResult
-from bench.report import fmt, table
+from bench.format import Report, fmt, table
+from bench.result import PhaseResult
 from shared import tracing
 from tests.support.otlp import OtlpSink
-
-if TYPE_CHECKING:
-    from bench.report import Report
 
 PROCS = ("sender", "scheduler", "api", "rabbitmq", "postgres_db")
 VARIANTS = {
