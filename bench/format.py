@@ -35,7 +35,10 @@ def ratio(a: float | None, b: float | None, digits: int = 2) -> str:
     return f"{a / b:.{digits}f}"
 
 
-def table(header: list[str], rows: list[list[Any]]) -> str:
+def table(header: str | list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table; `header` may be written as "a | b | c"."""
+    if isinstance(header, str):
+        header = [h.strip() for h in header.split("|")]
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     for row in rows:
         out.append("| " + " | ".join(str(c) for c in row) + " |")

@@ -5,18 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stat_fields(pid: int) -> list[str] | None:
