@@ -340,7 +340,12 @@ class Bench:
         )
 
     async def run_to_completion(
-        self, dep: Deployment, expected: int, *, timeout: float, recorders: list[Any] = ()
+        self,
+        dep: Deployment,
+        expected: int,
+        *,
+        timeout: float,
+        recorders: tuple[Any, ...] | list[Any] = (),
     ) -> dict[str, Any]:
         """Create a mailing to every client and wait until all its messages are terminal."""
         assert self.stub_ctl is not None
@@ -429,8 +434,8 @@ class Bench:
     ) -> dict[str, Any]:
         """`bench.apiload` against the API at `api_url` in a subprocess: time-boxed
         (`seconds=`) or a fixed number of requests (`count=`)."""
-        options = {"url": f"{api_url}/api/v1", "token": ADMIN_TOKEN, "mode": mode}
-        options |= {"concurrency": concurrency, "max_id": max_id}
+        options: dict[str, Any] = {"url": f"{api_url}/api/v1", "token": ADMIN_TOKEN}
+        options |= {"mode": mode, "concurrency": concurrency, "max_id": max_id}
         return await self.load("bench.apiload", options | size)
 
     async def load(

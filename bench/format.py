@@ -75,7 +75,7 @@ class Report:
         parts = [per.get(k) for k in ("sender", "scheduler", "postgres_db", "rabbitmq", "api")]
         if any(p is None for p in parts):
             return None
-        return float(sum(parts))  # type: ignore[arg-type]
+        return float(sum(p for p in parts if p is not None))
 
     @staticmethod
     def profile_tables(summary: dict[str, Any], top: int = 12) -> str:

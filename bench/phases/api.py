@@ -43,17 +43,10 @@ class ApiResult(PhaseResult):
             "A closed-loop load generator (aiohttp, one process, each worker one request at a "
             "time) on the same 2 cores; its own CPU use is in the last column.\n\n"
             + table(
-                [
-                    "request",
-                    "workers",
-                    "requests",
-                    "req/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "statuses",
-                    "API CPU ms/req",
-                    "generator CPU",
-                ],
+                (
+                    "request | workers | requests | req/s | p50 ms | p99 ms | statuses | "
+                    "API CPU ms/req | generator CPU"
+                ),
                 rows,
             )
         )

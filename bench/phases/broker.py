@@ -46,7 +46,7 @@ class BrokerResult(PhaseResult):
         text = (
             "## Broker (aio-pika, one process, a quorum queue)\n\n"
             "Persistent job-sized messages to a quorum queue declared like the send queue.\n\n"
-            + table(["step", "messages", "msg/s", "client CPU ms/msg", "RabbitMQ CPU ms/msg"], rows)
+            + table("step | messages | msg/s | client CPU ms/msg | RabbitMQ CPU ms/msg", rows)
         )
         best = report.run("0ms-warning")
         if best:

@@ -117,7 +117,7 @@ class FanoutResult(PhaseResult):
                 "\n\n100-client mailings created while the big one runs (time from their "
                 "`created_at` to `completed_at`, database clock):\n\n"
                 + table(
-                    ["created", "after the big one's create", "to completed", "completed", "sent"],
+                    "created | after the big one's create | to completed | completed | sent",
                     rows,
                 )
             )

@@ -60,14 +60,10 @@ class HttpResult(PhaseResult):
             f"Time-boxed ({fmt(report.r.get('args', {}).get('http_seconds'))} s each, after a "
             "warm-up that opens the connections), each worker one request at a time.\n\n"
             + table(
-                [
-                    "client",
-                    "concurrency",
-                    "requests/s",
-                    "client CPU ms/request",
-                    "stub CPU ms/request",
-                    "vs plain aiohttp",
-                ],
+                (
+                    "client | concurrency | requests/s | client CPU ms/request | "
+                    "stub CPU ms/request | vs plain aiohttp"
+                ),
                 rows,
             )
         )

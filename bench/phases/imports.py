@@ -74,7 +74,7 @@ class ImportResult(PhaseResult):
         report.add(
             f"## CSV import ({fmt(result['rows'])} rows through POST /clients/imports)\n\n"
             f"Status `{result['status']}`, while a {fmt(result['mailing_clients'])}-client"
-            " mailing sends.\n\n" + table(["figure", "value", "target"], rows)
+            " mailing sends.\n\n" + table("figure | value | target", rows)
         )
 
 

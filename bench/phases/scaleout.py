@@ -39,14 +39,7 @@ class ScaleoutResult(PhaseResult):
             f"## Scale-out (stub at {so['latency_ms']} ms, {so['max_connections']} connections "
             f"per sender, {fmt(so['messages'])} messages)\n\n"
             + table(
-                [
-                    "senders",
-                    "steady msg/s",
-                    "msg/s end to end",
-                    "seconds",
-                    "sender CPU ms/msg",
-                    "busy",
-                ],
+                ("senders | steady msg/s | msg/s end to end | seconds | sender CPU ms/msg | busy"),
                 rows,
             )
             + f"\n\nSpeed-up, two senders over one: **{fmt(so.get('speedup'), 2)}x** steady "

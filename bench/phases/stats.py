@@ -67,16 +67,10 @@ class StatsResult(PhaseResult):
             f"senders would: {fmt(w.get('rows_per_s'))} rows/s in "
             f"{fmt(w.get('batches'))} statements.\n\n"
             + table(
-                [
-                    "request",
-                    "concurrency",
-                    "requests",
-                    "req/s",
-                    "p50 ms",
-                    "p95 ms",
-                    "p99 ms",
-                    "API CPU ms/req",
-                ],
+                (
+                    "request | concurrency | requests | req/s | p50 ms | p95 ms | p99 ms | "
+                    "API CPU ms/req"
+                ),
                 rows,
             )
             + "\n\nThe kept database is dropped with `python -m bench.run --drop-stats-db` (or "

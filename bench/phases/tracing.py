@@ -99,19 +99,11 @@ class TracingResult(PhaseResult):
             "On a shared machine (see the load column) msg/s follows the other load more than "
             "tracing: read the CPU columns.\n\n"
             + table(
-                [
-                    "tracing",
-                    "runs",
-                    "msg/s",
-                    "steady msg/s",
-                    "vs off",
-                    "sender CPU ms/msg",
-                    "scheduler",
-                    "api + scheduler + sender vs off, ms/msg",
-                    "spans",
-                    "sampled",
-                    "1-min load",
-                ],
+                (
+                    "tracing | runs | msg/s | steady msg/s | vs off | sender CPU ms/msg | "
+                    "scheduler | api + scheduler + sender vs off, ms/msg | spans | "
+                    "sampled | 1-min load"
+                ),
                 rows,
             )
             + "\n\n"
@@ -159,7 +151,7 @@ class TracingResult(PhaseResult):
             "Under a parent-based sampler a span whose parent is not sampled is not even "
             "started, so a mailing the sampler left out costs a publish span per job, its "
             "`traceparent` header and its extraction.\n\n"
-            + table(["path", "CPU µs per message", "of the sender's CPU per message"], rows)
+            + table("path | CPU µs per message | of the sender's CPU per message", rows)
         )
 
 
