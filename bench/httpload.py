@@ -21,15 +21,14 @@ bearer token, accepted only on status 200 with the body `{"code": 0, "message": 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
 import resource
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from bench import loadgen
 
 TOKEN = "stub-token"
 TIMEOUT_S = 10.0
@@ -110,29 +109,18 @@ async def run(
     ids = itertools.count(first_id)
     # Warm the connection pool so every run starts with its connections open.
     await asyncio.gather(*(send(next(ids)) for _ in range(min(warmup, concurrency))))
-    done = ok = errors = 0
-    stop_at = None if seconds is None else time.perf_counter() + seconds
+    ok = errors = 0
 
-    async def worker() -> None:
-        nonlocal done, ok, errors
-        while True:
-            if count is not None and done >= count:
-                return
-            if stop_at is not None and time.perf_counter() >= stop_at:
-                return
-            done += 1
-            try:
-                accepted = await send(next(ids))
-            except Exception:
-                errors += 1
-            else:
-                ok += accepted
+    async def one() -> None:
+        nonlocal ok, errors
+        try:
+            ok += await send(next(ids))
+        except Exception:
+            errors += 1
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    done, elapsed = await loadgen.closed_loop(one, concurrency, count, seconds)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime - cpu_before
     result = close()
@@ -152,36 +140,28 @@ async def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = loadgen.parser(__doc__.splitlines()[0], concurrency=64)
     parser.add_argument("--client", required=True)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--count", type=int)
-    parser.add_argument("--seconds", type=float)
     parser.add_argument("--first-id", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=64)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
-    args = parser.parse_args(argv)
-    if (args.count is None) == (args.seconds is None):
-        parser.error("give exactly one of --count and --seconds")
+    args = loadgen.parse(parser, argv)
     runner = asyncio.run
     if args.uvloop:
         import uvloop
 
-        runner = uvloop.run  # type: ignore[assignment]
-    result = runner(
-        run(
-            args.client,
-            args.url,
-            args.concurrency,
-            args.count,
-            args.seconds,
-            args.first_id,
-            args.warmup,
-        )
+        runner = uvloop.run
+    work = run(
+        args.client,
+        args.url,
+        args.concurrency,
+        args.count,
+        args.seconds,
+        args.first_id,
+        args.warmup,
     )
-    result["loop"] = "uvloop" if args.uvloop else "asyncio"
-    sys.stdout.write(json.dumps(result) + "\n")
+    loadgen.emit(runner(work) | {"loop": "uvloop" if args.uvloop else "asyncio"})
 
 
 if __name__ == "__main__":
