@@ -11,16 +11,15 @@ latency percentiles (ms), status counts and the generator's own CPU seconds.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import random
-import sys
 import time
 from collections import Counter
 from typing import Any
 
 import aiohttp
+
+from bench import loadgen
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -57,63 +56,48 @@ async def run(
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     phones = iter(range(first, first + 10**9))
+    paths = {
+        "get-client": lambda: f"clients/{random.randint(1, max_id)}",
+        "stats-all": lambda: "mailings/stats",
+        "stats-one": lambda: f"mailings/{max_id}/stats",
+    }
+    if mode not in paths and mode != "post-client":
+        raise SystemExit(f"unknown mode {mode}")
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
-    done = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(
         base_url=url.rstrip("/") + "/", headers=headers, connector=connector
     ) as session:
 
-        async def one() -> int:
+        async def request() -> int:
             if mode == "post-client":
                 body = {
                     "phone": f"78{next(phones):09d}",
                     "timezone": "Europe/Moscow",
                     "tag": "load",
                 }
-                async with session.post("clients", json=body) as response:
-                    await response.read()
-                    return response.status
-            if mode == "get-client":
-                async with session.get(f"clients/{random.randint(1, max_id)}") as response:
-                    await response.read()
-                    return response.status
-            if mode == "stats-all":
-                async with session.get("mailings/stats") as response:
-                    await response.read()
-                    return response.status
-            if mode == "stats-one":
-                async with session.get(f"mailings/{max_id}/stats") as response:
-                    await response.read()
-                    return response.status
-            raise SystemExit(f"unknown mode {mode}")
+                call = session.post("clients", json=body)
+            else:
+                call = session.get(paths[mode]())
+            async with call as response:
+                await response.read()
+                return response.status
+
+        async def one() -> None:
+            started = time.perf_counter()
+            try:
+                status = await request()
+            except aiohttp.ClientError:
+                status = 0
+            latencies.append(time.perf_counter() - started)
+            statuses[status] += 1
 
         # Warm-up: open the connections, fill the API's pools and caches.
         for _ in range(min(concurrency, 8)):
-            await one()
-        stop_at = None if seconds is None else time.perf_counter() + seconds
-
-        async def worker() -> None:
-            nonlocal done
-            while True:
-                if count is not None and done >= count:
-                    return
-                if stop_at is not None and time.perf_counter() >= stop_at:
-                    return
-                done += 1
-                started = time.perf_counter()
-                try:
-                    status = await one()
-                except aiohttp.ClientError:
-                    status = 0
-                latencies.append(time.perf_counter() - started)
-                statuses[status] += 1
-
+            await request()
         cpu = time.process_time()
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        done, elapsed = await loadgen.closed_loop(one, concurrency, count, seconds)
         cpu = time.process_time() - cpu
     return {
         "mode": mode,
@@ -128,31 +112,27 @@ async def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = loadgen.parser(__doc__.splitlines()[0], concurrency=32)
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--mode", required=True)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seconds", type=float)
-    parser.add_argument("--count", type=int)
     parser.add_argument("--max-id", type=int, default=1)
     parser.add_argument("--first", type=int, default=0)
-    args = parser.parse_args(argv)
-    if (args.count is None) == (args.seconds is None):
-        parser.error("give exactly one of --count and --seconds")
-    result = asyncio.run(
-        run(
-            args.url,
-            args.token,
-            args.mode,
-            args.concurrency,
-            args.seconds,
-            args.count,
-            args.max_id,
-            args.first,
+    args = loadgen.parse(parser, argv)
+    loadgen.emit(
+        asyncio.run(
+            run(
+                args.url,
+                args.token,
+                args.mode,
+                args.concurrency,
+                args.seconds,
+                args.count,
+                args.max_id,
+                args.first,
+            )
         )
     )
-    sys.stdout.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,30 @@ class Step:
         }
 
 
+async def _publish_gathered(exchange: Any, queue_name: str, count: int, batch: int) -> None:
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        await asyncio.gather(*(exchange.publish(_message(start + j), queue_name) for j in range(n)))
+
+
+async def _consume(queue: Any, total: int, ack_every: int) -> None:
+    """Consume `total` deliveries, acking one by one or with `multiple=True` every `ack_every`."""
+    received = 0
+    finished = asyncio.Event()
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal received
+        received += 1
+        if received % ack_every == 0 or received >= total:
+            await message.ack(multiple=ack_every > 1)
+        if received >= total:
+            finished.set()
+
+    tag = await queue.consume(on_message)
+    await asyncio.wait_for(finished.wait(), timeout=max(60.0, total / 200))
+    await queue.cancel(tag)
+
+
 async def run(
     url: str, queue_name: str, sequential: int, gathered: int, batch: int, rabbit_pid: int | None
 ) -> dict[str, Any]:
@@ -84,57 +108,20 @@ async def run(
                 for i in range(sequential):
                     await exchange.publish(_message(i), queue_name)
             results["publish_sequential"] = step.figures(sequential)
-
             with Step(rabbit_pid) as step:
-                for start in range(0, gathered, batch):
-                    n = min(batch, gathered - start)
-                    await asyncio.gather(
-                        *(exchange.publish(_message(start + j), queue_name) for j in range(n))
-                    )
+                await _publish_gathered(exchange, queue_name, gathered, batch)
             results["publish_gathered"] = step.figures(gathered)
 
-            total = sequential + gathered
             consume_channel = await connection.channel()
             await consume_channel.set_qos(prefetch_count=512)
-            consume_queue = await consume_channel.get_queue(queue_name, ensure=False)
-            received = 0
-            finished = asyncio.Event()
-
-            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                nonlocal received
-                await message.ack()
-                received += 1
-                if received >= total:
-                    finished.set()
-
+            queue = await consume_channel.get_queue(queue_name, ensure=False)
             with Step(rabbit_pid) as step:
-                tag = await consume_queue.consume(on_message)
-                await asyncio.wait_for(finished.wait(), timeout=max(60.0, total / 200))
-            await consume_queue.cancel(tag)
-            results["consume_ack"] = step.figures(total)
-
+                await _consume(queue, sequential + gathered, ack_every=1)
+            results["consume_ack"] = step.figures(sequential + gathered)
             # The same again, acking with multiple=True once per 100 deliveries (in tag order).
+            await _publish_gathered(exchange, queue_name, gathered, batch)
             with Step(rabbit_pid) as step:
-                for start in range(0, gathered, batch):
-                    n = min(batch, gathered - start)
-                    await asyncio.gather(
-                        *(exchange.publish(_message(start + j), queue_name) for j in range(n))
-                    )
-            received = 0
-            finished = asyncio.Event()
-
-            async def on_message_batched(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                nonlocal received
-                received += 1
-                if received % 100 == 0 or received >= gathered:
-                    await message.ack(multiple=True)
-                if received >= gathered:
-                    finished.set()
-
-            with Step(rabbit_pid) as step:
-                tag = await consume_queue.consume(on_message_batched)
-                await asyncio.wait_for(finished.wait(), timeout=max(60.0, gathered / 200))
-            await consume_queue.cancel(tag)
+                await _consume(queue, gathered, ack_every=100)
             results["consume_ack_multiple"] = step.figures(gathered)
         finally:
             await channel.queue_delete(queue_name)

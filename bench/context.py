@@ -13,28 +13,27 @@ import contextlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import aio_pika
 import psycopg
 
 from bench import profile, system
-from bench.deploy import ADMIN_TOKEN, ROOT, Deployment, Service, Stub, start_stub
+from bench.deploy import ADMIN_TOKEN, ROOT, Deployment
+from bench.result import PhaseResult
 from shared.settings import SenderSettings
 from tests.support import database
 from tests.support.rig import data
+from tests.support.rig.processes import ServiceProcess
+from tests.support.rig.stub import StubControl, start_stub_process
 
 __all__ = ["ADMIN_TOKEN", "ROOT", "Bench"]
 
-if TYPE_CHECKING:
-    from bench.phases.result import PhaseResult
-
-R = TypeVar("R", bound="PhaseResult")
+R = TypeVar("R", bound=PhaseResult)
 
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_PORT = int(os.environ.get("BENCH_PG_PORT", "5432"))
@@ -60,9 +59,6 @@ DEFAULT_SWEEP = ";".join(
         "LEASE_CAP=2000",
     ]
 )
-# The code the baseline runs measure (`--baseline`): the commit before the sender moved to
-# libcurl and the scheduler's lease cap to a larger start, so one run shows before and after.
-BASELINE_REV = "97d368b"
 
 
 def log(message: str) -> None:
@@ -110,15 +106,14 @@ class Bench:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.results: dict[str, Any] = {"run_id": self.run_id, "errors": {}}
         self.db = ""
-        self.stub: Service | None = None
-        self.stub_ctl: Stub | None = None
+        self.stub: ServiceProcess | None = None
+        self.stub_ctl: StubControl | None = None
         self.pg: psycopg.AsyncConnection[Any] | None = None
         self.own_backends: set[int] = set()
         self.deployments: list[Deployment] = []
         self.phase_results: dict[str, PhaseResult] = {}
         self.sender_env = parse_env(args.sender_env)
         self.scheduler_env = parse_env(args.scheduler_env)
-        self.baseline_root: Path | None = None
         self.started = time.monotonic()
         self.postmaster = system.pid_listening_on(PG_PORT)
         self.rabbit = system.pid_listening_on(AMQP_PORT)
@@ -167,8 +162,8 @@ class Bench:
         }
         self.db = database.create_database("mailing_bench")
         database.migrate(self.db)
-        self.stub = await start_stub(self.run_dir)
-        self.stub_ctl = Stub(self.stub)
+        self.stub = await start_stub_process(self.run_dir)
+        self.stub_ctl = StubControl(self.stub)
         self.pg = await psycopg.AsyncConnection.connect(
             database._server_dsn(self.db), autocommit=True
         )
@@ -220,7 +215,6 @@ class Bench:
         senders: int = 1,
         database_name: str | None = None,
         with_scheduler: bool = True,
-        code_root: Path | None = None,
         common_env: dict[str, str] | None = None,
     ) -> Deployment:
         assert self.stub is not None
@@ -235,7 +229,6 @@ class Bench:
             sender_env=(self.sender_env if sender_env is None else sender_env) | level,
             senders=senders,
             with_scheduler=with_scheduler,
-            code_root=code_root,
             common_env=common_env or {},
         )
 
@@ -347,7 +340,12 @@ class Bench:
         )
 
     async def run_to_completion(
-        self, dep: Deployment, expected: int, *, timeout: float, recorders: list[Any] = ()
+        self,
+        dep: Deployment,
+        expected: int,
+        *,
+        timeout: float,
+        recorders: tuple[Any, ...] | list[Any] = (),
     ) -> dict[str, Any]:
         """Create a mailing to every client and wait until all its messages are terminal."""
         assert self.stub_ctl is not None
@@ -415,33 +413,13 @@ class Bench:
         }
 
     async def httpload(
-        self,
-        client: str,
-        concurrency: int,
-        *,
-        seconds: float | None = None,
-        count: int | None = None,
-        first_id: int = 1,
-        uvloop: bool = False,
+        self, client: str, concurrency: int, *, first_id: int = 1, uvloop: bool = False, **size: Any
     ) -> dict[str, Any]:
+        """`bench.httpload` to the stub in a subprocess; `seconds=` or `count=` requests."""
         assert self.stub is not None
-        command = [
-            sys.executable,
-            "-m",
-            "bench.httpload",
-            "--client",
-            client,
-            "--url",
-            self.stub.url,
-            "--concurrency",
-            str(concurrency),
-            "--first-id",
-            str(first_id),
-        ]
-        command += ["--seconds", str(seconds)] if seconds is not None else ["--count", str(count)]
-        if uvloop:
-            command.append("--uvloop")
-        return await self.subprocess_json(command)
+        options = {"client": client, "url": self.stub.url, "concurrency": concurrency}
+        extra = ["--uvloop"] if uvloop else []
+        return await self.load("bench.httpload", options | {"first_id": first_id} | size, extra)
 
     @property
     def max_connections(self) -> int:
@@ -451,52 +429,23 @@ class Bench:
             return int(value)
         return int(SenderSettings.model_fields["max_connections"].default)
 
-    def baseline_code(self) -> Path | None:
-        """`--baseline`'s services and shared code, exported once per run (`git archive`)."""
-        rev = self.args.baseline
-        if not rev:
-            return None
-        if self.baseline_root is None:
-            root = self.run_dir / "baseline"
-            root.mkdir(parents=True, exist_ok=True)
-            archive = subprocess.run(
-                ["git", "archive", rev, "services", "shared"],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
-            self.baseline_root = root
-        return self.baseline_root
-
     async def apiload(
-        self,
-        api_url: str,
-        mode: str,
-        *,
-        concurrency: int,
-        max_id: int,
-        seconds: float | None = None,
-        count: int | None = None,
+        self, api_url: str, mode: str, *, concurrency: int, max_id: int, **size: Any
     ) -> dict[str, Any]:
         """`bench.apiload` against the API at `api_url` in a subprocess: time-boxed
-        (`seconds`) or a fixed number of requests (`count`)."""
-        command = [
-            sys.executable,
-            "-m",
-            "bench.apiload",
-            "--url",
-            f"{api_url}/api/v1",
-            "--token",
-            ADMIN_TOKEN,
-            "--mode",
-            mode,
-            "--concurrency",
-            str(concurrency),
-            "--max-id",
-            str(max_id),
-        ]
-        command += ["--seconds", str(seconds)] if seconds is not None else ["--count", str(count)]
+        (`seconds=`) or a fixed number of requests (`count=`)."""
+        options: dict[str, Any] = {"url": f"{api_url}/api/v1", "token": ADMIN_TOKEN}
+        options |= {"mode": mode, "concurrency": concurrency, "max_id": max_id}
+        return await self.load("bench.apiload", options | size)
+
+    async def load(
+        self, module: str, options: dict[str, Any], extra: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A load generator run as a subprocess, `--key value` per option (None: left out)."""
+        command = [sys.executable, "-m", module, *(extra or [])]
+        for key, value in options.items():
+            if value is not None:
+                command += [f"--{key.replace('_', '-')}", str(value)]
         return await self.subprocess_json(command)
 
     async def subprocess_json(self, command: list[str], timeout: float = 600) -> dict[str, Any]:

@@ -20,16 +20,11 @@ from tests.support.broker import delete_namespace
 from tests.support.database import ROOT, sqlalchemy_url
 from tests.support.rig.env import service_env
 from tests.support.rig.processes import ServiceProcess, free_port, launch
-from tests.support.rig.stub import STUB_TOKEN, StubControl, start_stub_process
+from tests.support.rig.stub import STUB_TOKEN
 
-__all__ = ["ADMIN_TOKEN", "ROOT", "Deployment", "Service", "Stub", "start_stub"]
+__all__ = ["ADMIN_TOKEN", "ROOT", "Deployment"]
 
 ADMIN_TOKEN = "bench-admin-token"
-# The rig's names under the ones the benchmarks used before it was one package.
-Service = ServiceProcess
-Stub = StubControl
-start_stub = start_stub_process
-start_process = launch
 
 
 @dataclass
@@ -47,15 +42,13 @@ class Deployment:
     common_env: dict[str, str] = field(default_factory=dict)
     senders: int = 1
     with_scheduler: bool = True
-    # Run the services from this checkout instead of the project's (the baseline runs).
-    code_root: Path | None = None
     # How long each process may take to answer /readyz (imports alone take tens of seconds at
     # a load of 15 on this shared machine).
     ready_timeout_s: float = 60.0
     namespace: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:10]}")
-    api: Service | None = None
-    scheduler: Service | None = None
-    sender_services: list[Service] = field(default_factory=list)
+    api: ServiceProcess | None = None
+    scheduler: ServiceProcess | None = None
+    sender_services: list[ServiceProcess] = field(default_factory=list)
 
     def base_env(self) -> dict[str, str]:
         return (
@@ -72,7 +65,7 @@ class Deployment:
         )
 
     @property
-    def services(self) -> list[Service]:
+    def services(self) -> list[ServiceProcess]:
         found = [self.api, self.scheduler, *self.sender_services]
         return [s for s in found if s is not None]
 
@@ -81,41 +74,21 @@ class Deployment:
         raw = self.sender_env.get("RETRY_DELAYS_S")
         return [float(d) for d in raw.split(",")] if raw else list(DEFAULT_RETRY_DELAYS_S)
 
+    def _launch(self, name: str, module: str, env: dict[str, str]) -> ServiceProcess:
+        port = free_port()
+        own = {"API_PORT": str(port), "API_HOST": "127.0.0.1"}
+        if module != "services.api":
+            own = {"METRICS_PORT": str(port)}
+        env = self.base_env() | env | own
+        return launch(f"{self.label}-{name}", module, env, self.log_dir, port)
+
     async def start(self) -> Deployment:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        base = self.base_env()
-        prefix = self.label
-        api_port = free_port()
-        self.api = start_process(
-            f"{prefix}-api",
-            "services.api",
-            base | {"API_PORT": str(api_port), "API_HOST": "127.0.0.1"},
-            self.log_dir,
-            api_port,
-            cwd=self.code_root,
-        )
+        self.api = self._launch("api", "services.api", {})
         if self.with_scheduler:
-            port = free_port()
-            self.scheduler = start_process(
-                f"{prefix}-scheduler",
-                "services.scheduler",
-                base | self.scheduler_env | {"METRICS_PORT": str(port)},
-                self.log_dir,
-                port,
-                cwd=self.code_root,
-            )
+            self.scheduler = self._launch("scheduler", "services.scheduler", self.scheduler_env)
         for i in range(self.senders):
-            port = free_port()
-            self.sender_services.append(
-                start_process(
-                    f"{prefix}-sender{i}",
-                    "services.sender",
-                    base | self.sender_env | {"METRICS_PORT": str(port)},
-                    self.log_dir,
-                    port,
-                    cwd=self.code_root,
-                )
-            )
+            sender = self._launch(f"sender{i}", "services.sender", self.sender_env)
+            self.sender_services.append(sender)
         try:
             await asyncio.gather(
                 *(s.wait_ready(timeout=self.ready_timeout_s) for s in self.services)
@@ -133,16 +106,9 @@ class Deployment:
             timeout=timeout,
         )
 
-    async def add_sender(self) -> Service:
-        port = free_port()
-        sender = start_process(
-            f"{self.label}-sender{len(self.sender_services)}",
-            "services.sender",
-            self.base_env() | self.sender_env | {"METRICS_PORT": str(port)},
-            self.log_dir,
-            port,
-            cwd=self.code_root,
-        )
+    async def add_sender(self) -> ServiceProcess:
+        name = f"sender{len(self.sender_services)}"
+        sender = self._launch(name, "services.sender", self.sender_env)
         self.sender_services.append(sender)
         await sender.wait_ready(timeout=60.0)
         return sender
@@ -152,21 +118,12 @@ class Deployment:
             self.scheduler.terminate()
             await asyncio.to_thread(self.scheduler.wait_stopped)
 
-    async def restart_scheduler(self) -> Service:
+    async def restart_scheduler(self) -> ServiceProcess:
         """A fresh scheduler process (its memory measured from zero)."""
-        if self.scheduler is not None:
-            self.scheduler.terminate()
-            await asyncio.to_thread(self.scheduler.wait_stopped)
-        port = free_port()
+        await self.stop_scheduler()
         restarts = sum(1 for p in self.log_dir.glob(f"{self.label}-scheduler*.log"))
-        self.scheduler = start_process(
-            f"{self.label}-scheduler{restarts}",
-            "services.scheduler",
-            self.base_env() | self.scheduler_env | {"METRICS_PORT": str(port)},
-            self.log_dir,
-            port,
-            cwd=self.code_root,
-        )
+        name = f"scheduler{restarts}"
+        self.scheduler = self._launch(name, "services.scheduler", self.scheduler_env)
         await self.scheduler.wait_ready(timeout=60.0)
         return self.scheduler
 

@@ -4,71 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-PROCESSES = ("sender", "scheduler", "postgres_db", "rabbitmq", "api", "stub")
-PROCESS_NAMES = {
-    "sender": "sender",
-    "scheduler": "scheduler",
-    "postgres_db": "PostgreSQL (this database's backends)",
-    "postgres_server": "PostgreSQL (whole server tree)",
-    "rabbitmq": "RabbitMQ (beam.smp)",
-    "api": "api",
-    "stub": "provider stub (apart)",
-}
+from bench.format import PROCESS_NAMES, Report, fmt, met, ratio, table
+from bench.phases import PHASES, REPORT_ORDER
 
 
-def fmt(value: Any, digits: int = 1, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}{unit}"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}{unit}"
-    return f"{value}{unit}"
-
-
-def ratio(a: float | None, b: float | None, digits: int = 2) -> str:
-    if not a or not b:
-        return "-"
-    return f"{a / b:.{digits}f}"
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    for row in rows:
-        out.append("| " + " | ".join(str(c) for c in row) + " |")
-    return "\n".join(out)
-
-
-def met(ok: bool | None) -> str:
-    return "-" if ok is None else ("**met**" if ok else "**not met**")
-
-
-class Report:
-    def __init__(self, results: dict[str, Any]) -> None:
-        self.r = results
-        self.parts: list[str] = []
-
-    def add(self, text: str) -> None:
-        self.parts.append(text.strip("\n") + "\n")
-
-    # --- derived figures -----------------------------------------------------------------------
-
-    def run(self, label: str) -> dict[str, Any] | None:
-        runs: dict[str, Any] = self.r.get("e2e", {}).get("runs", {})
-        return runs.get(label)
-
-    def ceiling(self, key: str) -> dict[str, Any] | None:
-        return self.r.get("ceilings", {}).get(key)
-
-    @staticmethod
-    def cpu_total_ms(run: dict[str, Any]) -> float | None:
-        per = run.get("cpu_ms_per_msg", {})
-        parts = [per.get(k) for k in ("sender", "scheduler", "postgres_db", "rabbitmq", "api")]
-        if any(p is None for p in parts):
-            return None
-        return float(sum(parts))  # type: ignore[arg-type]
+class BenchReport(Report):
+    """The run's own sections (targets, machine, settings), then each phase's."""
 
     def e2e_limit(self, run: dict[str, Any]) -> str:
         nproc = self.r.get("machine", {}).get("nproc", 2)
@@ -120,7 +61,8 @@ class Report:
             "--help` for the rest; `make bench-smoke` runs it all at a tiny size). Raw figures, "
             "service logs and py-spy stacks of a run are kept under `build/bench/<run id>/`; "
             "`python -m bench.run --render build/bench/<run id>/results.json` rewrites this "
-            "file from them.\n\n"
+            "file from them. Earlier runs, one-off experiments and what they led to are notes in "
+            "`docs/benchmarks/`.\n\n"
             f"Sizes of this run: {fmt(args.get('clients'))} clients end to end, "
             f"{fmt(args.get('fanout_clients'))} fan-out clients, "
             f"{fmt(args.get('stats_rows'))} statistics rows."
@@ -393,22 +335,17 @@ class Report:
                     self.e2e_limit(run),
                 ]
             )
-        run, before = self.run("0ms-warning"), self.run("0ms-baseline")
+        run = self.run("0ms-warning")
         if run:
             total = self.cpu_total_ms(run)
-            old = self.cpu_total_ms(before) if before else None
             per = run["cpu_ms_per_msg"]
             rows.append(
                 [
                     "CPU per message outside the stub, stub 0 ms (sender + scheduler + this "
                     "database's PostgreSQL backends + RabbitMQ + api)",
-                    f"{fmt(total, 3)} ms"
-                    + (f" (the code before, same run: {fmt(old, 3)} ms)" if old else ""),
-                    "≤ 0.25 ms where the code before measures 0.35",
-                    met(
-                        total is not None
-                        and (total <= 0.25 or (old is not None and total <= old * 0.25 / 0.35))
-                    ),
+                    f"{fmt(total, 3)} ms",
+                    "≤ 0.25 ms",
+                    met(total is not None and total <= 0.25),
                     f"sender {fmt(per.get('sender'), 3)}, PostgreSQL "
                     f"{fmt(per.get('postgres_db'), 3)}, scheduler {fmt(per.get('scheduler'), 3)} "
                     "ms (the profile section shows where the sender's goes)",
@@ -437,12 +374,7 @@ class Report:
                 [
                     f"a short mailing: {fmt(short['clients'])} clients, stub "
                     f"{short['latency_ms']:g} ms, freshly started processes, create → done",
-                    f"{fmt(short['median_s'], 2)} s (median of {len(short['runs'])})"
-                    + (
-                        f"; the code before: {fmt(short['baseline_median_s'], 2)} s"
-                        if short.get("baseline_median_s") is not None
-                        else ""
-                    ),
+                    f"{fmt(short['median_s'], 2)} s (median of {len(short['runs'])})",
                     "≤ 2 s",
                     met(short["median_s"] <= 2.0),
                     "the activation, the first 1,000-row fan-out chunk, a lease cap starting "
@@ -475,62 +407,22 @@ class Report:
             "\n\n" + overrides
         )
 
-    @staticmethod
-    def profile_tables(summary: dict[str, Any], top: int = 12) -> str:
-        text = "Where the time goes, inclusive (a sample counts once per group):\n\n"
-        text += table(["group", "% of samples"], [[g, f"{p}%"] for g, p in summary["groups"]])
-        text += "\n\nTop functions by self time:\n\n"
-        text += table(
-            ["function", "self %"], [[f"`{n}`", f"{p}%"] for n, p in summary["self"][:top]]
-        )
-        text += "\n\nTop functions by inclusive time (below the event loop):\n\n"
-        text += table(
-            ["function", "inclusive %"],
-            [[f"`{n}`", f"{p}%"] for n, p in summary["inclusive"][:top]],
-        )
-        return text + "\n"
-
     def render(self) -> str:
         """The summary and machine sections here; each phase's own from its typed result
-        (bench/phases/<name>.py), in this order; the closing findings from bench/findings.py."""
-        from bench.findings import findings
-        from bench.phases.api import ApiResult
-        from bench.phases.broker import BrokerResult
-        from bench.phases.e2e import E2EResult
-        from bench.phases.fanout import FanoutResult
-        from bench.phases.http import HttpResult
-        from bench.phases.imports import ImportPhaseResult
-        from bench.phases.scaleout import ScaleoutResult
-        from bench.phases.stats import StatsResult
-        from bench.phases.tracing import TracingResult
-
+        (bench/phases/<name>.py), in REPORT_ORDER; then their appendices (the profiles)."""
         self.header()
         self.summary()
         self.machine()
         self.settings()
-        e2e = E2EResult.from_figures(self.r)
-        stats = StatsResult.from_figures(self.r)
-        for result in (
-            e2e,
-            HttpResult.from_figures(self.r),
-            ScaleoutResult.from_figures(self.r),
-            FanoutResult.from_figures(self.r),
-            BrokerResult.from_figures(self.r),
-            stats,
-            ApiResult.from_figures(self.r),
-            ImportPhaseResult.from_figures(self.r),
-            TracingResult.from_figures(self.r),
-        ):
+        results = [PHASES[name].result.from_figures(self.r) for name in REPORT_ORDER]
+        for result in results:
             if result is not None:
                 result.render(self)
-        if e2e is not None:
-            e2e.render_profiles(self)
-        if stats is not None:
-            stats.render_profile(self)
-
-        self.add(findings(self.r))
-        return "\n".join(self.parts)
+        for result in results:
+            if result is not None:
+                result.render_appendix(self)
+        return self.text()
 
 
 def render(results: dict[str, Any]) -> str:
-    return Report(results).render()
+    return BenchReport(results).render()

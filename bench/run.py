@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 
 from bench import stats_db, system
-from bench.context import BASELINE_REV, DEFAULT_SWEEP, ROOT, Bench, log
+from bench.context import DEFAULT_SWEEP, ROOT, Bench, log
 from bench.phases import PHASES
 
 
@@ -48,7 +48,7 @@ async def run(bench: Bench) -> None:
             phase_started = time.monotonic()
             load = system.load_average()[0]
             try:
-                bench.keep(await PHASES[name](bench))
+                bench.keep(await PHASES[name].run(bench))
             except Exception as exc:
                 bench.results["errors"][name] = f"{type(exc).__name__}: {exc}"[:2000]
                 log(f"phase {name} failed: {exc}")
@@ -73,30 +73,48 @@ async def run(bench: Bench) -> None:
     log(f"report: {report} (raw figures: {bench.run_dir / 'results.json'})")
 
 
+# Each size: its full default and its `--smoke` value (None: the same), and a help text.
+SIZES: dict[str, tuple[float | int | str, float | int | str | None, str | None]] = {
+    "clients": (50_000, 500, None),
+    "fanout_clients": (1_000_000, 5_000, None),
+    "stats_rows": (10_000_000, 20_000, None),
+    "fanout_seconds": (60.0, 3.0, None),
+    "fanout_timeout": (150.0, None, None),
+    "tiny_during_s": (5.0, 0.5, None),
+    "step_tail_s": (3.0, 1.0, "sending watched after the step's fan-out"),
+    "tiny_timeout": (90.0, 15.0, None),
+    "scaleout_messages": (4_000, 200, None),
+    "scaleout_connections": (50, None, None),
+    "http_seconds": (3.0, 0.5, None),
+    "broker_sequential": (2_000, 100, None),
+    "broker_gathered": (10_000, 500, None),
+    "api_seconds": (6.0, 0.5, None),
+    "api_concurrency": (16, None, None),
+    "import_rows": (1_000_000, 5_000, None),
+    "import_mailing_clients": (200_000, 2_000, None),
+    "stats_requests": (300, 10, None),
+    "stats_write_rate": (2_000.0, None, "rows/s"),
+    "sweep": (
+        DEFAULT_SWEEP,
+        "",
+        "settings variants tried one at a time against the run's settings: "
+        "'KEY=V[,KEY=V];KEY=V;...' ('' for none)",
+    ),
+    "sweep_messages": (10_000, 300, None),
+    "short_clients": (2_000, 200, None),
+    "short_runs": (3, 1, "short-mailing runs (0: none)"),
+    "budget_s": (840.0, None, "skip the sweep to stay within this"),
+    "tracing_messages": (20_000, 300, None),
+    "tracing_rounds": (2, 1, "off / on-at-1%% pairs, alternated"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Benchmarks of the mailing pipeline")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it all works")
-    parser.add_argument("--clients", type=int, default=50_000)
-    parser.add_argument("--fanout-clients", type=int, default=1_000_000)
-    parser.add_argument("--stats-rows", type=int, default=10_000_000)
-    parser.add_argument("--fanout-seconds", type=float, default=60.0)
-    parser.add_argument("--fanout-timeout", type=float, default=150.0)
-    parser.add_argument("--tiny-during-s", type=float, default=5.0)
-    parser.add_argument(
-        "--step-tail-s", type=float, default=3.0, help="sending watched after the step's fan-out"
-    )
-    parser.add_argument("--tiny-timeout", type=float, default=90.0)
-    parser.add_argument("--scaleout-messages", type=int, default=4_000)
-    parser.add_argument("--scaleout-connections", type=int, default=50)
-    parser.add_argument("--http-seconds", type=float, default=3.0)
-    parser.add_argument("--broker-sequential", type=int, default=2_000)
-    parser.add_argument("--broker-gathered", type=int, default=10_000)
-    parser.add_argument("--api-seconds", type=float, default=6.0)
-    parser.add_argument("--api-concurrency", type=int, default=16)
-    parser.add_argument("--import-rows", type=int, default=1_000_000)
-    parser.add_argument("--import-mailing-clients", type=int, default=200_000)
-    parser.add_argument("--stats-requests", type=int, default=300)
-    parser.add_argument("--stats-write-rate", type=float, default=2_000.0, help="rows/s")
+    for name, (default, _, text) in SIZES.items():
+        option = "--" + name.replace("_", "-")
+        parser.add_argument(option, type=type(default), default=default, help=text)
     parser.add_argument("--stats-db", help="database name for the statistics phase")
     parser.add_argument(
         "--stats-throwaway", action="store_true", help="seed a temporary stats db, drop it after"
@@ -110,64 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scheduler-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-ceilings", action="store_true")
-    parser.add_argument(
-        "--sweep",
-        default=DEFAULT_SWEEP,
-        help="settings variants tried one at a time against the run's settings: "
-        "'KEY=V[,KEY=V];KEY=V;...' ('' for none)",
-    )
-    parser.add_argument("--sweep-messages", type=int, default=10_000)
-    parser.add_argument("--short-clients", type=int, default=2_000)
-    parser.add_argument(
-        "--baseline",
-        default=BASELINE_REV,
-        help="git revision whose services the *-baseline runs use ('' for none)",
-    )
-    parser.add_argument("--short-runs", type=int, default=3, help="short-mailing runs (0: none)")
-    parser.add_argument(
-        "--budget-s", type=float, default=840.0, help="skip the sweep to stay within this"
-    )
-    parser.add_argument(
-        "--e2e-runs",
-        help="comma-separated subset of 0ms-warning,50ms-warning",
-    )
-    parser.add_argument("--tracing-messages", type=int, default=20_000)
-    parser.add_argument(
-        "--tracing-rounds", type=int, default=2, help="off / on-at-1%% pairs, alternated"
-    )
+    parser.add_argument("--e2e-runs", help="comma-separated subset of 0ms-warning,50ms-warning")
     parser.add_argument("--report", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     parser.add_argument("--work-dir", default=str(ROOT / "build" / "bench"))
     parser.add_argument("--wait-quiet", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--wait-quiet-s", type=float, default=1800.0)
     parser.add_argument("--max-load", type=float, default=1.5)
     return parser
-
-
-SMOKE = {
-    "sweep": "",
-    "step_tail_s": 1.0,
-    "sweep_messages": 300,
-    "short_clients": 200,
-    "short_runs": 1,
-    "baseline": "",
-    "clients": 500,
-    "fanout_clients": 5_000,
-    "stats_rows": 20_000,
-    "fanout_seconds": 3.0,
-    "tiny_during_s": 0.5,
-    "tiny_timeout": 15.0,
-    "scaleout_messages": 200,
-    "http_seconds": 0.5,
-    "broker_sequential": 100,
-    "broker_gathered": 500,
-    "api_seconds": 0.5,
-    "import_rows": 5_000,
-    "import_mailing_clients": 2_000,
-    "stats_requests": 10,
-    "stats_throwaway": True,
-    "tracing_messages": 300,
-    "tracing_rounds": 1,
-}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -184,10 +151,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"dropped {name}")
         return
     if args.smoke:
-        defaults = build_parser().parse_args([])
-        for key, value in SMOKE.items():
-            if getattr(args, key) == getattr(defaults, key):
-                setattr(args, key, value)
+        args.stats_throwaway = True
+        for key, (default, smoke, _) in SIZES.items():
+            if smoke is not None and getattr(args, key) == default:
+                setattr(args, key, smoke)
     if args.wait_quiet is None:
         args.wait_quiet = not args.smoke
     bench = Bench(args)

@@ -5,18 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import re
-import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -70,9 +64,8 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def pid_listening_on(port: int) -> int | None:
-    """The process holding the TCP socket that listens on `port` (any local address)."""
-    inodes: set[str] = set()
+def _tcp_sockets() -> Iterator[tuple[int, str, str]]:
+    """(local port, state, inode) of every TCP socket in /proc/net/tcp and tcp6."""
     for table in ("tcp", "tcp6"):
         try:
             lines = (PROC / "net" / table).read_text().splitlines()[1:]
@@ -80,9 +73,16 @@ def pid_listening_on(port: int) -> int | None:
             continue
         for line in lines:
             parts = line.split()
-            local, state, inode = parts[1], parts[3], parts[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{inode}]")
+            yield int(parts[1].rsplit(":", 1)[1], 16), parts[3], parts[9]
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The process holding the TCP socket that listens on `port` (any local address)."""
+    inodes = {
+        f"socket:[{inode}]"
+        for local_port, state, inode in _tcp_sockets()
+        if state == "0A" and local_port == port
+    }
     if not inodes:
         return None
     for entry in PROC.iterdir():
@@ -166,17 +166,7 @@ def tcp_connections(pid: int) -> int:
     inodes = _socket_inodes(pid)
     if not inodes:
         return 0
-    count = 0
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (PROC / "net" / table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if parts[3] == "01" and parts[9] in inodes:
-                count += 1
-    return count
+    return sum(1 for _, state, inode in _tcp_sockets() if state == "01" and inode in inodes)
 
 
 def open_fds(pid: int) -> int:

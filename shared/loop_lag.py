@@ -1,13 +1,10 @@
 """How late the event loop runs: the lag a CPU-starved or busy process sees.
 
 A task sleeps `interval_s` again and again; how much later than asked it wakes is the loop's
-lag, the time a ready callback (a request about to be written, an answer to be read) waits for
-its turn. It goes to a Prometheus histogram, and the largest lag of the last `window_s` is kept
-for readers (`recent_s`).
-
-Why it matters: the sender checks the end time just before it hands a request to the HTTP
-client, but the client writes it a loop turn later (see `shared.domain.end_time`). On a loaded
-machine a turn has taken more than the end-time margin.
+lag, the time a ready callback waits for its turn. It goes to a Prometheus histogram, and the
+largest lag of the last `window_s` is kept for readers (`recent_s`). It matters because the
+HTTP client writes a request a loop turn after the sender's end-time check
+(`shared.domain.end_time`).
 """
 
 from __future__ import annotations

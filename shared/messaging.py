@@ -138,17 +138,11 @@ def encode_jobs(mailing_id: int, items: Iterable[tuple[int, int]]) -> bytes:
 
 
 def decode_jobs(body: bytes) -> list[Job]:
-    """The messages of one send job. Raises ValueError for anything that is not a job.
-
-    Also reads the one-message form `{"id", "token", "mailing_id"}` of earlier releases, so
-    jobs already queued survive a rolling upgrade.
-    """
+    """The messages of one send job. Raises ValueError for anything that is not a job."""
     try:
         data = orjson.loads(body)  # orjson.JSONDecodeError is a ValueError
         mailing_id = int(data["mailing_id"])
-        if "items" in data:
-            return [Job(int(i), int(t), mailing_id) for i, t in data["items"]]
-        return [Job(int(data["id"]), int(data["token"]), mailing_id)]
+        return [Job(int(i), int(t), mailing_id) for i, t in data["items"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"not a send job: {body[:100]!r}") from exc
 

@@ -23,9 +23,11 @@ BACKLOG = Gauge(
 LEASE_CAP = Gauge(
     "mailing_lease_cap", "Live leases the scheduler allows now (follows the drain rate)"
 )
-LIVE_LEASES = Gauge("mailing_live_leases", "Messages queued or being sent (the broker window)")
+LIVE_LEASES = Gauge(
+    "mailing_live_leases", "Messages queued or being sent (bounded by the lease cap)"
+)
 SEND_QUEUE_MESSAGES = Gauge(
-    "mailing_send_queue_messages", "Jobs waiting in the send queue (bounded by the window)"
+    "mailing_send_queue_messages", "Jobs waiting in the send queue (bounded by the lease cap)"
 )
 SEND_QUEUE_CONSUMERS = Gauge("mailing_send_queue_consumers", "Consumers on the send queue")
 SCHEDULER_ERRORS = Counter(

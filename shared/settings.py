@@ -6,7 +6,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -126,11 +125,6 @@ class SchedulerSettings(BaseServiceSettings):
     # Seconds of work the lease cap holds (at most a quarter of LEASE_TTL_S). The send queue
     # is FIFO: a new mailing's first jobs wait behind about this much of the others' work.
     lease_cap_horizon_s: float = Field(2.0, gt=0, le=3600)
-    # The old names of the two above (they are no "send window": that is the client's hours).
-    send_window: int | None = Field(None, ge=1, deprecated="use LEASE_CAP")
-    send_window_horizon_s: float | None = Field(
-        None, gt=0, le=3600, deprecated="use LEASE_CAP_HORIZON_S"
-    )
     lease_batch_size: int = Field(1_000, ge=1)
     lease_ttl_s: float = Field(120.0, gt=0)
     # The most rows one sweep statement changes; it halves after a statement that hit
@@ -153,25 +147,6 @@ class SchedulerSettings(BaseServiceSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # `MESSAGE_RETENTION_DAYS=` (compose's `${MESSAGE_RETENTION_DAYS:-}`) means keep all.
         return None if isinstance(value, str) and not value.strip() else value
-
-    @model_validator(mode="after")
-    def _old_lease_cap_names(self) -> SchedulerSettings:
-        for old, new in (
-            ("send_window", "lease_cap"),
-            ("send_window_horizon_s", "lease_cap_horizon_s"),
-        ):
-            if old not in self.model_fields_set:
-                continue
-            value = self.__dict__[old]  # not getattr: that warns again
-            structlog.get_logger("settings").warning(
-                "deprecated setting; use the new name",
-                setting=old.upper(),
-                new_name=new.upper(),
-                used=new not in self.model_fields_set,
-            )
-            if new not in self.model_fields_set:
-                setattr(self, new, value)
-        return self
 
 
 # What the sending lease adds to two request timeouts: the claim, the result write, a slow loop.

@@ -1,15 +1,12 @@
 """OpenTelemetry tracing for every process: off unless OTEL_EXPORTER_OTLP_ENDPOINT is set.
 
-Off, no SDK provider is installed: the helpers here return at their first line and the API's
-tracer stays the no-op one. On, spans go over OTLP/HTTP protobuf (the SDK's exporter, which
-reads every OTEL_EXPORTER_OTLP_* variable), sampled as OTEL_TRACES_SAMPLER(_ARG) say.
-
-One mailing is one trace. Its root is the scheduler's activation span, whose trace and span
-ids are derived from the mailing's id and the deployment (`mailing_ids`), so any scheduler
-replica, before or after a restart, can hang a fan-out chunk or a lease/publish of the mailing
-under it without storing anything; the send jobs carry the W3C trace context of their publish
-span in their AMQP headers, and the sender continues the trace from there. The API request
-that created or changed a mailing is its own trace, linked both ways (docs/TRACING.md).
+Off, no SDK provider is installed and the helpers return at once. On, spans go over OTLP/HTTP
+(the SDK's exporter and its OTEL_* variables). One mailing is one trace: its root, the
+scheduler's activation span, has ids derived from the mailing and the deployment
+(`mailing_ids`), so any scheduler replica can hang fan-out chunks and leases under it without
+storing anything; send jobs carry the trace context in their AMQP headers for the sender. The
+API request that created or changed a mailing is its own trace, linked both ways
+(docs/TRACING.md).
 """
 
 from __future__ import annotations

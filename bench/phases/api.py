@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench import system
 from bench.context import Bench, log
-from bench.phases.result import PhaseResult
-from bench.report import fmt, table
-
-if TYPE_CHECKING:
-    from bench.report import Report
+from bench.format import Report, fmt, table
+from bench.result import PhaseResult
 
 
 @dataclass(kw_only=True)
@@ -46,17 +43,10 @@ class ApiResult(PhaseResult):
             "A closed-loop load generator (aiohttp, one process, each worker one request at a "
             "time) on the same 2 cores; its own CPU use is in the last column.\n\n"
             + table(
-                [
-                    "request",
-                    "workers",
-                    "requests",
-                    "req/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "statuses",
-                    "API CPU ms/req",
-                    "generator CPU",
-                ],
+                (
+                    "request | workers | requests | req/s | p50 ms | p99 ms | statuses | "
+                    "API CPU ms/req | generator CPU"
+                ),
                 rows,
             )
         )

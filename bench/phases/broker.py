@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.context import AMQP_URL, Bench, log
-from bench.phases.result import PhaseResult
-from bench.report import fmt, table
+from bench.format import Report, fmt, table
+from bench.result import PhaseResult
 from shared.settings import SchedulerSettings
-
-if TYPE_CHECKING:
-    from bench.report import Report
 
 
 @dataclass(kw_only=True)
@@ -49,7 +46,7 @@ class BrokerResult(PhaseResult):
         text = (
             "## Broker (aio-pika, one process, a quorum queue)\n\n"
             "Persistent job-sized messages to a quorum queue declared like the send queue.\n\n"
-            + table(["step", "messages", "msg/s", "client CPU ms/msg", "RabbitMQ CPU ms/msg"], rows)
+            + table("step | messages | msg/s | client CPU ms/msg | RabbitMQ CPU ms/msg", rows)
         )
         best = report.run("0ms-warning")
         if best:

@@ -1,21 +1,18 @@
 """Phase `e2e`: one mailing to every seeded client through the real processes, stub at 0 and
-50 ms (the second one profiled), the ceilings of the same sends straight to the stub, and the
-settings sweep (one knob at a time, or all the shipped defaults)."""
+50 ms (the second one profiled), the ceilings of the same sends straight to the stub, the
+settings sweep (one knob at a time), and a short mailing on freshly started processes."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench import profile
 from bench.context import SCHEDULER_KNOBS, Bench, log
-from bench.phases.result import PhaseResult
-from bench.report import PROCESS_NAMES, PROCESSES, fmt, ratio, table
-
-if TYPE_CHECKING:
-    from bench.report import Report
+from bench.format import PROCESS_NAMES, PROCESSES, Report, fmt, ratio, table
+from bench.result import PhaseResult
 
 
 @dataclass
@@ -28,13 +25,11 @@ class E2ESpec:
     defaults: bool = False  # the shipped defaults whatever --sender-env/--scheduler-env say
     sender_env: dict[str, str] = field(default_factory=dict)
     scheduler_env: dict[str, str] = field(default_factory=dict)
-    messages: int | None = None
-    baseline: bool = False  # the services of `--baseline` (the code before), same settings
 
 
 @dataclass(kw_only=True)
 class E2EResult(PhaseResult):
-    """Stored under three keys: `e2e` (the runs), `ceilings` and `sweep`."""
+    """Stored under four keys: `e2e` (the runs), `ceilings`, `sweep` and `short`."""
 
     key = "e2e"
     clients: int
@@ -47,204 +42,106 @@ class E2EResult(PhaseResult):
     def figures(self) -> dict[str, Any]:
         body = self.body()
         out = {"e2e": body, "ceilings": body.pop("ceilings")}
-        if "sweep" in body:
-            out["sweep"] = body.pop("sweep")
-        if "short" in body:
-            out["short"] = body.pop("short")
+        out |= {key: body.pop(key) for key in ("sweep", "short") if key in body}
         return out
 
     @classmethod
     def from_figures(cls, results: dict[str, Any]) -> E2EResult | None:
         if not results.get("e2e"):
             return None
-        body = dict(results["e2e"])
-        body["ceilings"] = results.get("ceilings", {})
-        if results.get("sweep"):
-            body["sweep"] = results["sweep"]
-        if results.get("short"):
-            body["short"] = results["short"]
+        body = dict(results["e2e"]) | {"ceilings": results.get("ceilings", {})}
+        body |= {key: results[key] for key in ("sweep", "short") if results.get(key)}
         return cls.from_body(body)
 
     def render(self, report: Report) -> None:
-        """The runs, their CPU per message and the ceilings; then the sweep."""
         self.render_runs(report)
-        self.render_before_after(report)
+        self.render_ceilings(report)
         self.render_sweep(report)
         self.render_short(report)
 
-    def render_short(self, report: Report) -> None:
-        sh = self.short
-        if not sh or not sh.get("runs"):
-            return
+    def render_runs(self, report: Report) -> None:
         rows = [
             [
-                str(i + 1),
-                run.get("code", "this"),
-                fmt(run["seconds"], 2),
+                f"`{label}`",
+                f"{run['latency_ms']:g} ms",
+                run["log_level"],
+                run["settings"],
+                f"**{fmt(run['rate'])}**",
+                fmt(run["steady_rate"]),
+                fmt(run["seconds"]),
                 fmt(run["first_delivery_s"], 2),
-                fmt(run["rate"]),
                 f"{fmt(run['sent'])} / {fmt(run['expected'])}",
-                " / ".join(map(str, run.get("load", [])[:1])),
+                fmt((run.get("machine_busy") or 0) * 100, 0) + "%",
+                " / ".join(map(str, run.get("load", []))),
             ]
-            for key in ("runs", "baseline_runs")
-            for i, run in enumerate(sh.get(key, []))
+            for label, run in self.runs.items()
         ]
         report.add(
-            f"### A short mailing ({fmt(sh['clients'])} clients, stub at "
-            f"{sh['latency_ms']:g} ms, shipped defaults)\n\n"
-            "Each run on a freshly started system (new scheduler and sender processes, their "
-            "connections not yet open), timed from the create request until every message is "
-            f"terminal. Median **{fmt(sh.get('median_s'), 2)} s**"
-            + (
-                f"; the baseline code (`*-baseline`, run alternately): "
-                f"{fmt(sh['baseline_median_s'], 2)} s"
-                if sh.get("baseline_median_s") is not None
-                else ""
-            )
-            + ".\n\n"
-            + table(
-                ["run", "code", "seconds", "first delivery s", "msg/s", "sent", "1-min load"],
-                rows,
-            )
-        )
-
-    def render_runs(self, report: Report) -> None:
-        e2e = self.body()
-        runs = self.runs
-        rows = []
-        for label, run in runs.items():
-            rows.append(
-                [
-                    f"`{label}`",
-                    f"{run['latency_ms']:g} ms",
-                    run["log_level"],
-                    run["settings"],
-                    f"**{fmt(run['rate'])}**",
-                    fmt(run["steady_rate"]),
-                    fmt(run["seconds"]),
-                    fmt(run["first_delivery_s"], 2),
-                    f"{fmt(run['sent'])} / {fmt(run['expected'])}",
-                    fmt((run.get("machine_busy") or 0) * 100, 0) + "%",
-                    " / ".join(map(str, run.get("load", []))),
-                ]
-            )
-        report.add(
-            f"## End-to-end throughput ({fmt(e2e['clients'])} clients, one mailing)\n\n"
-            f"{fmt(e2e['clients'])} matching clients bulk-seeded with SQL; one mailing that "
+            f"## End-to-end throughput ({fmt(self.clients)} clients, one mailing)\n\n"
+            f"{fmt(self.clients)} matching clients bulk-seeded with SQL; one mailing that "
             "starts now is created through the API. msg/s counts from the create request "
             "until every message is `sent` (polled from the counters every 50 ms); steady "
             "is the rate between 10% and 90% sent. busy is the CPU time of all processes "
             "over wall time x cores. load is the 1-min load average before / after.\n\n"
             + table(
-                [
-                    "run",
-                    "stub",
-                    "log level",
-                    "settings",
-                    "msg/s",
-                    "steady msg/s",
-                    "seconds",
-                    "first delivery s",
-                    "sent",
-                    "busy",
-                    "load",
-                ],
+                "run | stub | log level | settings | msg/s | steady msg/s | seconds | "
+                "first delivery s | sent | busy | load",
                 rows,
             )
         )
-        procs = [*PROCESSES[:-1], "postgres_server", "stub"]
-        header = ["CPU ms per delivered message"] + [f"`{label}`" for label in runs]
-        rows = []
-        for proc in procs:
-            rows.append(
-                [PROCESS_NAMES[proc]]
-                + [fmt(run["cpu_ms_per_msg"].get(proc), 3) for run in runs.values()]
-            )
+        runs = self.runs.values()
+        rows = [
+            [PROCESS_NAMES[proc]] + [fmt(run["cpu_ms_per_msg"].get(proc), 3) for run in runs]
+            for proc in [*PROCESSES[:-1], "postgres_server", "stub"]
+        ]
         rows.append(
             ["**sum (without stub, DB backends only)**"]
-            + [fmt(report.cpu_total_ms(run), 3) for run in runs.values()]
+            + [fmt(report.cpu_total_ms(run), 3) for run in runs]
         )
         report.add(
             "CPU per delivered message, by process (`/proc/<pid>/stat` utime+stime over the "
             'run). "this database\'s backends" sums the PostgreSQL backends connected to the '
             'bench database; "whole server tree" is the postmaster and all its children '
             "(including WAL writer, checkpointer, autovacuum — and any other engineer's load "
-            "at the time).\n\n" + table(header, rows)
+            "at the time).\n\n"
+            + table(["CPU ms per delivered message"] + [f"`{label}`" for label in self.runs], rows)
         )
+
+    def render_ceilings(self, report: Report) -> None:
         rows = []
         for latency in (0, 50):
-            latency_run = report.run(f"{latency}ms-warning")
-            if not latency_run:
-                continue
+            run = report.run(f"{latency}ms-warning")
             for client, name in (("aiohttp", "plain aiohttp"), ("provider", "ProviderClient")):
                 c = report.ceiling(f"{client}@{latency}ms")
-                if not c:
-                    continue
-                rows.append(
-                    [
-                        f"{latency} ms",
-                        name,
-                        fmt(c["requests"]),
-                        fmt(c["rate"]),
-                        fmt(c["cpu_ms_per_request"], 3),
-                        fmt(latency_run["rate"]),
-                        ratio(latency_run["rate"], c["rate"]),
-                    ]
-                )
-        if rows:
-            conc = report.r.get("settings", {}).get("sender", {}).get("MAX_CONNECTIONS") or next(
-                (c.get("concurrency") for c in report.r.get("ceilings", {}).values()), None
-            )
-            report.add(
-                "### Ceilings (same run, same stub, same sends)\n\n"
-                f"The same number of sends pushed straight to the stub from one process at the "
-                f"sender's concurrency ({conc} = MAX_CONNECTIONS): plain aiohttp, and the "
-                "sender's own `ProviderClient` (libcurl's multi interface, plus its request "
-                "building and `classify()`). The "
-                "last column is the end-to-end rate (`0ms-warning` / `50ms-warning`) over the "
-                "ceiling.\n\n"
-                + table(
-                    [
-                        "stub",
-                        "client",
-                        "sends",
-                        "sends/s",
-                        "client CPU ms/send",
-                        "end-to-end msg/s",
-                        "end-to-end / ceiling",
-                    ],
-                    rows,
-                )
-            )
-
-    def render_before_after(self, report: Report) -> None:
-        rows = []
-        for after, before in (("0ms-warning", "0ms-baseline"), ("50ms-warning", "50ms-baseline")):
-            a, b = self.runs.get(after), self.runs.get(before)
-            if not a or not b:
-                continue
-            pa, pb = a["cpu_ms_per_msg"], b["cpu_ms_per_msg"]
-            for name, va, vb in (
-                ("msg/s", a["rate"], b["rate"]),
-                ("CPU ms/msg outside the stub", report.cpu_total_ms(a), report.cpu_total_ms(b)),
-                ("  sender", pa.get("sender"), pb.get("sender")),
-                ("  PostgreSQL (this database)", pa.get("postgres_db"), pb.get("postgres_db")),
-                ("  scheduler", pa.get("scheduler"), pb.get("scheduler")),
-                ("  RabbitMQ", pa.get("rabbitmq"), pb.get("rabbitmq")),
-            ):
-                digits = 1 if name == "msg/s" else 3
-                rows.append(
-                    [f"{after.split('-')[0]} stub: {name}", fmt(vb, digits), fmt(va, digits)]
-                )
+                if run and c:
+                    rows.append(
+                        [
+                            f"{latency} ms",
+                            name,
+                            fmt(c["requests"]),
+                            fmt(c["rate"]),
+                            fmt(c["cpu_ms_per_request"], 3),
+                            fmt(run["rate"]),
+                            ratio(run["rate"], c["rate"]),
+                        ]
+                    )
         if not rows:
             return
-        baseline = (self.runs.get("0ms-baseline") or {}).get("code", "the baseline")
+        conc = report.r.get("settings", {}).get("sender", {}).get("MAX_CONNECTIONS") or next(
+            (c.get("concurrency") for c in self.ceilings.values()), None
+        )
         report.add(
-            "### Before and after, same run\n\n"
-            f"`*-baseline` runs the services of {baseline.replace('baseline ', 'commit ')} "
-            "(aiohttp in the sender, the lease cap starting at its minimum) with the same "
-            "settings, database, broker and stub, right after the runs of this code.\n\n"
-            + table(["figure", "before (baseline)", "after (this code)"], rows)
+            "### Ceilings (same run, same stub, same sends)\n\n"
+            f"The same number of sends pushed straight to the stub from one process at the "
+            f"sender's concurrency ({conc} = MAX_CONNECTIONS): plain aiohttp, and the "
+            "sender's own `ProviderClient` (libcurl's multi interface, plus its request "
+            "building and `classify()`). The last column is the end-to-end rate "
+            "(`0ms-warning` / `50ms-warning`) over the ceiling.\n\n"
+            + table(
+                "stub | client | sends | sends/s | client CPU ms/send | end-to-end msg/s | "
+                "end-to-end / ceiling",
+                rows,
+            )
         )
 
     def render_sweep(self, report: Report) -> None:
@@ -254,24 +151,24 @@ class E2EResult(PhaseResult):
             return
         if not sw or not sw.get("runs"):
             return
-        base = sw["runs"].get("base") or sw["runs"].get("tuned")
+        base = sw["runs"].get("base")
         rows = []
         for label, run in sw["runs"].items():
             per = run["cpu_ms_per_msg"]
+            name = {
+                "base": "the run's settings (as above, WARNING)",
+                "defaults": "all shipped defaults (WARNING)",
+            }.get(label, f"`{label}`")
             rows.append(
                 [
-                    "the run's settings (as above, WARNING)"
-                    if label in ("base", "tuned")
-                    else (
-                        "all shipped defaults (WARNING)" if label == "defaults" else f"`{label}`"
-                    ),
+                    name,
                     f"**{fmt(run['rate'])}**",
                     fmt(run["steady_rate"]),
                     ratio(run["rate"], base["rate"] if base else None),
-                    fmt(per.get("sender"), 3),
-                    fmt(per.get("scheduler"), 3),
-                    fmt(per.get("postgres_db"), 3),
-                    fmt(per.get("rabbitmq"), 3),
+                    *(
+                        fmt(per.get(p), 3)
+                        for p in ("sender", "scheduler", "postgres_db", "rabbitmq")
+                    ),
                     " / ".join(map(str, run.get("load", [])[:1])),
                 ]
             )
@@ -284,26 +181,17 @@ class E2EResult(PhaseResult):
             "of this sweep (same size). Runs this short are noisy on a shared machine: read "
             "differences under about 10% as no difference.\n\n"
             + table(
-                [
-                    "settings (one change from the run's)",
-                    "msg/s",
-                    "steady msg/s",
-                    "vs first",
-                    "sender CPU ms/msg",
-                    "scheduler",
-                    "PostgreSQL",
-                    "RabbitMQ",
-                    "1-min load",
-                ],
+                "settings (one change from the run's) | msg/s | steady msg/s | vs first | "
+                "sender CPU ms/msg | scheduler | PostgreSQL | RabbitMQ | 1-min load",
                 rows,
             )
             + "\n\n"
-            + self.logging_cost(report)
+            + self.logging_cost()
         )
 
-    def logging_cost(self, report: Report) -> str:
+    def logging_cost(self) -> str:
         runs = (self.sweep or {}).get("runs", {})
-        info, warn = runs.get("LOG_LEVEL=INFO"), runs.get("base") or runs.get("tuned")
+        info, warn = runs.get("LOG_LEVEL=INFO"), runs.get("base")
         if not info or not warn:
             return ""
         delta = {
@@ -319,14 +207,38 @@ class E2EResult(PhaseResult):
             'scheduler "message queued": one JSON line each per message).'
         )
 
-    def render_profiles(self, report: Report) -> None:
+    def render_short(self, report: Report) -> None:
+        sh = self.short
+        if not sh or not sh.get("runs"):
+            return
+        rows = [
+            [
+                str(i + 1),
+                fmt(run["seconds"], 2),
+                fmt(run["first_delivery_s"], 2),
+                fmt(run["rate"]),
+                f"{fmt(run['sent'])} / {fmt(run['expected'])}",
+                " / ".join(map(str, run.get("load", [])[:1])),
+            ]
+            for i, run in enumerate(sh["runs"])
+        ]
+        report.add(
+            f"### A short mailing ({fmt(sh['clients'])} clients, stub at "
+            f"{sh['latency_ms']:g} ms, shipped defaults)\n\n"
+            "Each run on a freshly started system (new scheduler and sender processes, their "
+            "connections not yet open), timed from the create request until every message is "
+            f"terminal. Median **{fmt(sh.get('median_s'), 2)} s**.\n\n"
+            + table("run | seconds | first delivery s | msg/s | sent | 1-min load", rows)
+        )
+
+    def render_appendix(self, report: Report) -> None:
         run = report.run("50ms-warning")
         if not run or not run.get("profiles"):
             return
         text = (
             "## Profile (py-spy, during the `50ms-warning` run)\n\n"
             "`py-spy record --nonblocking --rate 100 --format raw --function` on the sender "
-            f"and the scheduler during the {fmt(report.r['e2e']['clients'])}-client run with the "
+            f"and the scheduler during the {fmt(self.clients)}-client run with the "
             "stub at 50 ms (the sender is CPU-bound there too; the 0 ms headline run is left "
             f"undisturbed). That run reached {fmt(run['rate'])} msg/s while profiled; the two "
             f"py-spy processes used {fmt(run.get('profiler_cpu_s'))} s of CPU. Percentages are "
@@ -340,24 +252,31 @@ class E2EResult(PhaseResult):
         report.add(text)
 
 
-def e2e_specs(bench: Bench) -> list[E2ESpec]:
+async def run(bench: Bench) -> E2EResult:
+    messages = bench.args.clients
+    await bench.reset_messages(clients=True)
+    seed_s = await bench.seed_clients(messages)
+    out = bench.keep(E2EResult(clients=messages, seed_s=round(seed_s, 2), runs={}))
     # py-spy samples the 50 ms run (non-blocking: the sampled processes never pause; py-spy's
     # own CPU is reported), so the 0 ms headline run is measured undisturbed.
     profiled = not bench.args.no_profile and profile.available()
-    specs = [
-        E2ESpec("0ms-warning", 0.0, "WARNING"),
-        E2ESpec("50ms-warning", 50.0, "WARNING", profile=profiled),
-    ]
-    if bench.args.baseline:
-        # The same runs with the code before, so before and after come from one run.
-        specs += [
-            E2ESpec("0ms-baseline", 0.0, "WARNING", baseline=True),
-            E2ESpec("50ms-baseline", 50.0, "WARNING", baseline=True),
-        ]
+    specs = [E2ESpec("0ms-warning", 0.0), E2ESpec("50ms-warning", 50.0, profile=profiled)]
     if bench.args.e2e_runs:
-        wanted = bench.args.e2e_runs.split(",")
-        specs = [spec for spec in specs if spec.label in wanted]
-    return specs
+        specs = [spec for spec in specs if spec.label in bench.args.e2e_runs.split(",")]
+    for spec in specs:
+        run = out.runs[spec.label] = await e2e_run(bench, spec, messages)
+        log(
+            f"  e2e {spec.label}: {run['rate']}/s (steady {run['steady_rate']}/s) "
+            f"in {run['seconds']}s, sent {run['sent']}/{messages}"
+        )
+        if not bench.args.no_ceilings:
+            # Right after the run, on the same stub, at the sender's concurrency.
+            await ceilings(bench, out, spec.latency_ms, messages)
+    if bench.args.sweep:
+        await sweep_within_budget(bench, out)
+    if bench.args.short_runs:
+        await short(bench, out)
+    return out
 
 
 async def e2e_run(bench: Bench, spec: E2ESpec, messages: int) -> dict[str, Any]:
@@ -373,7 +292,6 @@ async def e2e_run(bench: Bench, spec: E2ESpec, messages: int) -> dict[str, Any]:
             sender_env=sender_env,
             scheduler_env=scheduler_env,
             senders=spec.senders,
-            code_root=bench.baseline_code() if spec.baseline else None,
         )
     )
     recorders: list[profile.Recorder] = []
@@ -395,17 +313,14 @@ async def e2e_run(bench: Bench, spec: E2ESpec, messages: int) -> dict[str, Any]:
             if path is not None:
                 profiles[name] = profile.summarize(path)
         await bench.undeploy(dep)
+    env = sender_env | scheduler_env
     result |= {
         "label": spec.label,
         "latency_ms": spec.latency_ms,
         "log_level": spec.log_level,
         "senders": spec.senders,
-        "settings": (
-            "shipped defaults"
-            if spec.defaults or not sender_env | scheduler_env
-            else " ".join(f"{k}={v}" for k, v in (sender_env | scheduler_env).items())
-        ),
-        "code": f"baseline {bench.args.baseline}" if spec.baseline else "this",
+        "settings": " ".join(f"{k}={v}" for k, v in env.items()) or "shipped defaults",
+        "code": "this",
         "sender_env": sender_env,
         "scheduler_env": scheduler_env,
     }
@@ -414,74 +329,24 @@ async def e2e_run(bench: Bench, spec: E2ESpec, messages: int) -> dict[str, Any]:
     return result
 
 
-async def run(bench: Bench) -> E2EResult:
-    messages = bench.args.clients
-    await bench.reset_messages(clients=True)
-    seed_s = await bench.seed_clients(messages)
-    out = bench.keep(E2EResult(clients=messages, seed_s=round(seed_s, 2), runs={}))
-    runs = out.runs
-    for spec in e2e_specs(bench):
-        runs[spec.label] = await e2e_run(bench, spec, messages)
-        run = runs[spec.label]
-        log(
-            f"  e2e {spec.label}: {run['rate']}/s (steady {run['steady_rate']}/s) "
-            f"in {run['seconds']}s, sent {run['sent']}/{messages}"
-        )
-        if spec.label in ("0ms-warning", "50ms-warning") and not bench.args.no_ceilings:
-            # Right after the run, on the same stub, at the sender's concurrency.
-            await ceilings(bench, out, spec.latency_ms, messages)
-    if bench.args.sweep:
-        # The sweep is the part of `make bench` that can give way: skip it when the run
-        # would otherwise overshoot its time budget (a loaded machine sends slowly).
-        variants = 1 + len([v for v in bench.args.sweep.split(";") if v])
-        # At the pace of the last run (a guess when the sweep runs alone).
-        rate = max(list(runs.values())[-1]["rate"] if runs else 1_000.0, 1.0)
-        sweep_s = variants * (min(bench.args.sweep_messages, messages) / rate + 12)
-        elapsed = time.monotonic() - bench.started
-        rest_s = 300.0 if bench.args.fanout_clients >= 500_000 else 60.0
-        if elapsed + sweep_s + rest_s > bench.args.budget_s:
-            out.sweep = {
-                "skipped": f"after {elapsed:.0f} s the sweep (≈{sweep_s:.0f} s at "
-                f"{rate:.0f} msg/s) would take the run past its {bench.args.budget_s:.0f} s "
-                "budget (--budget-s)"
-            }
-            log(f"  sweep skipped: {out.sweep['skipped']}")
-        else:
-            await sweep(bench, out)
-    if bench.args.short_runs:
-        await short(bench, out)
-    return out
-
-
-async def short(bench: Bench, result: E2EResult) -> None:
-    """A short mailing at full speed: `--short-clients` clients, stub at 20 ms, the shipped
-    defaults, each run on freshly started processes (the lease cap and the connection limit
-    start from scratch)."""
-    clients = min(bench.args.short_clients, bench.args.clients)
-    latency_ms = 20.0
-    await bench.reset_messages(clients=True)
-    await bench.seed_clients(clients)
-    out: dict[str, Any] = {"clients": clients, "latency_ms": latency_ms, "runs": []}
-    if bench.args.baseline:
-        out["baseline_runs"] = []
-    result.short = out
-    for i in range(bench.args.short_runs):
-        # The code before once, between the first two runs of this code (deploys are slow).
-        for baseline in (False, True) if bench.args.baseline and i == 0 else (False,):
-            spec = E2ESpec(
-                f"short-{i}{'-baseline' if baseline else ''}",
-                latency_ms,
-                "WARNING",
-                defaults=True,
-                baseline=baseline,
-            )
-            run = await e2e_run(bench, spec, clients)
-            out["baseline_runs" if baseline else "runs"].append(run)
-            log(f"  short mailing {spec.label}: {run['seconds']} s ({run['rate']}/s)")
-    for key in ("runs", "baseline_runs"):
-        seconds = sorted(run["seconds"] for run in out.get(key, []))
-        if seconds:
-            out[key.replace("runs", "median_s")] = seconds[len(seconds) // 2]
+async def sweep_within_budget(bench: Bench, result: E2EResult) -> None:
+    """The sweep is the part of `make bench` that gives way: skipped when the run would
+    otherwise overshoot its time budget (a loaded machine sends slowly)."""
+    variants = 1 + len([v for v in bench.args.sweep.split(";") if v])
+    # At the pace of the last run (a guess when the sweep runs alone).
+    rate = max(list(result.runs.values())[-1]["rate"] if result.runs else 1_000.0, 1.0)
+    sweep_s = variants * (min(bench.args.sweep_messages, bench.args.clients) / rate + 12)
+    elapsed = time.monotonic() - bench.started
+    rest_s = 300.0 if bench.args.fanout_clients >= 500_000 else 60.0
+    if elapsed + sweep_s + rest_s <= bench.args.budget_s:
+        await sweep(bench, result)
+        return
+    result.sweep = {
+        "skipped": f"after {elapsed:.0f} s the sweep (≈{sweep_s:.0f} s at "
+        f"{rate:.0f} msg/s) would take the run past its {bench.args.budget_s:.0f} s "
+        "budget (--budget-s)"
+    }
+    log(f"  sweep skipped: {result.sweep['skipped']}")
 
 
 async def sweep(bench: Bench, result: E2EResult) -> None:
@@ -489,46 +354,43 @@ async def sweep(bench: Bench, result: E2EResult) -> None:
     messages = min(bench.args.sweep_messages, bench.args.clients)
     await bench.reset_messages(clients=True)
     await bench.seed_clients(messages)
-    variants: list[tuple[str, dict[str, str], dict[str, str]]] = [("base", {}, {})]
-    levels: dict[str, str] = {}
-    for item in filter(None, bench.args.sweep.split(";")):
-        sender_env: dict[str, str] = {}
-        scheduler_env: dict[str, str] = {}
-        if item == "defaults":
-            variants.append((item, {}, {}))
-            continue
-        for pair in item.split(","):
-            key, _, value = pair.partition("=")
-            key = key.strip().upper()
-            if key == "LOG_LEVEL":
-                levels[item] = value.strip().upper()
-                continue
-            (scheduler_env if key in SCHEDULER_KNOBS else sender_env)[key] = value.strip()
-        variants.append((item, sender_env, scheduler_env))
     out: dict[str, Any] = {"messages": messages, "runs": {}}
     result.sweep = out
-    for label, sender_env, scheduler_env in variants:
-        spec = E2ESpec(
-            f"sweep-{len(out['runs'])}",
-            0.0,
-            levels.get(label, "WARNING"),
-            defaults=label == "defaults",
-            sender_env=sender_env,
-            scheduler_env=scheduler_env,
-        )
-        run = await e2e_run(bench, spec, messages)
+    for label in ["base", *filter(None, bench.args.sweep.split(";"))]:
+        spec = E2ESpec(f"sweep-{len(out['runs'])}", 0.0, defaults=label == "defaults")
+        for pair in label.split(",") if label not in ("base", "defaults") else []:
+            key, _, value = pair.partition("=")
+            key, value = key.strip().upper(), value.strip()
+            if key == "LOG_LEVEL":
+                spec.log_level = value.upper()
+            else:
+                (spec.scheduler_env if key in SCHEDULER_KNOBS else spec.sender_env)[key] = value
+        run = out["runs"][label] = await e2e_run(bench, spec, messages)
         run["variant"] = label
-        out["runs"][label] = run
         log(f"  sweep {label}: {run['rate']}/s (steady {run['steady_rate']}/s)")
+
+
+async def short(bench: Bench, result: E2EResult) -> None:
+    """A short mailing at full speed: `--short-clients` clients, stub at 20 ms, the shipped
+    defaults, each run on freshly started processes (the lease cap and the connection limit
+    start from scratch)."""
+    clients = min(bench.args.short_clients, bench.args.clients)
+    await bench.reset_messages(clients=True)
+    await bench.seed_clients(clients)
+    runs: list[dict[str, Any]] = []
+    result.short = {"clients": clients, "latency_ms": 20.0, "runs": runs}
+    for i in range(bench.args.short_runs):
+        spec = E2ESpec(f"short-{i}", 20.0, defaults=True)
+        runs.append(await e2e_run(bench, spec, clients))
+        log(f"  short mailing {spec.label}: {runs[-1]['seconds']} s ({runs[-1]['rate']}/s)")
+    result.short["median_s"] = sorted(run["seconds"] for run in runs)[len(runs) // 2]
 
 
 async def ceilings(bench: Bench, result: E2EResult, latency_ms: float, count: int) -> None:
     """The same number of sends straight to the same stub at the sender's concurrency."""
     assert bench.stub_ctl is not None
-    concurrency = bench.max_connections
-    out = result.ceilings
     for client in ("aiohttp", "provider"):
         await bench.stub_ctl.reset(latency_ms)
-        ceiling = await bench.httpload(client, concurrency, count=count, first_id=1)
-        out[f"{client}@{latency_ms:g}ms"] = ceiling
+        ceiling = await bench.httpload(client, bench.max_connections, count=count, first_id=1)
+        result.ceilings[f"{client}@{latency_ms:g}ms"] = ceiling
         log(f"  ceiling {client} at {latency_ms:g} ms: {ceiling['rate']}/s")

@@ -9,18 +9,15 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aio_pika
 
 from bench import system
 from bench.context import AMQP_URL, Bench, count_at, log, r
 from bench.deploy import Deployment
-from bench.phases.result import PhaseResult
-from bench.report import fmt, ratio, table
-
-if TYPE_CHECKING:
-    from bench.report import Report
+from bench.format import Report, fmt, ratio, table
+from bench.result import PhaseResult
 
 
 @dataclass(kw_only=True)
@@ -120,7 +117,7 @@ class FanoutResult(PhaseResult):
                 "\n\n100-client mailings created while the big one runs (time from their "
                 "`created_at` to `completed_at`, database clock):\n\n"
                 + table(
-                    ["created", "after the big one's create", "to completed", "completed", "sent"],
+                    "created | after the big one's create | to completed | completed | sent",
                     rows,
                 )
             )

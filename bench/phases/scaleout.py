@@ -4,14 +4,11 @@ connections each: the speed-up of a second sender."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.context import Bench, log
-from bench.phases.result import PhaseResult
-from bench.report import fmt, table
-
-if TYPE_CHECKING:
-    from bench.report import Report
+from bench.format import Report, fmt, table
+from bench.result import PhaseResult
 
 
 @dataclass(kw_only=True)
@@ -42,14 +39,7 @@ class ScaleoutResult(PhaseResult):
             f"## Scale-out (stub at {so['latency_ms']} ms, {so['max_connections']} connections "
             f"per sender, {fmt(so['messages'])} messages)\n\n"
             + table(
-                [
-                    "senders",
-                    "steady msg/s",
-                    "msg/s end to end",
-                    "seconds",
-                    "sender CPU ms/msg",
-                    "busy",
-                ],
+                ("senders | steady msg/s | msg/s end to end | seconds | sender CPU ms/msg | busy"),
                 rows,
             )
             + f"\n\nSpeed-up, two senders over one: **{fmt(so.get('speedup'), 2)}x** steady "

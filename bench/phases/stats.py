@@ -8,18 +8,15 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
 from bench import profile, stats_db, system
 from bench.context import Bench, log
-from bench.phases.result import PhaseResult
-from bench.report import fmt, table
+from bench.format import Report, fmt, table
+from bench.result import PhaseResult
 from tests.support import database
-
-if TYPE_CHECKING:
-    from bench.report import Report
 
 
 @dataclass(kw_only=True)
@@ -70,23 +67,17 @@ class StatsResult(PhaseResult):
             f"senders would: {fmt(w.get('rows_per_s'))} rows/s in "
             f"{fmt(w.get('batches'))} statements.\n\n"
             + table(
-                [
-                    "request",
-                    "concurrency",
-                    "requests",
-                    "req/s",
-                    "p50 ms",
-                    "p95 ms",
-                    "p99 ms",
-                    "API CPU ms/req",
-                ],
+                (
+                    "request | concurrency | requests | req/s | p50 ms | p95 ms | p99 ms | "
+                    "API CPU ms/req"
+                ),
                 rows,
             )
             + "\n\nThe kept database is dropped with `python -m bench.run --drop-stats-db` (or "
             "`psql -h 127.0.0.1 -U postgres -c 'DROP DATABASE mailing_bench_stats'`)."
         )
 
-    def render_profile(self, report: Report) -> None:
+    def render_appendix(self, report: Report) -> None:
         api = self.api_profile
         if api:
             report.add(

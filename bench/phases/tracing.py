@@ -10,16 +10,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from statistics import mean
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench.context import Bench, log
-from bench.phases.result import PhaseResult
-from bench.report import fmt, table
+from bench.format import Report, fmt, table
+from bench.result import PhaseResult
 from shared import tracing
 from tests.support.otlp import OtlpSink
-
-if TYPE_CHECKING:
-    from bench.report import Report
 
 PROCS = ("sender", "scheduler", "api", "rabbitmq", "postgres_db")
 VARIANTS = {
@@ -102,19 +99,11 @@ class TracingResult(PhaseResult):
             "On a shared machine (see the load column) msg/s follows the other load more than "
             "tracing: read the CPU columns.\n\n"
             + table(
-                [
-                    "tracing",
-                    "runs",
-                    "msg/s",
-                    "steady msg/s",
-                    "vs off",
-                    "sender CPU ms/msg",
-                    "scheduler",
-                    "api + scheduler + sender vs off, ms/msg",
-                    "spans",
-                    "sampled",
-                    "1-min load",
-                ],
+                (
+                    "tracing | runs | msg/s | steady msg/s | vs off | sender CPU ms/msg | "
+                    "scheduler | api + scheduler + sender vs off, ms/msg | spans | "
+                    "sampled | 1-min load"
+                ),
                 rows,
             )
             + "\n\n"
@@ -162,7 +151,7 @@ class TracingResult(PhaseResult):
             "Under a parent-based sampler a span whose parent is not sampled is not even "
             "started, so a mailing the sampler left out costs a publish span per job, its "
             "`traceparent` header and its extraction.\n\n"
-            + table(["path", "CPU µs per message", "of the sender's CPU per message"], rows)
+            + table("path | CPU µs per message | of the sender's CPU per message", rows)
         )
 
 

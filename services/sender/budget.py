@@ -1,13 +1,10 @@
 """A counted budget of claimed messages, so a sender claims only what it can start soon.
 
-A message's `sending` lease starts at the claim; if claims ran far ahead of the connections,
-a lease could lapse while its message still waits for one, and the reaper would hand it to
-another sender: a duplicate send. With at most twice `MAX_CONNECTIONS` claimed, every claimed
-message starts within about two request timeouts, well inside the lease.
-
-A batch takes its share before claiming and hands it back message by message as each request
-ends (or at once for messages it does not send), so the next batch claims while the results
-of this one are still being written.
+A message's `sending` lease starts at the claim: claims far ahead of the connections could let a
+lease lapse while its message waits, and the reaper would hand it to another sender (a duplicate
+send). With at most twice `MAX_CONNECTIONS` claimed, every claimed message starts within about
+two request timeouts. A batch takes its share before claiming and hands it back message by
+message as each request ends, so the next batch claims while this one's results are written.
 """
 
 from __future__ import annotations

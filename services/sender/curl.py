@@ -1,20 +1,12 @@
 """HTTP POSTs through libcurl's multi interface (pycurl), driven by the running event loop.
 
-The sender's provider client sends with this rather than aiohttp: in `bench/httpload.py`'s
-comparison against the same stub libcurl cost less than half of aiohttp's CPU per request
-(0.094 against 0.205 ms) at a higher rate, and in C it needs no threads of its own (nothing to
-tear down at exit, unlike the Rust clients measured beside it).
-
-How it runs: curl tells us which sockets to watch (`M_SOCKETFUNCTION`) and when to call it
-back (`M_TIMERFUNCTION`); the loop's readers, writers and one timer call `socket_action`, and
-each finished transfer resolves its future. Connections are pooled by the multi handle (at
-most `max_connections`, kept alive `keepalive_s`); transfers beyond that wait inside curl.
-Easy handles are reused. Each transfer is bounded by its own `TIMEOUT_MS`, so no request runs
-past the timeout it was given. HTTP/1.1, no redirects followed, no proxy from the
-environment, no `Expect: 100-continue`.
-
-A transfer that fails is raised as a `TransferError` naming what happened in the words of
-`FAILURES` (`connect`, `disconnected`, ...), so the caller's error text tells whether the
+The sender sends with this: less CPU per request than aiohttp, and no threads of its own
+(docs/benchmarks/20261202T060243Z-findings.md). curl says which sockets to watch
+(`M_SOCKETFUNCTION`) and when to call back (`M_TIMERFUNCTION`); the loop's readers, writers and
+one timer call `socket_action`, and each finished transfer resolves its future. The multi
+handle pools connections (at most `max_connections`); each transfer is bounded by its own
+`TIMEOUT_MS`. HTTP/1.1, no redirects, no proxy from the environment, no `Expect: 100-continue`.
+A failure is a `TransferError` in the words of `FAILURES`, so the error tells whether the
 request may have reached the server.
 """
 

@@ -1,13 +1,10 @@
 """How many provider requests a sender runs at once: a slow start up to MAX_CONNECTIONS.
 
-A sender that does not yet know the provider to be healthy (at start, and after the breaker
-opened) starts with a few requests at a time and adds one per answer the provider gives, up to
-the maximum: the limit doubles with every round of answers, so a healthy provider gets full
-concurrency within a few round trips, while a provider that is down meets a handful of
-requests before the breaker opens rather than a whole micro-batch at once. Failures do not
-shrink the limit (a share of errors is normal, and the breaker judges a failing provider).
-
-Waiters are served in order (a `Gate`).
+A sender that does not yet know the provider to be healthy (at start, after the breaker opened)
+starts with a few requests and adds one per answer, up to the maximum: a healthy provider gets
+full concurrency within a few round trips, a provider that is down meets a handful of requests
+before the breaker opens rather than a whole micro-batch. Failures do not shrink the limit (the
+breaker judges a failing provider). Waiters are served in order (a `Gate`).
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """The end-time rule: nothing reaches a client after its mailing's `end_at`.
 
-- No request starts within `END_SAFETY_MARGIN_S` of the end (the last start is
-  `end_at - margin`): a request that starts later might land after the end. The sender checks
-  it (`may_start`) just before it hands a request to the HTTP client, and the client checks it
-  again as it writes the request (`last_start_at`): the event loop writes a request a turn
-  after the check, and on a loaded machine a turn has taken longer than the margin.
-- No request's timeout runs past the end.
-- Nothing waits in a queue past the end (a job's TTL is the time left).
+- No request starts within `END_SAFETY_MARGIN_S` of the end: the sender checks `may_start`
+  before handing a request to the HTTP client, and the client checks `last_start_at` again as
+  it writes it, a loop turn later (a turn can outlast the margin on a loaded machine).
+- No request's timeout runs past the end, and no job waits in a queue past it (its TTL).
 
-Each rule has a Python form (for the sender, in seconds counted by its own clock from the
-database's answer) and an SQL form (for the claim, the dead-letter handler, the lease and the
-sweep, in the database's clock). Both are built here so they cannot drift apart.
+Each rule has a Python form (the sender's own clock, from the database's answer) and an SQL
+form (claim, dead letters, lease, sweep: the database's clock), built here side by side.
 """
 
 from __future__ import annotations

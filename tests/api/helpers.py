@@ -1,4 +1,5 @@
-"""Helpers for the admin API tests: request bodies, SQL seeding and database snapshots."""
+"""Helpers for the admin API tests: request bodies, seeding (tests/support/rows.py) and
+database snapshots."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from typing import Any
 
 import httpx
 import psycopg
+
+from tests.support.rows import insert_clients, insert_mailing, insert_messages, phone
+
+# The row factories, under the names the API and console tests import them by.
+__all__ = ["insert_clients", "insert_mailing", "insert_messages", "phone"]
 
 TABLES = ("client", "mailing", "message", "message_count")
 MESSAGE_STATUSES = (
@@ -43,10 +49,6 @@ def mailing_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def phone(n: int) -> str:
-    return f"7912{n:07d}"
-
-
 async def create_client(api: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
     body = {"phone": "79123456789", "timezone": "Europe/Moscow"} | fields
     response = await api.post("/clients", json=body)
@@ -58,52 +60,6 @@ async def create_mailing(api: httpx.AsyncClient, **overrides: Any) -> dict[str, 
     response = await api.post("/mailings", json=mailing_body(**overrides))
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
-
-
-def insert_clients(
-    conn: psycopg.Connection,
-    count: int,
-    *,
-    first: int = 0,
-    operator_code: str | None = None,
-    tag: str = "",
-    timezone: str = "UTC",
-) -> list[int]:
-    ids = []
-    for n in range(first, first + count):
-        p = phone(n)
-        row = conn.execute(
-            "INSERT INTO client (phone, operator_code, tag, timezone) VALUES (%s, %s, %s, %s)"
-            " RETURNING id",
-            (p, operator_code or p[1:4], tag, timezone),
-        ).fetchone()
-        assert row is not None
-        ids.append(row[0])
-    return ids
-
-
-def insert_mailing(conn: psycopg.Connection, *, status: str = "scheduled", text: str = "x") -> int:
-    started = status in ("running", "paused", "completed")
-    row = conn.execute(
-        "INSERT INTO mailing (start_at, end_at, text, status, started_at)"
-        " VALUES (now() - interval '1 hour', now() + interval '1 day', %s, %s,"
-        " CASE WHEN %s THEN now() END) RETURNING id",
-        (text, status, started),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def insert_messages(
-    conn: psycopg.Connection, mailing_id: int, client_ids: Sequence[int], status: str = "pending"
-) -> list[int]:
-    """One multi-row INSERT (one statement) of messages in the given status."""
-    rows = conn.execute(
-        "INSERT INTO message (mailing_id, client_id, status)"
-        " SELECT %s, c, %s FROM unnest(%s::bigint[]) AS c ORDER BY c RETURNING id",
-        (mailing_id, status, list(client_ids)),
-    ).fetchall()
-    return sorted(r[0] for r in rows)
 
 
 def set_mailing(conn: psycopg.Connection, mailing_id: int, **values: Any) -> None:

@@ -29,8 +29,6 @@ SECTIONS = (
     "## Statistics",
     "## Admin API",
     "## CSV import",
-    "## Before and after",
-    "## What limits it now",
 )
 
 

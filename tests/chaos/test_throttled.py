@@ -1,4 +1,4 @@
-"""Senders slower than their leases: a rate-limited sender beside a fast one, a broker window
+"""Senders slower than their leases: a rate-limited sender beside a fast one, a lease cap
 drained slower than its lease, and a sender frozen (SIGSTOP) past its lease. Nothing crashes,
 so nothing may go out twice, and no job that was never lost is re-published over and over."""
 

@@ -22,6 +22,7 @@ from shared.domain.statuses import MessageStatus
 from shared.messaging import Job
 from shared.settings import BaseServiceSettings
 from tests.support import database
+from tests.support.rows import insert_client, insert_mailing, insert_message
 
 S = MessageStatus
 LEASE_S = 30.0
@@ -48,46 +49,26 @@ class Rows:
     def mailing(
         self, *, status: str = "running", ends_in_s: float = 3600, window: str = "NULL, NULL"
     ) -> int:
-        return int(
-            self.execute(
-                "INSERT INTO mailing (start_at, end_at, text, status, started_at,"
-                " fanout_done_at, send_window_start, send_window_end)"
-                " VALUES (now() - interval '1 minute', now() + make_interval(secs => %s), 'hi',"
-                f" %s, now(), now(), {window}) RETURNING id",
-                [ends_in_s, status],
-            )[0][0]
-        )
+        with database.connect(self.db_name) as conn:
+            return insert_mailing(
+                conn,
+                status=status,
+                text="hi",
+                starts_in_s=-60,
+                ends_in_s=ends_in_s,
+                started=True,
+                fanout_done=True,
+                window_sql=window,
+            )
 
     def client(self, *, timezone: str = "UTC") -> int:
-        return int(
-            self.execute(
-                "INSERT INTO client (phone, operator_code, tag, timezone)"
-                " VALUES ('79' || lpad(nextval('client_id_seq')::text, 9, '0'), '900', '', %s)"
-                " RETURNING id",
-                [timezone],
-            )[0][0]
-        )
+        with database.connect(self.db_name) as conn:
+            return insert_client(conn, timezone=timezone)
 
-    def message(
-        self,
-        mailing_id: int,
-        *,
-        status: str = "pending",
-        token: int | None = None,
-        lease_in_s: float | None = None,
-        not_before_in_s: float = 0,
-        attempts: int = 0,
-    ) -> int:
-        client_id = self.client()
-        return int(
-            self.execute(
-                "INSERT INTO message (mailing_id, client_id, status, token, lease_until,"
-                " not_before, attempts) VALUES (%s, %s, %s, %s,"
-                " now() + make_interval(secs => %s), now() + make_interval(secs => %s), %s)"
-                " RETURNING id",
-                [mailing_id, client_id, status, token, lease_in_s, not_before_in_s, attempts],
-            )[0][0]
-        )
+    def message(self, mailing_id: int, **columns: Any) -> int:
+        """A message of a client of its own (see `insert_message` for the columns)."""
+        with database.connect(self.db_name) as conn:
+            return insert_message(conn, mailing_id, insert_client(conn), **columns)
 
     def get(self, message_id: int) -> dict[str, Any]:
         with database.connect(self.db_name) as conn:

@@ -55,22 +55,12 @@ def test_runtime_stage(instructions: list[tuple[str, str]]) -> None:
     assert users and users[-1].split(":")[0] not in ("root", "0")
     # Numeric, so Kubernetes' runAsNonRoot can verify it; the manifests run as the same uid.
     assert users[-1].split(":")[0].isdigit()
-    exposed = {int(p) for keyword, rest in runtime if keyword == "EXPOSE" for p in rest.split()}
-    assert {8000, 9101, 9102} <= exposed
-    [cmd] = [rest for keyword, rest in runtime if keyword == "CMD"]
-    assert cmd == '["python", "-m", "services.api"]'
     # No compilers or package installs in the final image: wheels are built in the builder.
     runs = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
     assert not re.search(r"apt-get|gcc|build-essential|pip install", runs)
     copies = [rest for keyword, rest in runtime if keyword == "COPY"]
     assert any(c.startswith("--from=builder") for c in copies)
     assert {"alembic.ini ./", "shared ./shared", "services ./services"} <= set(copies)
-
-
-def test_builder_builds_wheels(instructions: list[tuple[str, str]]) -> None:
-    builder = stages(instructions)[0]
-    runs = " ".join(rest for keyword, rest in builder if keyword == "RUN")
-    assert "pip wheel" in runs and "--no-index" in runs
 
 
 def test_builder_installs_the_locked_versions(instructions: list[tuple[str, str]]) -> None:

@@ -1,4 +1,4 @@
-""".gitlab-ci.yml: stages, jobs and the services the tests need."""
+""".gitlab-ci.yml: every job from the lock, and the tests reach the services of their job."""
 
 from __future__ import annotations
 
@@ -30,19 +30,11 @@ def script(ci: dict[str, Any], name: str) -> str:
     return "\n".join(job.get("before_script", []) + job["script"])
 
 
-def test_stages_and_jobs(ci: dict[str, Any]) -> None:
-    assert ci["stages"] == ["lint", "typecheck", "test", "build"]
-    all_jobs = jobs(ci)
-    by_stage = {job["stage"] for job in all_jobs.values()}
-    assert by_stage == set(ci["stages"])
-    for name in ("lint", "typecheck", "test", "build"):
-        assert all_jobs[name]["stage"] == name
+def test_every_stage_has_a_job_and_every_job_a_stage(ci: dict[str, Any]) -> None:
+    assert {job["stage"] for job in jobs(ci).values()} == set(ci["stages"])
 
 
-def test_lint_and_typecheck(ci: dict[str, Any]) -> None:
-    assert "ruff check ." in script(ci, "lint")
-    assert "ruff format --check ." in script(ci, "lint")
-    assert "mypy shared services" in script(ci, "typecheck")
+def test_every_python_job_installs_from_the_lock(ci: dict[str, Any]) -> None:
     for name in ("lint", "typecheck", "test", "test-chaos"):
         assert_installs_the_lock(script(ci, name))
 
@@ -61,32 +53,21 @@ def test_cache_follows_the_lock(ci: dict[str, Any]) -> None:
     assert ci["variables"]["UV_CACHE_DIR"] == "$CI_PROJECT_DIR/.cache/uv"
 
 
-def test_tests_get_postgres_and_rabbitmq(ci: dict[str, Any]) -> None:
+def test_the_tests_reach_the_jobs_postgres_and_rabbitmq(ci: dict[str, Any]) -> None:
     job = resolved(ci, ci["test"])
-    services = {s["name"]: s for s in job["services"]}
-    assert services["postgres:15"]["alias"] == "postgres"
-    [rabbit] = [s for name, s in services.items() if name.startswith("rabbitmq:3.")]
-    assert int(rabbit["name"].split(":")[1].split(".")[1]) >= 10
+    services = {s["name"].partition(":")[0]: s for s in job["services"]}
+    # Quorum queues with at-least-once dead-lettering need RabbitMQ 3.10 or newer.
+    major, minor = services["rabbitmq"]["name"].partition(":")[2].split(".")[:2]
+    assert (int(major), int(minor)) >= (3, 10)
     variables = job["variables"]
-    assert variables["POSTGRES_HOST_AUTH_METHOD"] == "trust"
-    assert variables["TEST_PG_ADMIN_DSN"] == "postgresql://postgres@postgres:5432/postgres"
-    assert variables["TEST_AMQP_URL"].startswith(f"amqp://guest:guest@{rabbit['alias']}:5672")
-    assert "pytest" in script(ci, "test")
-    # tests/monitoring runs promtool and a real Prometheus.
-    assert "apt-get install -y -qq --no-install-recommends prometheus" in script(ci, "test")
-    # tests/ui drives /usr/bin/chromium and starts the dev identity provider on node.
-    assert "apt-get install -y -qq chromium nodejs npm" in script(ci, "test")
-
-
-def test_the_tests_read_the_ci_variables() -> None:
+    assert f"@{services['postgres']['alias']}:5432/" in variables["TEST_PG_ADMIN_DSN"]
+    assert f"@{services['rabbitmq']['alias']}:5672" in variables["TEST_AMQP_URL"]
+    # ... and the tests read those variables.
     assert "TEST_PG_ADMIN_DSN" in (ROOT / "tests/support/database.py").read_text()
     assert "TEST_AMQP_URL" in (ROOT / "tests/support/broker.py").read_text()
 
 
 def test_build_uses_the_dockerfile_without_a_daemon(ci: dict[str, Any]) -> None:
     build = ci["build"]
-    assert "kaniko" in build["image"]["name"]
     assert not build["image"]["name"].endswith(":latest")
-    text = script(ci, "build")
-    assert '--dockerfile "$CI_PROJECT_DIR/Dockerfile"' in text
-    assert "$CI_REGISTRY_IMAGE" in text
+    assert '--dockerfile "$CI_PROJECT_DIR/Dockerfile"' in script(ci, "build")

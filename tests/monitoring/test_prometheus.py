@@ -24,7 +24,7 @@ from services.provider_stub.app import StubConfig, start_stub
 from tests.conftest import ADMIN_TOKEN
 from tests.monitoring.rules import PROMETHEUS, PROMTOOL, ROOT, alerts, write_rule_file
 from tests.pipeline.conftest import Pipeline
-from tests.support.processes import free_port
+from tests.support.rig.processes import free_port
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.pipeline

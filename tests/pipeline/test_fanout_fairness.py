@@ -11,7 +11,7 @@ import pytest
 from services.scheduler.fanout import FIRST_CHUNK_SIZE
 from tests.pipeline.conftest import Pipeline
 from tests.support import database
-from tests.support.processes import ServiceProcess
+from tests.support.rig.processes import ServiceProcess
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.pipeline

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import ADMIN_TOKEN
 from tests.support import database
 from tests.support.broker import AMQP_URL, new_namespace
-from tests.support.processes import ProcessGroup, ServiceProcess, free_port
+from tests.support.rig.processes import ProcessGroup, ServiceProcess, free_port
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.pipeline

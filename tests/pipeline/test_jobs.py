@@ -1,5 +1,5 @@
-"""Send jobs as the sender meets them on the broker: multi-message jobs, the one-message form of
-earlier releases, garbage, and dead letters (expired in the queue, or poison).
+"""Send jobs as the sender meets them on the broker: multi-message jobs, garbage, and dead
+letters (expired in the queue, or poison).
 
 No scheduler runs here: the test leases message rows itself and publishes the jobs, so each
 case is exactly one job.
@@ -106,20 +106,6 @@ async def test_one_job_carries_many_messages_and_stale_ones_are_dropped(
     statuses = await wait_until(sent, timeout=30, message="25 sent")
     assert {statuses[i][0] for i, _ in stale} == {"queued"}
     assert set(pipeline.deliveries()) == {i for i, _ in leases[5:]}
-
-
-async def test_a_job_of_an_earlier_release_is_still_sent(pipeline: Pipeline) -> None:
-    mailing_id = await _running_mailing(pipeline, 1)
-    ((message_id, token),) = _leases(pipeline, mailing_id)
-    await pipeline.start(schedulers=0, senders=1)
-    body = f'{{"id": {message_id}, "token": {token}, "mailing_id": {mailing_id}}}'.encode()
-    await _publish(pipeline, "send", body)
-
-    async def sent() -> bool:
-        return _statuses(pipeline, mailing_id)[message_id][0] == "sent"
-
-    await wait_until(sent, timeout=30, message="sent")
-    assert set(pipeline.deliveries()) == {message_id}
 
 
 async def test_garbage_is_parked_and_changes_nothing(pipeline: Pipeline) -> None:

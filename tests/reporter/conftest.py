@@ -13,7 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.reporter.settings import ReporterSettings
-from tests.support.processes import free_port
+from tests.support.rig.processes import free_port
 
 RECIPIENTS = ["ops@example.com", "lead@example.org"]
 

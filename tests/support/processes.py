@@ -1,5 +1,6 @@
-"""Run the real service processes for end-to-end tests (moved to tests.support.rig.processes;
-these names stay importable from here)."""
+"""The rig's process helpers under their old import path, kept only for tests/ui until its
+own rig moves onto tests/support/rig (the console's work in progress); everything else
+imports tests.support.rig.processes."""
 
 from tests.support.rig.processes import ProcessGroup, ServiceProcess, free_port, launch
 

@@ -114,12 +114,9 @@ def test_the_horizon_is_a_few_seconds_and_within_a_quarter_of_the_lease() -> Non
     assert cap_horizon_s(settings.lease_ttl_s, settings.lease_cap_horizon_s) == 2.0
 
 
-@pytest.mark.parametrize("name", ["LEASE_CAP_HORIZON_S", "SEND_WINDOW_HORIZON_S"])
 @pytest.mark.parametrize("value", ["0", "-1", "abc"])
-def test_the_horizon_setting_is_validated(
-    name: str, value: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(name, value)
+def test_the_horizon_setting_is_validated(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEASE_CAP_HORIZON_S", value)
     with pytest.raises(ValidationError):
         SchedulerSettings()
 
@@ -133,21 +130,6 @@ def test_a_big_window_holds_only_the_horizon_of_work() -> None:
     clock.now = 1.0
     cap.observe(500)  # 500 a second, half still live
     assert cap.size == 1000
-
-
-def test_the_old_setting_names_still_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SEND_WINDOW and SEND_WINDOW_HORIZON_S were renamed: they still set the lease cap."""
-    monkeypatch.setenv("SEND_WINDOW", "1234")
-    monkeypatch.setenv("SEND_WINDOW_HORIZON_S", "3.5")
-    settings = SchedulerSettings()
-    assert settings.lease_cap == 1234
-    assert settings.lease_cap_horizon_s == 3.5
-
-
-def test_the_new_setting_names_win_over_the_old(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEND_WINDOW", "1234")
-    monkeypatch.setenv("LEASE_CAP", "777")
-    assert SchedulerSettings().lease_cap == 777
 
 
 def test_starts_at_the_initial_size_until_a_rate_is_seen_within_the_bounds() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 
+from scripts.private_servers import free_port
 from services.sender.provider import NOT_WRITTEN_IN_TIME, Outcome, ProviderClient, TokenSource
 
 TOKEN = "provider-test-token"
@@ -324,15 +324,9 @@ async def test_connections_are_pooled_up_to_max_connections(
     assert 1 <= len(peers) <= 4  # max_connections of the `client` fixture
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_refused_connection_is_retried() -> None:
     c = ProviderClient(
-        f"http://127.0.0.1:{_closed_port()}",
+        f"http://127.0.0.1:{free_port()}",
         TokenSource(TOKEN, None),
         timeout_s=5.0,
         max_connections=1,

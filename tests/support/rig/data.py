@@ -1,25 +1,20 @@
-"""The rig's data: clients seeded in bulk, mailing bodies for the API, and what the database
-says about a mailing afterwards. One SQL text per question, run by a sync or an async psycopg
-connection alike (the tests use the first, the benchmarks the second)."""
+"""The rig's data: mailing bodies for the API, and what the database says about a mailing
+afterwards. One SQL text per question, run by a sync or an async psycopg connection alike (the
+tests use the first, the benchmarks the second). Clients are seeded by tests/support/rows.py
+(`seed_clients`, `aseed_clients`, importable from here too)."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
-TERMINAL = frozenset({"sent", "failed", "expired", "cancelled"})
+from tests.support.rows import aseed_clients, seed_clients
 
-# Phones are `prefix` + the 9-digit sequence number, so `first..first+count-1` never collide;
-# the first `tagged` of them (by sequence number) get `tag`, the others `other_tag`.
-SEED_CLIENTS = """
-INSERT INTO client (phone, operator_code, tag, timezone)
-SELECT %(prefix)s || lpad(g::text, 9, '0'), %(operator)s,
-       CASE WHEN g < %(first)s + %(tagged)s THEN %(tag)s ELSE %(other_tag)s END, %(timezone)s
-FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
-"""
+__all__ = ["aseed_clients", "seed_clients"]
+
+TERMINAL = frozenset({"sent", "failed", "expired", "cancelled"})
 
 # A mailing's messages; its test sends (`is_test`) are not among them, as for its counters.
 COUNTS_BY_MESSAGES = (
@@ -27,47 +22,6 @@ COUNTS_BY_MESSAGES = (
 )
 COUNTS_BY_COUNTERS = "SELECT status, count FROM message_count WHERE mailing_id = %s AND count <> 0"
 MAILING_ROW = "SELECT * FROM mailing WHERE id = %s"
-
-
-def seed_params(
-    count: int,
-    *,
-    tag: str = "",
-    timezone: str = "UTC",
-    first: int = 1,
-    operator_code: str = "900",
-    phone_prefix: str = "79",
-    tagged: int | None = None,
-    other_tag: str = "",
-) -> dict[str, Any]:
-    """`tagged=None`: every seeded client gets `tag`."""
-    return {
-        "prefix": phone_prefix,
-        "operator": operator_code,
-        "tag": tag,
-        "other_tag": other_tag,
-        "tagged": count if tagged is None else tagged,
-        "timezone": timezone,
-        "first": first,
-        "last": first + count - 1,
-    }
-
-
-def seed_clients(conn: psycopg.Connection[Any], count: int, **options: Any) -> float:
-    """Bulk insert (see `seed_params`); seconds it took."""
-    started = time.monotonic()
-    conn.execute(SEED_CLIENTS, seed_params(count, **options))
-    return time.monotonic() - started
-
-
-async def aseed_clients(
-    conn: psycopg.AsyncConnection[Any], count: int, *, analyze: bool = False, **options: Any
-) -> float:
-    started = time.monotonic()
-    await conn.execute(SEED_CLIENTS, seed_params(count, **options))
-    if analyze:
-        await conn.execute("VACUUM ANALYZE client")
-    return time.monotonic() - started
 
 
 def mailing_body(

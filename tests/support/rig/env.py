@@ -22,7 +22,7 @@ FAST = {
 
 # tests/chaos and the soak: thousands of messages under faults on a loaded machine.
 UNDER_FAULTS = FAST | {
-    # The broker window must drain within a lease, or the reaper re-publishes the whole window
+    # The lease cap must drain within a lease, or the reaper re-publishes every live lease
     # every LEASE_TTL_S (see docs/RELIABILITY.md): 1,000 in 10 s asks only 100 sends/s of a
     # sender on this shared 2-core machine.
     "LEASE_CAP": "1000",

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,14 +16,11 @@ from pathlib import Path
 
 import httpx
 
+from scripts.private_servers import free_port
 from tests.support.database import ROOT
 from tests.support.waiting import wait_until
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["ProcessGroup", "ServiceProcess", "free_port", "launch"]
 
 
 @dataclass
@@ -123,17 +119,14 @@ def launch(
     env: dict[str, str],
     log_dir: Path,
     port: int,
-    *,
-    cwd: Path | None = None,
 ) -> ServiceProcess:
-    """`python -m <module>` from the project root (or `cwd`: another checkout's code, as the
-    benchmark's baseline runs) with `env` over this process's environment."""
+    """`python -m <module>` from the project root with `env` over this process's environment."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", module],
-            cwd=cwd or ROOT,
+            cwd=ROOT,
             env=os.environ | env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

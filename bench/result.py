@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Self
 
-if TYPE_CHECKING:
-    from bench.report import Report
+from bench.format import Report
 
 
 @dataclass(kw_only=True)
@@ -44,3 +43,6 @@ class PhaseResult:
     def render(self, report: Report) -> None:
         """Add this phase's sections to the report."""
         raise NotImplementedError
+
+    def render_appendix(self, report: Report) -> None:
+        """Sections after every phase's own (the profiles)."""
