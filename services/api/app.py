@@ -92,6 +92,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,  # served by services/api/swagger: Swagger UI from our origin
+        redoc_url=None,  # ReDoc would load its script from a CDN
         openapi_url="/openapi.json",
         generate_unique_id_function=operation_id,
     )

@@ -160,3 +160,20 @@ async def sign_in(rig: SecureRig, page: Page, login: str, start: str = "/ui/") -
     await fill_login(page, login)
     await page.wait_for_url(lambda url: url.startswith(rig.base_url))
     await page.wait_for_load_state()
+
+
+def console_routes(app: object, method: str) -> list[tuple[str, str]]:
+    """(path template, name) of every console route taking `method`, from the app's own route
+    table (FastAPI includes routers lazily: iter_route_contexts flattens them)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+
+        routes: list[Any] = list(iter_route_contexts(app.routes))  # type: ignore[attr-defined]
+    except ImportError:  # a FastAPI that includes routers eagerly
+        routes = list(app.routes)  # type: ignore[attr-defined]
+    return [
+        (route.path, route.name)
+        for route in routes
+        if (route.path == "/ui" or route.path.startswith("/ui/"))
+        and method in (getattr(route, "methods", None) or ())
+    ]
