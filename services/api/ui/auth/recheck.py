@@ -52,10 +52,10 @@ async def still_vouched(request: Request, token: str, user: ConsoleUser) -> bool
         answer = await provider.recheck(tokens)
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code >= 500:
-            return await _retry_soon(request, user, now, every, exc)
+            return await _retry_soon(request, user, every, exc)
         return await _end(request, user, failure(exc))
     except httpx.HTTPError as exc:
-        return await _retry_soon(request, user, now, every, exc)
+        return await _retry_soon(request, user, every, exc)
     except (AuthlibBaseError, JoseError, SignInError, KeyError, ValueError) as exc:
         return await _end(request, user, failure(exc))
     if answer.identity.subject != user.subject:
@@ -80,7 +80,7 @@ async def _end(request: Request, user: ConsoleUser, reason: str) -> bool:
 
 
 async def _retry_soon(
-    request: Request, user: ConsoleUser, now: object, every: timedelta, exc: Exception
+    request: Request, user: ConsoleUser, every: timedelta, exc: Exception
 ) -> bool:
     log.warning(
         "console groups re-check: identity provider unreachable",
