@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Page
 
+from services.api.ui.auth import store
 from tests.security.console_rig import SecureRig, browser, fresh_page, secure_rig, sign_in
+from tests.support import database
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -38,6 +40,11 @@ async def test_an_admin_moved_to_viewers_is_a_viewer_at_the_next_request(
     await sign_in(secure_rig, page, "admin")
     assert await shown_role(page, secure_rig) == "admin"
     (admin_session,) = session_ids(secure_rig, "admin", "admin") - before
+    with database.connect(secure_rig.db_name) as db:
+        sealed = db.execute(
+            "SELECT provider_tokens FROM console_session WHERE id = %s", [admin_session]
+        ).fetchone()
+    assert sealed is not None and sealed[0]  # the refresh token is kept, sealed
     # Still an admin: the re-checks in between keep the session.
     await wait_until(
         lambda: _is(shown_role(page, secure_rig), "admin"), timeout=10, message="re-checked"
@@ -79,3 +86,10 @@ async def test_an_admin_removed_from_every_group_loses_the_console(
 
 async def _is(value: object, expected: str) -> bool:
     return await value == expected  # type: ignore[misc]
+
+
+def test_the_kept_token_opens_only_with_its_sessions_cookie() -> None:
+    sealed = store.seal("cookie-token-a", {"refresh_token": "refresh-123"})
+    assert sealed is not None and "refresh-123" not in sealed
+    assert store.unseal("cookie-token-a", sealed) == {"refresh_token": "refresh-123"}
+    assert store.unseal("cookie-token-b", sealed) == {}  # the table alone opens nothing
