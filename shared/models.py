@@ -283,6 +283,10 @@ class AuditEntry(Base):
     actor_name: Mapped[str] = mapped_column(Text)  # the token's name or the user's login
     actor_kind: Mapped[str] = mapped_column(Text)  # token | user
     actor_role: Mapped[str] = mapped_column(Text)  # admin | viewer
+    # A console user's identity (migration 0011): the provider's `sub` and issuer, which the
+    # user cannot change (the login in actor_name is for display). NULL for tokens.
+    actor_subject: Mapped[str | None] = mapped_column(Text)
+    actor_issuer: Mapped[str | None] = mapped_column(Text)
     action: Mapped[str] = mapped_column(Text)  # create, update, delete, pause, sign_in, ...
     target_type: Mapped[str] = mapped_column(Text)  # client, mailing, import, user, ...
     target_id: Mapped[str | None] = mapped_column(Text)
@@ -398,6 +402,10 @@ class ConsoleSession(Base):
     expires_at: Mapped[datetime] = mapped_column(TimestampTZ)
     user_agent: Mapped[str] = mapped_column(Text, server_default="")
     address: Mapped[str] = mapped_column(Text, server_default="")
+    # The provider's refresh (or access) token, sealed with a key from the cookie's token
+    # (services/api/ui/auth/recheck.py); and when the groups were last read (migration 0011).
+    provider_tokens: Mapped[str | None] = mapped_column(Text)
+    groups_checked_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
 
     __table_args__ = (
         CheckConstraint("role IN ('admin', 'viewer')", name="role"),

@@ -84,6 +84,9 @@ class ApiSettings(BaseServiceSettings):
     # A console session ends after this long without a request, and this long after sign-in.
     ui_session_idle_s: int = Field(3600, ge=60)
     ui_session_max_age_s: int = Field(12 * 3600, ge=60)
+    # A session's groups are read again at the provider this often (on a person's request);
+    # a session whose groups no longer give its role ends (docs/SIGN-IN.md).
+    ui_groups_recheck_s: int = Field(300, ge=1)
 
     @field_validator("oidc_admin_groups", "oidc_viewer_groups", mode="before")
     @classmethod

@@ -6,6 +6,14 @@
 //   IDP_CLIENT_SECRET   its secret                          (default "console-dev-secret")
 //   IDP_UI_BASE_URL     the console's UI_BASE_URL           (default http://127.0.0.1:8000;
 //                       comma-separated for several consoles, as the tests run)
+//   IDP_TEST_CONTROLS   "1": tests/security may change it at run time (never in a deployment):
+//     POST /_test/groups?user=admin&groups=a,b  a user's groups from now on (empty: none)
+//     POST /_test/tamper?mode=aud|nonce|signature|off  spoil the ID tokens the token endpoint
+//                       returns from now on: another audience, another nonce, or signed with
+//                       a key the provider does not publish
+//     POST /_test/reset  the accounts' groups as at start, tokens unspoiled
+import crypto from 'node:crypto';
+
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.IDP_PORT || 8180);
@@ -15,10 +23,17 @@ const uiBases = (process.env.IDP_UI_BASE_URL || 'http://127.0.0.1:8000')
 const clientId = process.env.IDP_CLIENT_ID || 'console';
 const clientSecret = process.env.IDP_CLIENT_SECRET || 'console-dev-secret';
 
+const testControls = process.env.IDP_TEST_CONTROLS === '1';
+
+const START_GROUPS = {
+  admin: ['mailing-admins'],
+  viewer: ['mailing-viewers'],
+  nobody: [],
+};
 const USERS = {
-  admin: { name: 'Ada Admin', email: 'admin@example.test', groups: ['mailing-admins'] },
-  viewer: { name: 'Victor Viewer', email: 'viewer@example.test', groups: ['mailing-viewers'] },
-  nobody: { name: 'Nora Nobody', email: 'nobody@example.test', groups: [] },
+  admin: { name: 'Ada Admin', email: 'admin@example.test', groups: START_GROUPS.admin },
+  viewer: { name: 'Victor Viewer', email: 'viewer@example.test', groups: START_GROUPS.viewer },
+  nobody: { name: 'Nora Nobody', email: 'nobody@example.test', groups: START_GROUPS.nobody },
 };
 
 function escapeHtml(text) {
@@ -32,11 +47,16 @@ const configuration = {
     redirect_uris: uiBases.map((base) => `${base}/ui/auth/callback`),
     post_logout_redirect_uris: uiBases.map((base) => `${base}/ui/`),
     response_types: ['code'],
-    grant_types: ['authorization_code'],
+    // refresh_token: the console re-reads the account's groups every few minutes.
+    grant_types: ['authorization_code', 'refresh_token'],
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'RS256',
   }],
   pkce: { required: () => true, methods: ['S256'] },
+  // A refresh token for every sign-in of a client allowed the grant (no offline_access asked).
+  async issueRefreshToken(ctx, client) {
+    return client.grantTypeAllowed('refresh_token');
+  },
   scopes: ['openid', 'profile', 'email', 'groups'],
   claims: {
     openid: ['sub'],
@@ -87,7 +107,10 @@ ${form}<p>Signing you out of the development identity provider…</p>
     },
   },
   cookies: { keys: ['dev-idp-cookie-key-not-secret'] },
-  ttl: { Session: 3600, Interaction: 600, Grant: 3600, AccessToken: 600, IdToken: 600 },
+  ttl: {
+    Session: 3600, Interaction: 600, Grant: 3600, AccessToken: 600, IdToken: 600,
+    RefreshToken: 12 * 3600,
+  },
   renderError(ctx, out) {
     ctx.type = 'html';
     ctx.body = `<!doctype html><html lang="en"><head><title>Error</title></head><body><h1>Error</h1>${
@@ -96,7 +119,61 @@ ${form}<p>Signing you out of the development identity provider…</p>
   },
 };
 
+// Test controls: the provider signs with a key of ours, so a spoiled token can be re-signed.
+const signingKey = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+const rogueKey = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+if (testControls) {
+  configuration.jwks = {
+    keys: [{ ...signingKey.export({ format: 'jwk' }), kid: 'dev-idp-test', use: 'sig', alg: 'RS256' }],
+  };
+}
+let tamperMode = 'off';
+
+function spoil(jwt, mode) {
+  const [header, payload] = jwt.split('.').slice(0, 2)
+    .map((part) => JSON.parse(Buffer.from(part, 'base64url').toString()));
+  if (mode === 'aud') {
+    // A token the provider made for another client (azp names ours, so only `aud` is wrong).
+    payload.aud = ['another-client'];
+    payload.azp = clientId;
+  }
+  if (mode === 'nonce') payload.nonce = 'not-the-nonce-the-console-sent';
+  const input = [header, payload]
+    .map((part) => Buffer.from(JSON.stringify(part)).toString('base64url')).join('.');
+  const key = mode === 'signature' ? rogueKey : signingKey;
+  return `${input}.${crypto.sign('sha256', Buffer.from(input), key).toString('base64url')}`;
+}
+
+async function testControl(ctx) {
+  const { query } = ctx;
+  if (ctx.path === '/_test/groups' && USERS[query.user]) {
+    USERS[query.user].groups = String(query.groups || '').split(',').filter(Boolean);
+  } else if (ctx.path === '/_test/tamper' && ['aud', 'nonce', 'signature', 'off'].includes(query.mode)) {
+    tamperMode = query.mode;
+  } else if (ctx.path === '/_test/reset') {
+    for (const [id, groups] of Object.entries(START_GROUPS)) USERS[id].groups = groups;
+    tamperMode = 'off';
+  } else {
+    ctx.status = 404;
+    return;
+  }
+  ctx.body = { users: Object.fromEntries(Object.entries(USERS).map(([id, u]) => [id, u.groups])), tamper: tamperMode };
+}
+
 const provider = new Provider(issuer, configuration);
+if (testControls) {
+  provider.use(async (ctx, next) => {
+    if (ctx.path.startsWith('/_test/') && ctx.method === 'POST') {
+      await testControl(ctx);
+      return;
+    }
+    await next();
+    if (tamperMode !== 'off' && ctx.path === '/token' && ctx.body?.id_token) {
+      ctx.body = { ...ctx.body, id_token: spoil(ctx.body.id_token, tamperMode) };
+    }
+  });
+}
 provider.listen(port, '127.0.0.1', () => {
-  console.log(`dev-idp: issuer ${issuer}, client ${clientId}, users ${Object.keys(USERS).join(', ')}`);
+  console.log(`dev-idp: issuer ${issuer}, client ${clientId}, users ${Object.keys(USERS).join(', ')}${
+    testControls ? ', test controls on' : ''}`);
 });

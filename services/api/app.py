@@ -18,6 +18,7 @@ from services.api.audit import service as audit_service
 from services.api.audit.router import router as audit_router
 from services.api.auth import parse_api_tokens
 from services.api.body_limit import BodySizeLimit
+from services.api.browser_headers import BrowserSecurityHeaders
 from services.api.clients.router import router as clients_router
 from services.api.errors import install_error_handlers
 from services.api.events import AmqpEvents, EventPublisher
@@ -29,6 +30,7 @@ from services.api.mailings.router import router as mailings_router
 from services.api.mailings.test_send import router as test_send_router
 from services.api.observability import RequestObservability
 from services.api.openapi import operation_id
+from services.api.swagger import docs_router
 from services.api.ui import mount_console
 from shared import tracing
 from shared.db import create_engine, create_session_factory
@@ -89,7 +91,8 @@ def create_app(
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by services/api/swagger: Swagger UI from our origin
+        redoc_url=None,  # ReDoc would load its script from a CDN
         openapi_url="/openapi.json",
         generate_unique_id_function=operation_id,
     )
@@ -99,6 +102,7 @@ def create_app(
     app.state.import_tasks = ImportTasks()
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(docs_router(title=app.title, openapi_url=app.openapi_url or ""))
     # Before the clients router: /clients/imports and /clients/export are not /clients/{id}.
     app.include_router(imports_router, prefix="/api/v1")
     app.include_router(exports_router, prefix="/api/v1")
@@ -115,6 +119,9 @@ def create_app(
             "/api/v1/clients/imports": settings.import_max_bytes,
             "/ui/imports": settings.import_max_bytes,  # the console's upload form
         },
+    )
+    app.add_middleware(
+        BrowserSecurityHeaders, ui_base_url=settings.ui_base_url, issuer=settings.oidc_issuer
     )
     # Outermost: every request, even a refused one, gets an id, a log line and metrics.
     app.add_middleware(RequestObservability)

@@ -24,6 +24,9 @@ class Actor:
     kind: Literal["token", "user"]
     request_id: str | None = None  # the X-Request-ID of the response that made the change
     source: str | None = None  # the client's address
+    # A console user's identity at the identity provider (`name` is only what is shown).
+    subject: str | None = None
+    issuer: str | None = None
 
     @property
     def may_change(self) -> bool:

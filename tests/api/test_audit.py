@@ -222,7 +222,13 @@ async def test_list_filters_and_pages_newest_first(
     ]
     assert everything["next_before_id"] is None
     newest = everything["items"][0]
-    assert newest["actor"] == {"name": "token-2", "kind": "token", "role": "admin"}
+    assert newest["actor"] == {
+        "name": "token-2",
+        "kind": "token",
+        "role": "admin",
+        "subject": None,
+        "issuer": None,
+    }
     assert newest["target_type"] == "client" and newest["target_id"] == str(client["id"])
     assert ISO_WITH_OFFSET.match(newest["at"]), newest["at"]
 

@@ -13,6 +13,17 @@ class AuditActor(BaseModel):
     name: str = Field(examples=["ci-deploy"], description="The token's name or the user's login")
     kind: str = Field(examples=["token"], description="token or user")
     role: Role = Field(examples=["admin"])
+    subject: str | None = Field(
+        None,
+        examples=["248289761001"],
+        description="A console user's `sub` at the identity provider: who the user is (the "
+        "login in `name` may change); null for tokens",
+    )
+    issuer: str | None = Field(
+        None,
+        examples=["https://sso.example.com/realms/staff"],
+        description="The identity provider that vouched for `subject`; null for tokens",
+    )
 
 
 def _trace_id(traceparent: str | None) -> str | None:
@@ -50,7 +61,11 @@ class AuditEntryOut(BaseModel):
             id=entry.id,
             at=entry.at,
             actor=AuditActor(
-                name=entry.actor_name, kind=entry.actor_kind, role=Role(entry.actor_role)
+                name=entry.actor_name,
+                kind=entry.actor_kind,
+                role=Role(entry.actor_role),
+                subject=entry.actor_subject,
+                issuer=entry.actor_issuer,
             ),
             action=entry.action,
             target_type=entry.target_type,

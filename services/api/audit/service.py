@@ -62,6 +62,8 @@ async def record(
             actor_name=actor.name,
             actor_kind=actor.kind,
             actor_role=actor.role.value,
+            actor_subject=actor.subject,
+            actor_issuer=actor.issuer,
             action=action,
             target_type=target_type,
             target_id=None if target_id is None else str(target_id),

@@ -71,7 +71,18 @@ def install_console_errors(app: FastAPI) -> None:
         return render(request, "auth/not_configured.html", {}, status_code=503)
 
     @app.exception_handler(NotSignedIn)
-    async def _not_signed_in(request: Request, _: NotSignedIn) -> Response:
+    async def _not_signed_in(request: Request, exc: NotSignedIn) -> Response:
+        if exc.polled:
+            # A page asking by itself: the live area says the session ended (286 stops htmx's
+            # polling); following a sign-in redirect here would renew the session unattended.
+            page = urlsplit(request.headers.get("hx-current-url", ""))
+            back = safe_next(page.path + (f"?{page.query}" if page.query else ""))
+            return render(
+                request,
+                "partials/session_ended.html",
+                {"sign_in": f"/ui/auth/login?{urlencode({'next': back})}"},
+                status_code=286 if request.headers.get("hx-request") else 401,
+            )
         if request.headers.get("hx-request"):
             # htmx would swap the provider's page into a fragment: make it load the page.
             current = urlsplit(request.headers.get("hx-current-url", ""))

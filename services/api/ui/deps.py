@@ -1,7 +1,10 @@
 """Who is signed in to the console, and the checks every console route uses.
 
 - `UserDep`: the signed-in user; without a live session the browser is sent to sign in and
-  then back to the page it asked for.
+  then back to the page it asked for. A person's request keeps the session from going idle.
+- `LiveUserDep`: the same for what a page asks by itself (live fragments polled by htmx, the
+  chart's data): it never keeps the session alive, and once the session has ended it says
+  so in place instead of sending the tab to sign in again.
 - `AdminUserDep`: the same, and only an admin (a viewer gets the 403 page).
 - `CsrfDep`: on every state-changing route: the session's CSRF token (form field
   `csrf_token` or header `X-CSRF-Token`) and an Origin (or Referer) of the console itself.
@@ -36,6 +39,7 @@ class ConsoleUser:
     email: str
     role: Role
     csrf_token: str
+    groups_checked_at: datetime | None = None  # when the provider last said the groups
 
     @property
     def may_change(self) -> bool:
@@ -53,6 +57,8 @@ class ConsoleUser:
             kind="user",
             request_id=request_id,
             source=request.client.host if request.client else None,
+            subject=self.subject,
+            issuer=settings_of(request).oidc_issuer,
         )
 
 
@@ -61,7 +67,12 @@ class SsoNotConfigured(Exception):
 
 
 class NotSignedIn(Exception):
-    """No live session: answered by sending the browser to sign in."""
+    """No live session: answered by sending the browser to sign in (a polled fragment is told
+    the session ended instead: following its redirect would sign in again without a person)."""
+
+    def __init__(self, *, polled: bool = False) -> None:
+        super().__init__()
+        self.polled = polled
 
 
 class NotAllowed(Exception):
@@ -81,7 +92,7 @@ def settings_of(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-async def current_user(request: Request) -> ConsoleUser:
+async def _signed_in(request: Request, *, by_person: bool) -> ConsoleUser:
     from services.api.ui.auth import store  # the store imports this module's ConsoleUser
 
     settings = settings_of(request)
@@ -89,16 +100,29 @@ async def current_user(request: Request) -> ConsoleUser:
         raise SsoNotConfigured
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
-        raise NotSignedIn
+        raise NotSignedIn(polled=not by_person)
     async with request.app.state.session_factory() as db:
         user = await store.load(
-            db, token, now=utcnow(), idle_s=settings.ui_session_idle_s, touch=True
+            db, token, now=utcnow(), idle_s=settings.ui_session_idle_s, touch=by_person
         )
         await db.commit()
     if user is None:
-        raise NotSignedIn
+        raise NotSignedIn(polled=not by_person)
+    if by_person:
+        from services.api.ui.auth.recheck import still_vouched
+
+        if not await still_vouched(request, token, user):
+            raise NotSignedIn
     request.state.user = user
     return user
+
+
+async def current_user(request: Request) -> ConsoleUser:
+    return await _signed_in(request, by_person=True)
+
+
+async def current_user_polled(request: Request) -> ConsoleUser:
+    return await _signed_in(request, by_person=False)
 
 
 async def current_admin(user: Annotated[ConsoleUser, Depends(current_user)]) -> ConsoleUser:
@@ -138,5 +162,6 @@ async def verify_csrf(
 
 
 UserDep = Annotated[ConsoleUser, Depends(current_user)]
+LiveUserDep = Annotated[ConsoleUser, Depends(current_user_polled)]
 AdminUserDep = Annotated[ConsoleUser, Depends(current_admin)]
 CsrfDep = Annotated[ConsoleUser, Depends(verify_csrf)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -61,8 +62,34 @@ def identity_of(claims: Mapping[str, Any]) -> Identity:
     return Identity(subject=subject, login=login, name=str(claims.get("name") or ""), email=email)
 
 
+def failure(exc: Exception) -> str:
+    """Why the provider's answer was refused, for the log: the library's error and its short
+    description (a claim's name, an OAuth error code), never a token."""
+    described = getattr(exc, "description", None) or getattr(exc, "error", None) or str(exc)
+    return f"{type(exc).__name__}: {described}"[:200]
+
+
 class SignInError(Exception):
     """The provider's answer could not be accepted (state, nonce, token, signature...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """What a finished sign-in (or a re-check) learnt from the provider."""
+
+    identity: Identity
+    groups: set[str]
+    id_token: str | None
+    # What lets the console ask again later: the refresh token, or else the access token.
+    tokens: dict[str, str]
+
+
+def kept_tokens(token: Mapping[str, Any]) -> dict[str, str]:
+    """The one token to keep: the refresh token, or else the access token (for userinfo)."""
+    for name in ("refresh_token", "access_token"):
+        if token.get(name):
+            return {name: str(token[name])}
+    return {}
 
 
 class Provider:
@@ -100,15 +127,59 @@ class Provider:
         await self.metadata()
         return await self.client.authorize_redirect(request, self.redirect_uri)
 
-    async def finish(self, request: Any) -> tuple[Identity, set[str], str | None]:
+    def claims_options(self) -> dict[str, Any]:
+        """The ID token's issuer and audience must be ours (Authlib checks `aud` only when
+        told, and only `iss` by default)."""
+        metadata_issuer = self.client.server_metadata.get("issuer") or self.settings.oidc_issuer
+        return {
+            "iss": {"essential": True, "values": [metadata_issuer]},
+            "aud": {"essential": True, "values": [self.settings.oidc_client_id]},
+        }
+
+    async def finish(self, request: Any) -> SignedIn:
         """Exchanges the code (checking state, PKCE, the ID token's signature, issuer,
-        audience and nonce) and returns who signed in, their groups and the ID token."""
+        audience and nonce) and returns who signed in, their groups and the tokens."""
         await self.metadata()
-        token = await self.client.authorize_access_token(request)
+        token = await self.client.authorize_access_token(
+            request, claims_options=self.claims_options()
+        )
         claims = token.get("userinfo")
         if not claims:
             raise SignInError("the provider returned no ID token")
-        claims = dict(claims)
+        return await self._signed_in(token, dict(claims))
+
+    async def recheck(self, tokens: Mapping[str, str]) -> SignedIn:
+        """Asks the provider again who the account is and which groups it has: a refresh
+        token grant (its new ID token checked like a sign-in's, but for the nonce), or else
+        userinfo with the access token kept at sign-in. The provider refusing either (the
+        account disabled, the grant revoked, the token expired) raises OAuthError or
+        httpx.HTTPStatusError."""
+        await self.metadata()
+        if tokens.get("refresh_token"):
+            token = await self.client.fetch_access_token(
+                grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+            )
+            if token.get("error"):
+                raise SignInError(str(token["error"]))
+            claims: dict[str, Any] = {}
+            if token.get("id_token"):
+                parsed = await self.client.parse_id_token(
+                    token, nonce=None, claims_options=self.claims_options()
+                )
+                claims = dict(parsed)
+            kept = kept_tokens(token)
+            kept.setdefault("refresh_token", tokens["refresh_token"])  # not rotated
+        else:
+            token = {"access_token": tokens["access_token"], "token_type": "Bearer"}
+            claims, kept = {}, dict(tokens)
+        if not claims:
+            claims = dict(await self.client.userinfo(token=token))
+            if not claims.get("sub"):
+                raise SignInError("userinfo named no subject")
+        signed_in = await self._signed_in(token, claims)
+        return SignedIn(signed_in.identity, signed_in.groups, signed_in.id_token, kept)
+
+    async def _signed_in(self, token: Mapping[str, Any], claims: dict[str, Any]) -> SignedIn:
         groups_claim = claim_at(claims, self.settings.oidc_groups_claim)
         if groups_claim is None or not (claims.get("email") and claims.get("name")):
             userinfo = dict(await self.client.userinfo(token=token))
@@ -117,7 +188,9 @@ class Provider:
             if groups_claim is None:
                 groups_claim = claim_at(userinfo, self.settings.oidc_groups_claim)
             claims = userinfo | claims
-        return identity_of(claims), groups_of(groups_claim), token.get("id_token")
+        return SignedIn(
+            identity_of(claims), groups_of(groups_claim), token.get("id_token"), kept_tokens(token)
+        )
 
     async def logout_url(self, id_token: str | None) -> str | None:
         """The provider's end-session URL (RP-initiated logout), or None if it has none."""

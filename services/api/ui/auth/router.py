@@ -5,15 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
+import httpx
 import structlog
-from authlib.integrations.base_client import OAuthError
+from authlib.common.errors import AuthlibBaseError
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from joserfc.errors import JoseError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import audit
 from services.api.ui.auth import store
-from services.api.ui.auth.oidc import Provider, SignInError, role_for
+from services.api.ui.auth.oidc import Provider, SignInError, failure, role_for
 from services.api.ui.deps import (
     SESSION_COOKIE,
     ConsoleUser,
@@ -101,12 +103,19 @@ async def callback(request: Request) -> Response:
     """Where the provider sends the browser back with the authorization code."""
     client = provider(request)
     try:
-        identity, groups, id_token = await client.finish(request)
-    except (OAuthError, SignInError, KeyError, ValueError) as exc:
-        # A stale or replayed callback (state unknown), a refused sign-in, a bad token.
-        log.warning("console sign-in failed", error=type(exc).__name__)
+        signed_in = await client.finish(request)
+    except httpx.HTTPError as exc:  # the provider's token or userinfo endpoint did not answer
+        log.warning("console sign-in: identity provider unreachable", error=type(exc).__name__)
+        request.session.pop(NEXT_KEY, None)
+        return render(request, "auth/provider_unreachable.html", {}, status_code=502)
+    except (AuthlibBaseError, JoseError, SignInError, KeyError, ValueError) as exc:
+        # A stale or replayed callback (state unknown), a refused sign-in, a bad ID token
+        # (signature, issuer, audience, nonce, expiry). The reason names a claim or an
+        # OAuth error code, never a token.
+        log.warning("console sign-in failed", error=type(exc).__name__, reason=failure(exc))
         request.session.pop(NEXT_KEY, None)
         return render(request, "auth/sign_in_failed.html", {}, status_code=400)
+    identity, groups = signed_in.identity, signed_in.groups
     settings = settings_of(request)
     role = role_for(groups, settings.oidc_admin_groups, settings.oidc_viewer_groups)
     next_url = safe_next(request.session.pop(NEXT_KEY, None))
@@ -125,7 +134,8 @@ async def callback(request: Request) -> Response:
             db,
             identity,
             role,
-            id_token=id_token,
+            id_token=signed_in.id_token,
+            provider_tokens=signed_in.tokens,
             lifetimes=lifetimes(request),
             now=now,
             user_agent=request.headers.get("user-agent", ""),

@@ -1,13 +1,19 @@
 """Console sessions in PostgreSQL. The cookie carries a random token; the row's id is its
-SHA-256, so neither the table nor a log line holds anything that can be replayed."""
+SHA-256, so neither the table nor a log line holds anything that can be replayed. The
+provider's refresh token is kept sealed with a key derived from the cookie's token too
+(AES-GCM), so the table alone cannot use it either."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +48,33 @@ def session_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _sealing_key(token: str) -> bytes:
+    return hashlib.sha256(b"console provider tokens\x00" + token.encode()).digest()
+
+
+def seal(token: str, values: dict[str, str]) -> str | None:
+    """The provider's tokens, readable only with the session's cookie token."""
+    if not values:
+        return None
+    nonce = secrets.token_bytes(12)
+    sealed = AESGCM(_sealing_key(token)).encrypt(
+        nonce, json.dumps(values).encode(), session_id(token).encode()
+    )
+    return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def unseal(token: str, sealed: str | None) -> dict[str, str]:
+    if not sealed:
+        return {}
+    raw = base64.urlsafe_b64decode(sealed)
+    try:
+        opened = AESGCM(_sealing_key(token)).decrypt(raw[:12], raw[12:], session_id(token).encode())
+    except InvalidTag:
+        return {}
+    values = json.loads(opened)
+    return {str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else {}
+
+
 def _user(row: ConsoleSession) -> ConsoleUser:
     return ConsoleUser(
         session_id=row.id,
@@ -51,6 +84,7 @@ def _user(row: ConsoleSession) -> ConsoleUser:
         email=row.email,
         role=Role(row.role),
         csrf_token=row.csrf_token,
+        groups_checked_at=row.groups_checked_at,
     )
 
 
@@ -64,8 +98,10 @@ async def create(
     now: datetime,
     user_agent: str = "",
     address: str = "",
+    provider_tokens: dict[str, str] | None = None,
 ) -> tuple[str, ConsoleUser]:
-    """A new session; returns the cookie's token and the user. The caller commits."""
+    """A new session; returns the cookie's token and the user. The caller commits.
+    `provider_tokens` (the refresh or access token) let the groups be re-checked later."""
     token = secrets.token_urlsafe(32)
     row = ConsoleSession(
         id=session_id(token),
@@ -81,6 +117,8 @@ async def create(
         expires_at=now + lifetimes.absolute,
         user_agent=user_agent[:300],
         address=address,
+        provider_tokens=seal(token, provider_tokens or {}),
+        groups_checked_at=now,
     )
     await db.execute(
         insert(ConsoleSession).values(
@@ -108,6 +146,37 @@ async def load(
             update(ConsoleSession).where(ConsoleSession.id == row.id).values(last_seen_at=now)
         )
     return _user(row)
+
+
+async def claim_recheck(
+    db: AsyncSession, user: ConsoleUser, *, now: datetime, due_before: datetime
+) -> str | None:
+    """Takes the session's due groups re-check (one request of the session does it, however
+    many arrive at once: a refresh token may be spent only once); returns its sealed provider
+    tokens, or None when the re-check is not due or another request has taken it. An empty
+    string: due, but nothing to ask the provider with."""
+    taken = (
+        await db.execute(
+            update(ConsoleSession)
+            .where(
+                ConsoleSession.id == user.session_id,
+                (ConsoleSession.groups_checked_at.is_(None))
+                | (ConsoleSession.groups_checked_at < due_before),
+            )
+            .values(groups_checked_at=now)
+            .returning(ConsoleSession.provider_tokens)
+        )
+    ).first()
+    return None if taken is None else (taken[0] or "")
+
+
+async def keep_provider_tokens(db: AsyncSession, token: str, values: dict[str, str]) -> None:
+    """After a re-check: the (possibly rotated) refresh token replaces the old one."""
+    await db.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.id == session_id(token))
+        .values(provider_tokens=seal(token, values))
+    )
 
 
 async def id_token_of(db: AsyncSession, sid: str) -> str | None:

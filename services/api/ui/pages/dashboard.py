@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.deps import SessionDep
 from services.api.mailings.stats import counts_by_mailing
-from services.api.ui.deps import UserDep
+from services.api.ui.deps import LiveUserDep, UserDep
 from services.api.ui.templating import admin_timezone, render
 from shared.domain.statuses import MESSAGE_TERMINAL_STATUSES, MailingStatus
 from shared.messaging import Names
@@ -155,7 +155,7 @@ async def dashboard(request: Request, user: UserDep, session: SessionDep) -> HTM
 
 
 @router.get("/ui/dashboard/live", name="ui_dashboard_live", response_class=HTMLResponse)
-async def dashboard_live(request: Request, user: UserDep, session: SessionDep) -> HTMLResponse:
+async def dashboard_live(request: Request, user: LiveUserDep, session: SessionDep) -> HTMLResponse:
     """The live part of the dashboard, refreshed by htmx."""
     return render(
         request, "partials/dashboard_live.html", {"user": user, **await _context(request, session)}
@@ -163,5 +163,5 @@ async def dashboard_live(request: Request, user: UserDep, session: SessionDep) -
 
 
 @router.get("/ui/dashboard/rate.json", name="ui_dashboard_rate")
-async def dashboard_rate(user: UserDep, session: SessionDep) -> JSONResponse:
+async def dashboard_rate(user: LiveUserDep, session: SessionDep) -> JSONResponse:
     return JSONResponse(await send_rate(session, datetime.now(UTC)))

@@ -22,7 +22,7 @@ from services.api.errors import ApiError
 from services.api.imports import service
 from services.api.imports.schemas import OnConflict
 from services.api.pagination import ResourceId
-from services.api.ui.deps import AdminUserDep, CsrfDep, UserDep
+from services.api.ui.deps import AdminUserDep, CsrfDep, LiveUserDep, UserDep
 from services.api.ui.pages.common import form_text, see_other
 from services.api.ui.templating import gettext_for, render
 
@@ -128,7 +128,7 @@ async def import_page(
 
 @router.get("/ui/imports/{import_id}/live", name="ui_import_live", response_class=HTMLResponse)
 async def import_live(
-    request: Request, import_id: ResourceId, user: UserDep, session: SessionDep
+    request: Request, import_id: ResourceId, user: LiveUserDep, session: SessionDep
 ) -> HTMLResponse:
     """The import's status, counts and rejected rows; it stops asking once the import ends."""
     context = await _detail(session, import_id)

@@ -25,7 +25,7 @@ from services.api.events import EventPublisher
 from services.api.mailings import resend, service, stats
 from services.api.mailings.schemas import MailingClone, MailingCreate, MailingFilter, MailingPatch
 from services.api.pagination import ResourceId
-from services.api.ui.deps import AdminUserDep, ConsoleUser, CsrfDep, UserDep
+from services.api.ui.deps import AdminUserDep, ConsoleUser, CsrfDep, LiveUserDep, UserDep
 from services.api.ui.pages import test_sends
 from services.api.ui.pages.common import field_errors, form_text, see_other, split_list
 from services.api.ui.pages.dashboard import progress_of
@@ -218,7 +218,7 @@ async def mailing_page(
 
 @router.get("/ui/mailings/{mailing_id}/live", name="ui_mailing_live", response_class=HTMLResponse)
 async def mailing_live(
-    request: Request, mailing_id: ResourceId, user: UserDep, session: SessionDep
+    request: Request, mailing_id: ResourceId, user: LiveUserDep, session: SessionDep
 ) -> HTMLResponse:
     """The live part of a mailing's page; it stops asking for itself once nothing runs."""
     context = await _detail_context(request, session, mailing_id, None, 0)

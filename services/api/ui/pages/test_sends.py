@@ -17,7 +17,7 @@ from services.api.deps import EventsDep, SessionDep, SettingsDep
 from services.api.errors import ApiError
 from services.api.mailings.test_send import TestSendIn, recent_tests, send_test
 from services.api.pagination import ResourceId
-from services.api.ui.deps import AdminUserDep, CsrfDep, UserDep
+from services.api.ui.deps import AdminUserDep, CsrfDep, LiveUserDep
 from services.api.ui.pages.common import field_errors, form_text, see_other
 from services.api.ui.templating import render
 from shared.domain.statuses import MESSAGE_TERMINAL_STATUSES
@@ -38,7 +38,7 @@ async def tests_context(session: Any, mailing_id: int) -> dict[str, Any]:
 
 @router.get("/ui/mailings/{mailing_id}/tests", name="ui_mailing_tests", response_class=HTMLResponse)
 async def mailing_tests(
-    request: Request, mailing_id: ResourceId, user: UserDep, session: SessionDep
+    request: Request, mailing_id: ResourceId, user: LiveUserDep, session: SessionDep
 ) -> HTMLResponse:
     """The list of tests alone, for its refresh."""
     context = await tests_context(session, mailing_id)
