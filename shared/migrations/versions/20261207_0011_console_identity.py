@@ -1,7 +1,7 @@
 """audit entries name a console user by issuer and subject; sessions re-check groups
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07 22:10:00.000000
 
 `audit_log.actor_subject`, `audit_log.actor_issuer`: who a console user is (the identity
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
