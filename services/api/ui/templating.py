@@ -120,6 +120,7 @@ def N_(message: str) -> str:
 NOTICES = {
     "created": N_("Created."),
     "saved": N_("Saved."),
+    "normalized": N_("Saved; the phone was stored as 7 followed by 10 digits."),
     "deleted": N_("Deleted."),
     "paused": N_("Paused."),
     "resumed": N_("Resumed."),
