@@ -49,7 +49,8 @@ async def live_mailings(session: AsyncSession) -> list[dict[str, Any]]:
     return [{"mailing": m, **progress_of(counts[m.id])} for m in mailings]
 
 
-AWAITING_SHOWN = 20
+# Each costs a count over the directory: the first ten starting are shown.
+AWAITING_SHOWN = 10
 
 
 async def awaiting_approval(session: AsyncSession, threshold: int | None) -> list[dict[str, Any]]:
