@@ -117,6 +117,11 @@ class Mailing(Base):
     created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
     deleted_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    # Approval of large sends (migration 0013): who created it (the actor's name; NULL before
+    # 0013), and who approved it last (cleared when an edit sends it back for approval).
+    created_by: Mapped[str | None] = mapped_column(Text)
+    approved_by: Mapped[str | None] = mapped_column(Text)
+    approved_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
 
     __table_args__ = (
         CheckConstraint("end_at > start_at", name="end_after_start"),
@@ -325,6 +330,8 @@ class ClientImport(Base):
     updated: Mapped[int] = mapped_column(BigInteger, server_default="0")
     skipped: Mapped[int] = mapped_column(BigInteger, server_default="0")
     rejected: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # Imported rows whose phone was written another way (migration 0013).
+    normalized: Mapped[int] = mapped_column(BigInteger, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(TimestampTZ)

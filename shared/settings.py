@@ -51,6 +51,14 @@ class ApiSettings(BaseServiceSettings):
     # POST /api/v1/mailings/{id}/test: test sends per token (or console user) per minute,
     # counted in the database so every api replica shares the budget (429 above it).
     test_sends_per_minute: int = Field(10, ge=1, le=1000)
+    # A mailing to more recipients than this waits `awaiting_approval` until an admin other
+    # than its creator approves it (docs/GUARDRAILS.md); unset or empty: off.
+    approval_threshold: int | None = Field(None, ge=0)
+
+    @field_validator("approval_threshold", mode="before")
+    @classmethod
+    def _empty_threshold_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -103,6 +103,87 @@ def client_problem_sql(
     return field, message
 
 
+# Phones as people write them (the import, the console's form, and the REST API when asked
+# with `normalize_phone=true`): `+7 (916) 123-45-67`, `8 916 123 45 67`, `89161234567` all
+# become 79161234567. Separators go; then `+7` or a leading 7 or 8 (the Russian trunk prefix)
+# with ten digits is a phone, and anything else stays refused with the reason.
+PHONE_SEPARATORS = " \t\u00a0()-."
+_SEPARATORS_CLASS = "[" + PHONE_SEPARATORS.replace("-", "") + "-]"
+_WRITTEN_FORMS = (
+    (re.compile(r"^[+]7[0-9]{10}$"), 2),  # +7 9161234567: the digits after "+7"
+    (re.compile(r"^[78][0-9]{10}$"), 1),  # 8 9161234567 or 7 9161234567: after the first
+)
+# Why a phone that cannot be normalised is refused, in order: (pattern over the stripped text,
+# whether the reason holds when it matches or when it does not, reason); else PHONE_UNCLEAR.
+_PHONE_REASONS = (
+    (re.compile(r"^$"), True, "phone is empty"),
+    (
+        re.compile(r"^[+]?[0-9]*$"),
+        False,
+        "phone may hold only digits, spaces, brackets, dashes, dots and a leading +",
+    ),
+    (re.compile(r"^[+][0-9]*$"), True, "a phone with + must be +7 followed by 10 digits"),
+    (
+        re.compile(r"^[0-69][0-9]{9}$"),
+        True,
+        "10 digits without a country code are ambiguous: write 7 or 8 in front",
+    ),
+)
+PHONE_UNCLEAR = "phone must be 7 or 8 followed by 10 digits, e.g. 8 912 345-67-89"
+
+
+def valid_phone_sql(phone: str) -> str:
+    """`is_valid_phone` in SQL over a text expression (NULL for NULL)."""
+    return f"{phone} ~ {_sql_regex(PHONE_RE)}"
+
+
+def _strip_separators(written: str) -> str:
+    return re.sub(_SEPARATORS_CLASS, "", written)
+
+
+def normalize_phone(written: str) -> str | None:
+    """The phone `written` means, as 7 followed by ten digits, or None when it means none."""
+    stripped = _strip_separators(written)
+    for pattern, skip in _WRITTEN_FORMS:
+        if pattern.fullmatch(stripped):
+            return "7" + stripped[skip:]
+    return None
+
+
+def phone_refusal(written: str) -> str:
+    """Why `normalize_phone(written)` is None (meaningful only then)."""
+    stripped = _strip_separators(written)
+    for pattern, when_matching, reason in _PHONE_REASONS:
+        if (pattern.fullmatch(stripped) is not None) is when_matching:
+            return reason
+    return PHONE_UNCLEAR
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def normalize_phone_sql(written: str) -> str:
+    """`normalize_phone` in SQL over a text expression: the phone, or NULL."""
+    stripped = f"regexp_replace({written}, {_sql_text(_SEPARATORS_CLASS)}, '', 'g')"
+    cases = " ".join(
+        f"WHEN {stripped} ~ {_sql_regex(pattern)} THEN '7' || substr({stripped}, {skip + 1})"
+        for pattern, skip in _WRITTEN_FORMS
+    )
+    return f"(CASE {cases} END)"
+
+
+def phone_refusal_sql(written: str) -> str:
+    """`phone_refusal` in SQL over a text expression."""
+    stripped = f"regexp_replace({written}, {_sql_text(_SEPARATORS_CLASS)}, '', 'g')"
+    cases = " ".join(
+        f"WHEN {stripped} {'~' if when_matching else '!~'} {_sql_regex(pattern)}"
+        f" THEN {_sql_text(reason)}"
+        for pattern, when_matching, reason in _PHONE_REASONS
+    )
+    return f"(CASE {cases} ELSE {_sql_text(PHONE_UNCLEAR)} END)"
+
+
 def default_operator_code_sql(phone: str) -> str:
     """`default_operator_code` in SQL."""
     return f"substr({phone}, 2, 3)"

@@ -7,6 +7,8 @@ from enum import StrEnum
 
 class MailingStatus(StrEnum):
     SCHEDULED = "scheduled"  # waiting for its start time
+    # Over APPROVAL_THRESHOLD recipients: waits for an admin other than its creator to approve.
+    AWAITING_APPROVAL = "awaiting_approval"
     RUNNING = "running"  # started: messages are being created and sent
     PAUSED = "paused"  # an admin stopped delivery; resume continues it
     COMPLETED = "completed"  # every message reached a terminal status

@@ -496,3 +496,54 @@ async def test_tags_with_quotes_and_sql_are_stored_and_filtered_literally(
             page = (await api.get("/clients", params={"tag": tag})).json()
             assert [c["id"] for c in page["items"]] == [ident]
     assert row_counts(db)["client"] == len(tags)  # the table is still there
+
+
+# --- phones as people write them ------------------------------------------------------------
+
+
+async def test_the_strict_phone_format_holds_unless_normalisation_is_asked(
+    api: httpx.AsyncClient, db: psycopg.Connection
+) -> None:
+    body = {"phone": "+7 (916) 123-45-67", "timezone": "UTC"}
+    with unchanged(db):
+        response = await api.post("/clients", json=body)
+        assert_error(response, 422, "phone", "phone must be 7 followed by 10 digits")
+    response = await api.post("/clients", json=body, params={"normalize_phone": "true"})
+    assert response.status_code == 201, response.text
+    assert (response.json()["phone"], response.json()["operator_code"]) == ("79161234567", "916")
+
+
+@pytest.mark.parametrize("written", ["+7 (916) 123-45-67", "8 916 123 45 67", "89161234567"])
+async def test_put_and_patch_normalise_when_asked(api: httpx.AsyncClient, written: str) -> None:
+    client = await create_client(api)
+    asked = {"normalize_phone": "true"}
+    patched = await api.patch(f"/clients/{client['id']}", json={"phone": written}, params=asked)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["phone"] == "79161234567"
+    put = await api.put(
+        f"/clients/{client['id']}", json={"phone": written, "timezone": "UTC"}, params=asked
+    )
+    assert put.status_code == 200 and put.json()["phone"] == "79161234567", put.text
+    # Without the parameter the next request is strict again.
+    strict = await api.patch(f"/clients/{client['id']}", json={"phone": written})
+    assert_error(strict, 422, "phone", "phone must be 7 followed by 10 digits")
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [
+        ("916 123 45 67", "10 digits without a country code are ambiguous"),
+        ("+1 916 123 45 67", "a phone with + must be +7 followed by 10 digits"),
+        ("8 916 123 45 6", "phone must be 7 or 8 followed by 10 digits"),
+    ],
+)
+async def test_ambiguous_phones_are_refused_with_the_reason(
+    api: httpx.AsyncClient, db: psycopg.Connection, written: str, reason: str
+) -> None:
+    with unchanged(db):
+        response = await api.post(
+            "/clients",
+            json={"phone": written, "timezone": "UTC"},
+            params={"normalize_phone": "true"},
+        )
+        assert_error(response, 422, "phone", reason)

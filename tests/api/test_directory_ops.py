@@ -54,7 +54,9 @@ async def test_preview_excludes_opted_out_clients(
     insert_clients(db, 5)
     db.execute("UPDATE client SET opted_out_at = now() WHERE id <= 2")
     response = await api.post("/mailings/preview", json={"filter": {}})
-    assert response.json() == {"matching_clients": 3}
+    assert response.json()["matching_clients"] == 3
+    check = await api.post("/mailings/check", json={"filter": {}})
+    assert check.json()["recipients"] == {"matching": 5, "opted_out": 2, "over_cap": 0, "final": 3}
 
 
 async def test_client_export_streams_every_live_client_with_the_list_filters(

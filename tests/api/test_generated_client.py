@@ -109,7 +109,7 @@ async def test_generated_client_creates_and_reads_stats(
         client=client,
         body=models.MailingCreate(start_at=in_hours(-1), end_at=in_hours(24), text="Hello"),
     )
-    assert isinstance(mailing, models.MailingOut), mailing
+    assert isinstance(mailing, models.MailingChecked), mailing
     start_mailing(db, mailing.id)
     insert_messages(db, mailing.id, [created.parsed.id], "sent")
 

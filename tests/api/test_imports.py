@@ -71,7 +71,7 @@ MIXED_REJECTIONS = [
     {
         "line": 4,
         "field": "phone",
-        "reason": "phone must be 7 followed by 10 digits, e.g. 79123456789",
+        "reason": "phone must be 7 or 8 followed by 10 digits, e.g. 8 912 345-67-89",
     },
     {"line": 5, "field": "phone", "reason": "duplicate of line 2"},
     {
@@ -171,7 +171,8 @@ async def test_import_opting_out_cancels_undelivered_messages(
 async def test_the_rules_are_those_of_post_clients(
     api: httpx.AsyncClient, db: psycopg.Connection
 ) -> None:
-    """Each refused row is refused by POST /clients with the same message, and vice versa."""
+    """Each refused row is refused by POST /clients with the same message, and vice versa
+    (with `normalize_phone=true`: the import takes phones as people write them)."""
     rows = [
         ("79123456789", "", "Europe/Moscow", ""),
         ("7912345678", "", "UTC", ""),
@@ -180,6 +181,9 @@ async def test_the_rules_are_those_of_post_clients(
         ("79123456782", "x" * 100, "UTC", ""),
         ("79123456783", "x" * 101, "UTC", ""),
         ("79123456784", "", "utc", ""),
+        ("8 912 345-67-85", "", "UTC", ""),
+        ("912 345 67 86", "", "UTC", ""),
+        ("+44 20 7946 0958", "", "UTC", ""),
     ]
     csv = HEADER + "".join(f"{p},{t},{z},{c},\n" for p, t, z, c in rows)
     result = await run_import(api, csv)
@@ -187,12 +191,42 @@ async def test_the_rules_are_those_of_post_clients(
     db.execute("TRUNCATE client, client_import CASCADE")
     for n, (p, t, z, c) in enumerate(rows):
         body = {"phone": p, "tag": t, "timezone": z} | ({"operator_code": c} if c else {})
-        response = await api.post("/clients", json=body)
+        response = await api.post("/clients", json=body, params={"normalize_phone": "true"})
         if n in refused:
             assert response.status_code == 422, (n, response.text)
             assert refused[n]["reason"] in response.json()["detail"], (n, response.text)
         else:
             assert response.status_code == 201, (n, response.text)
+
+
+async def test_phones_as_people_write_them_are_normalised_and_counted(
+    api: httpx.AsyncClient, db: psycopg.Connection
+) -> None:
+    csv = (
+        HEADER
+        + '"+7 (916) 123-45-67",a,UTC,,\n'  # line 2: normalised
+        + "8 916 123 45 68,b,UTC,,\n"  # line 3: normalised
+        + "89161234569,c,UTC,,\n"  # line 4: normalised
+        + "79161234560,d,UTC,,\n"  # line 5: as the task writes it
+        + "9161234561,e,UTC,,\n"  # line 6: no country code
+        + "+44 20 7946 0958,f,UTC,,\n"  # line 7: another country
+        + "8-916-123-45-67,g,UTC,,\n"  # line 8: line 2's phone again
+        + "8 916 123 45 62,h,Mars/Olympus,,\n"  # line 9: normalisable, bad zone
+    )
+    result = await run_import(api, csv)
+    assert (result["created"], result["rejected"], result["normalized"]) == (4, 4, 3), result
+    assert {r["line"]: r["reason"] for r in result["rejected_rows"]} == {
+        6: "10 digits without a country code are ambiguous: write 7 or 8 in front",
+        7: "a phone with + must be +7 followed by 10 digits",
+        8: "duplicate of line 2",
+        9: "timezone must be an IANA time zone name, e.g. Europe/Moscow",
+    }
+    # A rejected row keeps the phone as the file wrote it.
+    kept = db.execute("SELECT phone FROM client_import_rejection WHERE line = 8").fetchone()
+    assert kept == ("8-916-123-45-67",)
+    assert sorted(clients(db)) == ["79161234560", "79161234567", "79161234568", "79161234569"]
+    audit = db.execute("SELECT changes FROM audit_log WHERE action = 'import_clients'").fetchone()
+    assert audit is not None and audit[0]["normalized"] == 3
 
 
 async def test_rejected_rows_stream_as_csv(api: httpx.AsyncClient) -> None:
@@ -202,10 +236,8 @@ async def test_rejected_rows_stream_as_csv(api: httpx.AsyncClient) -> None:
     assert response.headers["content-type"].startswith("text/csv")
     lines = response.text.splitlines()
     assert lines[0] == "line,field,reason,phone,tag,timezone,operator_code,opted_out"
-    assert (
-        lines[1]
-        == '4,phone,"phone must be 7 followed by 10 digits, e.g. 79123456789",8912000000,x,UTC,,'
-    )
+    reason = "phone must be 7 or 8 followed by 10 digits, e.g. 8 912 345-67-89"
+    assert lines[1] == f'4,phone,"{reason}",8912000000,x,UTC,,'
     assert len(lines) == 1 + 7
 
 

@@ -24,8 +24,9 @@ from tests.api.helpers import (
 from tests.conftest import ADMIN_TOKEN, VIEWER_TOKEN
 
 CSV_BODY = b"phone,tag,timezone\n79120000099,vip,UTC\n"
-# The one non-GET operation a viewer may call: it counts clients and changes nothing.
-VIEWER_POSTS = {"preview_mailing"}
+# The non-GET operations a viewer may call: the pre-send check (and its old name) counts
+# clients and changes nothing.
+VIEWER_POSTS = {"preview_mailing", "check_mailing"}
 
 
 @pytest.fixture

@@ -131,6 +131,7 @@ async def test_all_stats(api: httpx.AsyncClient, seeded: dict[str, int]) -> None
     }
     assert body["mailings_by_status"] == {
         "scheduled": 1,
+        "awaiting_approval": 0,
         "running": 1,
         "paused": 1,
         "completed": 1,

@@ -15,7 +15,12 @@ from shared.domain.clients import (
     client_problem_sql,
     default_operator_code,
     default_operator_code_sql,
+    is_valid_phone,
     known_timezones,
+    normalize_phone,
+    normalize_phone_sql,
+    phone_refusal,
+    phone_refusal_sql,
 )
 from tests.support import database
 
@@ -78,3 +83,64 @@ def test_every_zone_python_accepts_is_known_to_postgresql(conn: psycopg.Connecti
     known = {r[0] for r in conn.execute("SELECT name FROM pg_timezone_names")}
     missing = [zone for zone in ZONES if zone not in known]
     assert missing == []
+
+
+written_phones = st.one_of(
+    st.text(alphabet="0123456789 +()-.\t\u00a0", max_size=20),
+    st.builds(
+        lambda lead, d, sep: lead + sep.join([d[:3], d[3:6], d[6:8], d[8:]]),
+        st.sampled_from(["+7", "8", "7", "+8", "", "+", "007"]),
+        st.text(alphabet="0123456789", min_size=9, max_size=11),
+        st.sampled_from([" ", "-", ") ", ".", "", "\u00a0", "\n", "٣"]),
+    ),
+    pg_text,
+)
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(written=written_phones)
+def test_phone_normalisation_agrees(conn: psycopg.Connection, written: str) -> None:
+    row = conn.execute(
+        f"SELECT {normalize_phone_sql('%(p)s::text')}, {phone_refusal_sql('%(p)s::text')}",
+        {"p": written},
+    ).fetchone()
+    assert row is not None
+    phone = normalize_phone(written)
+    assert row[0] == phone
+    if phone is None:
+        assert row[1] == phone_refusal(written)
+    else:
+        assert is_valid_phone(phone)
+
+
+@pytest.mark.parametrize(
+    ("written", "phone"),
+    [
+        ("+7 (916) 123-45-67", "79161234567"),
+        ("8 916 123 45 67", "79161234567"),
+        ("89161234567", "79161234567"),
+        ("79161234567", "79161234567"),
+        ("8(916)123.45.67", "79161234567"),
+    ],
+)
+def test_phones_as_people_write_them(written: str, phone: str) -> None:
+    assert normalize_phone(written) == phone
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [
+        ("9161234567", "10 digits without a country code are ambiguous"),
+        ("+8 916 123 45 67", "a phone with + must be +7"),
+        ("+44 20 7946 0958", "a phone with + must be +7"),
+        ("8 916 123 45 6", "phone must be 7 or 8 followed by 10 digits"),
+        ("7 916 123 45 67 1", "phone must be 7 or 8 followed by 10 digits"),
+        ("8-916-CALL-NOW", "phone may hold only digits"),
+        ("", "phone is empty"),
+    ],
+)
+def test_ambiguous_phones_are_refused_with_the_reason(written: str, reason: str) -> None:
+    assert normalize_phone(written) is None
+    assert phone_refusal(written).startswith(reason)

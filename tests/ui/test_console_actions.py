@@ -231,3 +231,35 @@ async def test_the_client_form_opts_out_and_back_in(
         "SELECT changes FROM audit_log WHERE action = 'replace' AND actor_name = 'admin'"
     ).fetchone()
     assert changes is not None and changes[0]["opted_out"] == {"old": True, "new": False}
+
+
+async def test_the_client_form_takes_phones_as_people_write_them(
+    console_client: ConsoleClient, db: psycopg.Connection
+) -> None:
+    admin = await console_client("admin")
+    token = admin.csrf_token  # type: ignore[attr-defined]
+    created = await admin.post(
+        "/ui/clients",
+        data={"csrf_token": token, "phone": "+7 (916) 123-45-67", "timezone": "UTC"},
+    )
+    assert created.status_code == 303, created.text
+    assert "notice=normalized" in created.headers["location"]
+    assert "phone=79161234567" in created.headers["location"]
+    [(client_id, stored)] = db.execute("SELECT id, phone FROM client").fetchall()
+    assert stored == "79161234567"
+    listed = await admin.get(created.headers["location"])
+    assert "the phone was stored as 7 followed by 10 digits" in listed.text
+
+    saved = await admin.post(
+        f"/ui/clients/{client_id}",
+        data={"csrf_token": token, "phone": "8 916 123 45 68", "timezone": "UTC"},
+    )
+    assert saved.status_code == 303
+    assert db.execute("SELECT phone FROM client").fetchone() == ("79161234568",)
+
+    refused = await admin.post(
+        "/ui/clients", data={"csrf_token": token, "phone": "916 123 45 69", "timezone": "UTC"}
+    )
+    assert refused.status_code == 422
+    assert "10 digits without a country code are ambiguous" in refused.text
+    assert db.execute("SELECT count(*) FROM client").fetchone() == (1,)

@@ -32,6 +32,9 @@ async def create_mailing(page: Page, text: str, start: datetime, operator_code: 
     await page.get_by_label("End", exact=True).fill(local_input(start + timedelta(hours=2)))
     await page.get_by_label("Operator code").fill(operator_code)
     await expect(page.locator("#preview")).to_contain_text("Matches 1 clients now.")
+    # The pre-send check follows the fields: one recipient, the text's segments.
+    await expect(page.get_by_test_id("check-final")).to_have_text("1")
+    await expect(page.locator("#check")).to_contain_text("1 per message, 1 in all")
     await page.get_by_role("button", name="Create").click()
     await page.wait_for_url(re.compile(r"/ui/mailings/\d+$|/ui/mailings/\d+\?"))
     return int(re.search(r"/ui/mailings/(\d+)", page.url)[1])  # type: ignore[index]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, Response, status
+from fastapi import Depends, Query, Response, status
 
 from services.api.clients import service
 from services.api.clients.schemas import (
@@ -12,6 +12,7 @@ from services.api.clients.schemas import (
     OperatorCode,
     Phone,
     Tag,
+    set_normalizing_phones,
 )
 from services.api.deps import AdminActorDep, SessionDep
 from services.api.openapi import api_router
@@ -21,8 +22,28 @@ from services.api.schemas import Page
 router = api_router(prefix="/clients", tags=["clients"])
 
 
+async def _normalize_phone(
+    normalize_phone: Annotated[
+        bool,
+        Query(
+            description="Accept the phone as people write it (+7 (916) 123-45-67,"
+            " 8 916 123 45 67, 89161234567) and store it as 79161234567; a phone that stays"
+            " ambiguous is 422 with the reason. Off: only 7 followed by 10 digits."
+        ),
+    ] = False,
+) -> bool:
+    # Runs before the body is validated (FastAPI solves dependencies first), in its context.
+    set_normalizing_phones(normalize_phone)
+    return normalize_phone
+
+
+NormalizePhone = Annotated[bool, Depends(_normalize_phone)]
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ClientOut)
-async def create_client(body: ClientCreate, session: SessionDep, actor: AdminActorDep) -> ClientOut:
+async def create_client(
+    _normalize: NormalizePhone, body: ClientCreate, session: SessionDep, actor: AdminActorDep
+) -> ClientOut:
     """Add a client to the directory. A phone already used by a live client is 409."""
     return ClientOut.model_validate(await service.create_client(session, body, actor=actor))
 
@@ -53,7 +74,11 @@ async def get_client(client_id: ResourceId, session: SessionDep) -> ClientOut:
 
 @router.patch("/{client_id}", response_model=ClientOut)
 async def patch_client(
-    client_id: ResourceId, body: ClientPatch, session: SessionDep, actor: AdminActorDep
+    client_id: ResourceId,
+    _normalize: NormalizePhone,
+    body: ClientPatch,
+    session: SessionDep,
+    actor: AdminActorDep,
 ) -> ClientOut:
     """Change the given attributes. The operator code is not re-derived from a new phone."""
     return ClientOut.model_validate(
@@ -63,7 +88,11 @@ async def patch_client(
 
 @router.put("/{client_id}", response_model=ClientOut)
 async def replace_client(
-    client_id: ResourceId, body: ClientCreate, session: SessionDep, actor: AdminActorDep
+    client_id: ResourceId,
+    _normalize: NormalizePhone,
+    body: ClientCreate,
+    session: SessionDep,
+    actor: AdminActorDep,
 ) -> ClientOut:
     """Replace every attribute; a missing operator code is derived from the phone."""
     return ClientOut.model_validate(

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Annotated
 
@@ -15,6 +18,8 @@ from shared.domain.clients import (
     is_valid_operator_code,
     is_valid_phone,
     is_valid_timezone,
+    normalize_phone,
+    phone_refusal,
 )
 
 
@@ -37,6 +42,47 @@ def _timezone(value: str) -> str:
 
 
 Phone = Annotated[str, AfterValidator(_phone), Field(examples=["79123456789"])]
+
+# Whether a client's phone may come as people write it (`+7 (916) 123-45-67`): set for each
+# request by the REST API's `normalize_phone` parameter, and by the console's client form.
+_NORMALIZING_PHONES: ContextVar[bool] = ContextVar("normalizing_phones", default=False)
+
+
+def set_normalizing_phones(on: bool) -> None:
+    """For the request under way (a dependency of each route that takes a client's phone)."""
+    _NORMALIZING_PHONES.set(on)
+
+
+@contextmanager
+def normalizing_phones() -> Iterator[None]:
+    """Validate client bodies inside with phones normalised (the console's form)."""
+    token = _NORMALIZING_PHONES.set(True)
+    try:
+        yield
+    finally:
+        _NORMALIZING_PHONES.reset(token)
+
+
+def _client_phone(value: str) -> str:
+    if is_valid_phone(value):
+        return value
+    if not _NORMALIZING_PHONES.get():
+        raise ValueError(PHONE_MESSAGE)
+    normalized = normalize_phone(value)
+    if normalized is None:
+        raise ValueError(phone_refusal(value))
+    return normalized
+
+
+ClientPhone = Annotated[
+    str,
+    AfterValidator(_client_phone),
+    Field(
+        examples=["79123456789"],
+        description="7 followed by 10 digits; with `normalize_phone=true` also as people write"
+        " it (+7 (916) 123-45-67, 8 916 123 45 67, 89161234567), stored as 79161234567",
+    ),
+]
 OperatorCode = Annotated[str, AfterValidator(_operator_code), Field(examples=["912"])]
 
 
@@ -62,7 +108,7 @@ class ClientCreate(InputModel):
         }
     )
 
-    phone: Phone
+    phone: ClientPhone
     operator_code: OperatorCode | None = Field(
         None, description="Defaults to the phone's digits 2-4 (79123456789 -> 912)"
     )
@@ -80,7 +126,7 @@ class ClientPatch(InputModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"tag": "regular"}]})
 
-    phone: Phone | None = None
+    phone: ClientPhone | None = None
     operator_code: OperatorCode | None = None
     tag: Tag | None = None
     timezone: TimeZone | None = None

@@ -19,7 +19,9 @@ class RejectedRow(BaseModel):
     field: str | None = Field(
         description="The column at fault; null when the row as a whole is", examples=["phone"]
     )
-    reason: str = Field(examples=["phone must be 7 followed by 10 digits, e.g. 79123456789"])
+    reason: str = Field(
+        examples=["10 digits without a country code are ambiguous: write 7 or 8 in front"]
+    )
 
 
 class ImportOut(BaseModel):
@@ -36,6 +38,12 @@ class ImportOut(BaseModel):
         examples=[1],
     )
     rejected: int = Field(examples=[1])
+    normalized: int = Field(
+        0,
+        description="Imported rows whose phone was written another way (+7 (916) 123-45-67,"
+        " 8 916 123 45 67, 89161234567) and stored as 7 followed by 10 digits",
+        examples=[1],
+    )
     error: str | None = Field(
         None, description="Why a failed import failed (it changed nothing)", examples=[None]
     )

@@ -199,12 +199,15 @@ async def _fail(
 async def _validate_and_upsert(
     conn: AsyncConnection, import_id: int, on_conflict: str
 ) -> dict[str, int]:
+    await conn.execute(text(sql.NORMALIZE_PHONES))
+    await conn.execute(text(sql.CHECK_PHONES))
     await conn.execute(text(sql.CHECK_FIELDS), {"zones": known_timezones()})
     await conn.execute(text(sql.CHECK_REPEATS))
     rejected = int(
         (await conn.execute(text(sql.KEEP_REJECTIONS), {"import_id": import_id})).scalar_one()
     )
-    valid = int((await conn.execute(text(sql.VALID_ROWS))).scalar_one())
+    checked = (await conn.execute(text(sql.VALID_ROWS))).one()
+    valid = int(checked.valid)
     updated = 0
     await conn.execute(text(sql.TAKE_TURNS))
     if on_conflict == "update":
@@ -216,6 +219,7 @@ async def _validate_and_upsert(
         "updated": updated,
         "skipped": valid - created - updated,
         "rejected": rejected,
+        "normalized": int(checked.normalized),
     }
 
 

@@ -13,6 +13,9 @@ from shared.domain.clients import (
     OPTED_OUT_YES,
     client_problem_sql,
     default_operator_code_sql,
+    normalize_phone_sql,
+    phone_refusal_sql,
+    valid_phone_sql,
 )
 
 
@@ -35,13 +38,26 @@ _OPTED_OUT_BAD = f"r.opted_out IS NOT NULL AND NOT {_YES} AND NOT {_NO}"
 CREATE_STAGING = """
     CREATE TEMP TABLE import_row (
         line bigint, phone text, tag text, timezone text, operator_code text, opted_out text,
-        problem_field text, problem_reason text
+        problem_field text, problem_reason text,
+        written_phone text  -- the file's phone, when it was normalised into `phone`
     ) ON COMMIT DROP
 """
 COPY_STAGING = (
     "COPY import_row (line, phone, tag, timezone, operator_code, opted_out,"
     " problem_field, problem_reason) FROM STDIN"
 )
+
+# Phones as people write them (`8 916 123-45-67`) become 79161234567; the rows whose phone
+# means no phone are refused with the reason, before the other rules (which then hold).
+NORMALIZE_PHONES = f"""
+    UPDATE import_row r SET written_phone = r.phone, phone = {normalize_phone_sql("r.phone")}
+    WHERE r.problem_reason IS NULL AND NOT {valid_phone_sql("r.phone")}
+      AND {normalize_phone_sql("r.phone")} IS NOT NULL
+"""
+CHECK_PHONES = f"""
+    UPDATE import_row r SET problem_field = 'phone', problem_reason = {phone_refusal_sql("r.phone")}
+    WHERE r.problem_reason IS NULL AND NOT coalesce({valid_phone_sql("r.phone")}, false)
+"""
 
 CHECK_FIELDS = f"""
     UPDATE import_row r SET
@@ -67,15 +83,18 @@ KEEP_REJECTIONS = """
     WITH kept AS (
         INSERT INTO client_import_rejection
             (import_id, line, field, reason, phone, operator_code, tag, timezone, opted_out)
-        SELECT :import_id, line, problem_field, problem_reason, phone, operator_code, tag,
-               timezone, opted_out
+        SELECT :import_id, line, problem_field, problem_reason, coalesce(written_phone, phone),
+               operator_code, tag, timezone, opted_out
         FROM import_row WHERE problem_reason IS NOT NULL
         RETURNING 1
     )
     SELECT count(*) FROM kept
 """
 
-VALID_ROWS = "SELECT count(*) FROM import_row WHERE problem_reason IS NULL"
+VALID_ROWS = (
+    "SELECT count(*) AS valid, count(written_phone) AS normalized FROM import_row"
+    " WHERE problem_reason IS NULL"
+)
 
 # Imports write the directory one at a time (held until the import's transaction ends; reading
 # and checking the file stay concurrent). Two imports over the same phones, in different orders,
@@ -126,7 +145,7 @@ UPDATE_EXISTING = f"""
 
 FINISH = """
     UPDATE client_import SET status = 'done', created = :created, updated = :updated,
-        skipped = :skipped, rejected = :rejected, finished_at = now()
+        skipped = :skipped, rejected = :rejected, normalized = :normalized, finished_at = now()
     WHERE id = :import_id
 """
 

@@ -7,7 +7,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.api.clients.schemas import OperatorCode, Tag
 from services.api.schemas import InputModel, no_nul
-from shared.domain.send_window import parse_send_window
+from shared.domain.send_window import SendWindow, parse_send_window
 from shared.domain.statuses import MailingStatus, MessageStatus
 from shared.domain.text import MAX_TEXT_LENGTH, segment_text
 from shared.domain.waiting import WaitReason
@@ -73,6 +73,9 @@ class SendWindowModel(InputModel):
     def as_times(self) -> tuple[time, time]:
         window = parse_send_window(self.start, self.end)
         return window.start, window.end
+
+    def window(self) -> SendWindow:
+        return parse_send_window(self.start, self.end)
 
 
 class MailingCreate(InputModel):
@@ -141,16 +144,97 @@ class MailingClone(InputModel):
         return self
 
 
-class MailingPreview(InputModel):
+class MailingCheckIn(InputModel):
+    """The create body; every field but the filter may be left out (its part of the check is
+    then left out too: no text, no text figures; no times, no finish estimate)."""
+
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"filter": {"operator_codes": ["912"], "tags": []}}]}
+        json_schema_extra={
+            "examples": [
+                {
+                    "start_at": "2030-03-01T09:00:00+03:00",
+                    "end_at": "2030-03-02T21:00:00+03:00",
+                    "text": "Скидка 20% до воскресенья",
+                    "filter": {"operator_codes": ["912"], "tags": ["vip"]},
+                    "send_window": {"start": "09:00", "end": "21:00"},
+                },
+                {"filter": {"operator_codes": ["912"], "tags": []}},
+            ]
+        }
     )
 
+    start_at: Moment | None = Field(None, description="ISO 8601 with an offset")
+    end_at: Moment | None = Field(None, description="ISO 8601 with an offset; after start_at")
+    text: MailingText | None = None
     filter: MailingFilter = Field(default_factory=MailingFilter)
+    send_window: SendWindowModel | None = None
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Self:
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            raise ValueError("end_at must be after start_at")
+        return self
 
 
-class PreviewOut(BaseModel):
-    matching_clients: int = Field(examples=[1250])
+# The old name of the check's body (`POST /mailings/preview`).
+MailingPreview = MailingCheckIn
+
+
+class RecipientsCheck(BaseModel):
+    matching: int = Field(description="Live clients the filter matches now", examples=[1250])
+    opted_out: int = Field(description="Of those, opted out: they get nothing", examples=[12])
+    over_cap: int = Field(
+        description="Of those, at the frequency cap (0 while no cap is configured)", examples=[0]
+    )
+    final: int = Field(description="Who would get the mailing now", examples=[1238])
+
+
+class TextCheck(BaseModel):
+    encoding: str = Field(examples=["UCS-2"], description="GSM-7 or UCS-2")
+    segments: int = Field(description="SMS segments per message", examples=[1])
+    total_segments: int = Field(description="segments x final recipients", examples=[1238])
+
+
+class RouteCheck(BaseModel):
+    provider: str = Field(examples=["default"])
+    recipients: int = Field(description="Recipients this provider would get", examples=[1238])
+    max_tps: float | None = Field(
+        None, description="The provider's rate cap, messages a second (null: none known)"
+    )
+    finishes_at: datetime | None = Field(
+        None,
+        description="When its last message would go at max_tps within the send window"
+        " (null: no rate cap known, or no times given)",
+    )
+    can_finish: bool = Field(
+        description="Whether it finishes before end_at: a warning, not a refusal", examples=[True]
+    )
+
+
+class ApprovalCheck(BaseModel):
+    threshold: int | None = Field(description="APPROVAL_THRESHOLD; null: off", examples=[100000])
+    needed: bool = Field(
+        description="Over the threshold: the mailing waits in awaiting_approval until another"
+        " admin approves it",
+        examples=[False],
+    )
+
+
+class MailingCheck(BaseModel):
+    """The pre-send check (docs/GUARDRAILS.md)."""
+
+    recipients: RecipientsCheck
+    text: TextCheck | None = Field(description="null when the body has no text")
+    routes: list[RouteCheck]
+    approval: ApprovalCheck
+
+
+class PreviewOut(MailingCheck):
+    """The check, under the old path; `matching_clients` is `recipients.final`."""
+
+    matching_clients: int = Field(
+        examples=[1238], description="Deprecated: recipients.final (who would get it now)"
+    )
 
 
 class TextInfo(BaseModel):
@@ -172,6 +256,11 @@ class MailingOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    created_by: str | None = Field(
+        None, description="Who created it (the token's name or the user's login)"
+    )
+    approved_by: str | None = Field(None, description="Who approved it, if it needed approval")
+    approved_at: datetime | None = None
 
     @classmethod
     def of(cls, m: Mailing) -> MailingOut:
@@ -195,7 +284,20 @@ class MailingOut(BaseModel):
             updated_at=m.updated_at,
             started_at=m.started_at,
             completed_at=m.completed_at,
+            created_by=m.created_by,
+            approved_by=m.approved_by,
+            approved_at=m.approved_at,
         )
+
+
+class MailingChecked(MailingOut):
+    """A created or changed mailing with its pre-send check."""
+
+    check: MailingCheck
+
+    @classmethod
+    def with_check(cls, m: Mailing, check: MailingCheck) -> MailingChecked:
+        return cls(**MailingOut.of(m).__dict__, check=check)
 
 
 StatusCounts = dict[MessageStatus, int]

@@ -6,13 +6,21 @@ import hashlib
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import Boolean, ColumnElement, and_, func, literal_column, not_, or_, select, true
+from sqlalchemy import Boolean, func, literal_column, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import audit
+from services.api.auth import Forbidden
 from services.api.errors import Conflict, NotFound, Unprocessable
-from services.api.mailings.schemas import MailingClone, MailingCreate, MailingFilter, MailingPatch
+from services.api.mailings.check import Draft, filter_condition, presend_check
+from services.api.mailings.schemas import (
+    MailingCheck,
+    MailingClone,
+    MailingCreate,
+    MailingFilter,
+    MailingPatch,
+)
 from services.api.principal import Actor
 from shared.domain.opt_out import opted_out_sql
 from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus
@@ -22,6 +30,10 @@ log = structlog.get_logger("api.mailings")
 
 # Fixed once a mailing has started: they decide who gets it and when.
 FIXED_AFTER_START = ("start_at", "filter", "send_window")
+# An edit to any of these before the start sends an approved mailing back for approval.
+NEEDS_APPROVAL_AGAIN = ("start_at", "end_at", "text", "filter", "send_window")
+# Statuses a mailing that has not started may be in; approval decides between the first two.
+NOT_STARTED = (MailingStatus.SCHEDULED, MailingStatus.AWAITING_APPROVAL, MailingStatus.PAUSED)
 
 
 def _now() -> datetime:
@@ -30,15 +42,6 @@ def _now() -> datetime:
 
 def _fingerprint(data: MailingCreate) -> str:
     return hashlib.sha256(data.model_dump_json().encode()).hexdigest()
-
-
-def filter_condition(operator_codes: list[str], tags: list[str]) -> ColumnElement[bool]:
-    """The client filter in SQL: both lists must match, an empty list matches anything
-    (the same rule as `shared.domain.filters.matches_filter`)."""
-    return and_(
-        Client.operator_code.in_(operator_codes) if operator_codes else true(),
-        Client.tag.in_(tags) if tags else true(),
-    )
 
 
 async def get_mailing(session: AsyncSession, mailing_id: int, *, lock: bool = False) -> Mailing:
@@ -99,16 +102,22 @@ def _window(mailing: Mailing) -> dict[str, str] | None:
 
 
 async def create_mailing(
-    session: AsyncSession, data: MailingCreate, idempotency_key: str | None, *, actor: Actor
-) -> tuple[Mailing, bool]:
-    """Returns the mailing and whether it was created before under the same key."""
+    session: AsyncSession,
+    data: MailingCreate,
+    idempotency_key: str | None,
+    *,
+    actor: Actor,
+    approval_threshold: int | None = None,
+) -> tuple[Mailing, bool, MailingCheck]:
+    """Returns the mailing, whether it was created before under the same key, and its
+    pre-send check. Over `approval_threshold` recipients it is created `awaiting_approval`."""
     if data.end_at <= _now():
         raise Unprocessable("end_at must be in the future")
     fingerprint = _fingerprint(data) if idempotency_key else None
     if idempotency_key is not None:
         earlier = await _by_idempotency_key(session, idempotency_key, fingerprint)
         if earlier is not None:
-            return earlier, True
+            return earlier, True, await _check(session, earlier, approval_threshold)
     window = data.send_window.as_times() if data.send_window else (None, None)
     mailing = Mailing(
         start_at=data.start_at,
@@ -120,11 +129,22 @@ async def create_mailing(
         send_window_end=window[1],
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint,
+        created_by=actor.name,
     )
+    check = await _check(session, mailing, approval_threshold)
+    needed = check.approval.needed
+    mailing.status = MailingStatus.AWAITING_APPROVAL if needed else MailingStatus.SCHEDULED
     session.add(mailing)
     try:
         await session.flush()
-        await audit.record(session, actor, "create", "mailing", mailing.id, _audit_fields(mailing))
+        await audit.record(
+            session,
+            actor,
+            "create",
+            "mailing",
+            mailing.id,
+            {**_audit_fields(mailing), **_approval_fields(mailing, check)},
+        )
         await session.commit()
     except IntegrityError:
         # A concurrent retry with the same key won the race: answer with its mailing.
@@ -134,15 +154,33 @@ async def create_mailing(
         earlier = await _by_idempotency_key(session, idempotency_key, fingerprint)
         if earlier is None:
             raise
-        return earlier, True
+        return earlier, True, await _check(session, earlier, approval_threshold)
     await session.refresh(mailing)
     log.info(
         "mailing created",
         mailing_id=mailing.id,
         start_at=str(mailing.start_at),
         end_at=str(mailing.end_at),
+        status=mailing.status,
     )
-    return mailing, False
+    return mailing, False, check
+
+
+async def _check(
+    session: AsyncSession, mailing: Mailing, approval_threshold: int | None
+) -> MailingCheck:
+    return await presend_check(session, Draft.of(mailing), threshold=approval_threshold)
+
+
+def _approval_fields(mailing: Mailing, check: MailingCheck) -> dict[str, object]:
+    """What the audit log records of the approval rule at a create (a clone)."""
+    if check.approval.threshold is None:
+        return {}
+    return {
+        "status": mailing.status,
+        "recipients": check.recipients.final,
+        "approval_threshold": check.approval.threshold,
+    }
 
 
 async def _by_idempotency_key(
@@ -159,8 +197,16 @@ async def _by_idempotency_key(
 
 
 async def patch_mailing(
-    session: AsyncSession, mailing_id: int, data: MailingPatch, *, actor: Actor
-) -> Mailing:
+    session: AsyncSession,
+    mailing_id: int,
+    data: MailingPatch,
+    *,
+    actor: Actor,
+    approval_threshold: int | None = None,
+) -> tuple[Mailing, MailingCheck]:
+    """The changed mailing and its pre-send check. Before the start, an edit of its text,
+    filter or times decides approval again: over `approval_threshold` recipients it goes
+    (back) to `awaiting_approval`, under it an awaiting one becomes `scheduled`."""
     changes = data.model_dump(exclude_unset=True)
     mailing = await get_mailing(session, mailing_id, lock=True)
     before = _audit_fields(mailing)
@@ -185,16 +231,57 @@ async def patch_mailing(
         raise Unprocessable("end_at must be in the future; to stop a mailing, pause or delete it")
     mailing.updated_at = func.now()
     after = _audit_fields(mailing)
-    changed = {
+    changed: dict[str, object] = {
         name: {"old": before[name], "new": after[name]}
         for name in after
         if before[name] != after[name]
     }
+    check = await _check(session, mailing, approval_threshold)
+    if mailing.started_at is None and any(name in changed for name in NEEDS_APPROVAL_AGAIN):
+        status = _status_after_edit(MailingStatus(mailing.status), check)
+        if status != mailing.status:
+            changed["status"] = {"old": mailing.status, "new": status}
+            changed["recipients"] = check.recipients.final
+            mailing.status = status
+        if status == MailingStatus.AWAITING_APPROVAL:
+            mailing.approved_by, mailing.approved_at = None, None
     await audit.record(session, actor, "update", "mailing", mailing_id, changed)
     await session.commit()
     await session.refresh(mailing)
     log.info("mailing updated", mailing_id=mailing.id, fields=sorted(changes))
-    return mailing
+    return mailing, check
+
+
+def _status_after_edit(status: MailingStatus, check: MailingCheck) -> MailingStatus:
+    if check.approval.needed and status in NOT_STARTED:
+        return MailingStatus.AWAITING_APPROVAL
+    if not check.approval.needed and status == MailingStatus.AWAITING_APPROVAL:
+        return MailingStatus.SCHEDULED
+    return status
+
+
+async def approve_mailing(session: AsyncSession, mailing_id: int, *, actor: Actor) -> Mailing:
+    """An admin other than its creator lets a mailing awaiting approval start: at its start
+    time, or at once if that has passed (while its end time has not)."""
+    mailing = await get_mailing(session, mailing_id, lock=True)
+    if mailing.status != MailingStatus.AWAITING_APPROVAL:
+        raise Conflict(
+            f"mailing {mailing_id} is {mailing.status}; only one awaiting approval can be approved"
+        )
+    if mailing.created_by == actor.name:
+        raise Forbidden(
+            f"{actor.name!r} created mailing {mailing_id}: another admin must approve it"
+        )
+    if mailing.end_at <= _now():
+        raise Conflict(
+            f"mailing {mailing_id}'s end time has passed: change start_at and end_at,"
+            " then approve it"
+        )
+    mailing.approved_by = actor.name
+    mailing.approved_at = func.now()
+    return await _set_status(
+        session, mailing, MailingStatus.SCHEDULED, actor=actor, action="approve"
+    )
 
 
 async def pause_mailing(session: AsyncSession, mailing_id: int, *, actor: Actor) -> Mailing:
@@ -253,9 +340,15 @@ async def cancel_mailing(session: AsyncSession, mailing_id: int, *, actor: Actor
 
 
 async def clone_mailing(
-    session: AsyncSession, mailing_id: int, data: MailingClone, *, actor: Actor
+    session: AsyncSession,
+    mailing_id: int,
+    data: MailingClone,
+    *,
+    actor: Actor,
+    approval_threshold: int | None = None,
 ) -> Mailing:
-    """A new scheduled mailing with the original's text, filter and send window."""
+    """A new scheduled mailing with the original's text, filter and send window (awaiting
+    approval when over `approval_threshold` recipients, as a created one)."""
     original = await get_mailing(session, mailing_id)
     if data.end_at <= _now():
         raise Unprocessable("end_at must be in the future")
@@ -267,7 +360,11 @@ async def clone_mailing(
         filter_tags=list(original.filter_tags),
         send_window_start=original.send_window_start,
         send_window_end=original.send_window_end,
+        created_by=actor.name,
     )
+    check = await _check(session, mailing, approval_threshold)
+    needed = check.approval.needed
+    mailing.status = MailingStatus.AWAITING_APPROVAL if needed else MailingStatus.SCHEDULED
     session.add(mailing)
     await session.flush()
     await audit.record(
@@ -276,7 +373,7 @@ async def clone_mailing(
         "clone",
         "mailing",
         mailing.id,
-        {"cloned_from": mailing_id, **_audit_fields(mailing)},
+        {"cloned_from": mailing_id, **_audit_fields(mailing), **_approval_fields(mailing, check)},
     )
     await session.commit()
     await session.refresh(mailing)

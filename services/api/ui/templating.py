@@ -120,9 +120,11 @@ def N_(message: str) -> str:
 NOTICES = {
     "created": N_("Created."),
     "saved": N_("Saved."),
+    "normalized": N_("Saved; the phone was stored as 7 followed by 10 digits."),
     "deleted": N_("Deleted."),
     "paused": N_("Paused."),
     "resumed": N_("Resumed."),
+    "approved": N_("Approved: the mailing starts at its start time (at once if that has passed)."),
     "cancelled": N_("Cancelled: nothing more is sent."),
     "cloned": N_("Cloned: this is the new mailing."),
     "retried": N_("Failed messages made due again: %(count)s."),
@@ -133,9 +135,9 @@ NOTICES = {
 
 # Statuses are shown through the catalog by their value (`_(status)` in the templates).
 STATUS_WORDS = (
-    N_("scheduled"), N_("running"), N_("paused"), N_("completed"), N_("cancelled"),
-    N_("pending"), N_("queued"), N_("sending"), N_("sent"), N_("retrying"), N_("failed"),
-    N_("expired"), N_("done"), N_("admin"), N_("viewer"),
+    N_("scheduled"), N_("awaiting_approval"), N_("running"), N_("paused"), N_("completed"),
+    N_("cancelled"), N_("pending"), N_("queued"), N_("sending"), N_("sent"), N_("retrying"),
+    N_("failed"), N_("expired"), N_("done"), N_("admin"), N_("viewer"),
 )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from services.api import exports
 from services.api.clients import service
-from services.api.clients.schemas import ClientCreate
+from services.api.clients.schemas import ClientCreate, normalizing_phones
 from services.api.deps import SessionDep, SettingsDep
 from services.api.errors import ApiError
 from services.api.pagination import ResourceId
@@ -107,6 +107,12 @@ def _read(form: Any) -> tuple[dict[str, str], dict[str, Any]]:
     return values, body
 
 
+def _validated(body: dict[str, Any]) -> ClientCreate:
+    """The form's client; its phone may be written as people write it (8 916 123-45-67)."""
+    with normalizing_phones():
+        return ClientCreate.model_validate(body)
+
+
 @router.get("/ui/clients/export.csv", name="ui_clients_export")
 async def clients_export(
     request: Request,
@@ -145,14 +151,17 @@ async def client_create(
 ) -> Response:
     values, body = _read(await request.form())
     try:
-        await service.create_client(
-            session, ClientCreate.model_validate(body), actor=user.actor(request)
-        )
+        data = _validated(body)
+        await service.create_client(session, data, actor=user.actor(request))
     except ValidationError as exc:
         return _form(request, user, None, values, field_errors(exc), 422)
     except ApiError as exc:
         return _form(request, user, None, values, {"phone": exc.detail}, exc.status_code)
-    return see_other(request.url_for("ui_clients").path, notice="created", phone=values["phone"])
+    return see_other(
+        request.url_for("ui_clients").path,
+        notice="normalized" if data.phone != values["phone"] else "created",
+        phone=data.phone,
+    )
 
 
 @router.get("/ui/clients/{client_id}", name="ui_client", response_class=HTMLResponse)
@@ -173,16 +182,18 @@ async def client_save(
     client = await service.get_client(session, client_id)
     values, body = _read(await request.form())
     try:
-        await service.replace_client(
-            session, client_id, ClientCreate.model_validate(body), actor=user.actor(request)
-        )
+        data = _validated(body)
+        await service.replace_client(session, client_id, data, actor=user.actor(request))
     except ValidationError as exc:
         return _form(request, user, client, values, field_errors(exc), 422)
     except ApiError as exc:
         await session.rollback()
         client = await service.get_client(session, client_id)
         return _form(request, user, client, values, {"phone": exc.detail}, exc.status_code)
-    return see_other(request.url_for("ui_client", client_id=client_id).path, notice="saved")
+    return see_other(
+        request.url_for("ui_client", client_id=client_id).path,
+        notice="normalized" if data.phone != values["phone"] else "saved",
+    )
 
 
 @router.post("/ui/clients/{client_id}/delete", name="ui_client_delete")

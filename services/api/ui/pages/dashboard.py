@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.deps import SessionDep
+from services.api.mailings import check
 from services.api.mailings.stats import counts_by_mailing
 from services.api.ui.deps import LiveUserDep, UserDep
 from services.api.ui.templating import admin_timezone, render
@@ -46,6 +47,32 @@ async def live_mailings(session: AsyncSession) -> list[dict[str, Any]]:
     )
     counts = await counts_by_mailing(session, [m.id for m in mailings])
     return [{"mailing": m, **progress_of(counts[m.id])} for m in mailings]
+
+
+# Each costs a count over the directory: the first ten starting are shown.
+AWAITING_SHOWN = 10
+
+
+async def awaiting_approval(session: AsyncSession, threshold: int | None) -> list[dict[str, Any]]:
+    """Mailings waiting for an admin's approval, oldest start first, each with its check."""
+    mailings = list(
+        await session.scalars(
+            select(Mailing)
+            .where(
+                Mailing.deleted_at.is_(None),
+                Mailing.status == MailingStatus.AWAITING_APPROVAL,
+            )
+            .order_by(Mailing.start_at, Mailing.id)
+            .limit(AWAITING_SHOWN)
+        )
+    )
+    return [
+        {
+            "mailing": m,
+            "check": await check.presend_check(session, check.Draft.of(m), threshold=threshold),
+        }
+        for m in mailings
+    ]
 
 
 async def totals_since(session: AsyncSession, since: datetime) -> dict[str, int]:
@@ -151,7 +178,14 @@ async def _context(request: Request, session: AsyncSession) -> dict[str, Any]:
 
 @router.get("/ui/", name="ui_dashboard", response_class=HTMLResponse)
 async def dashboard(request: Request, user: UserDep, session: SessionDep) -> HTMLResponse:
-    return render(request, "dashboard.html", {"user": user, **await _context(request, session)})
+    # Counted once when the page loads, not on each refresh of its live part.
+    threshold = request.app.state.settings.approval_threshold
+    awaiting = await awaiting_approval(session, threshold)
+    return render(
+        request,
+        "dashboard.html",
+        {"user": user, "awaiting": awaiting, **await _context(request, session)},
+    )
 
 
 @router.get("/ui/dashboard/live", name="ui_dashboard_live", response_class=HTMLResponse)

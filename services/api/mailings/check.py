@@ -1,0 +1,144 @@
+"""The pre-send check: who a mailing would reach, what its text costs in segments, whether
+each route can finish before the end time, and whether it needs approval (docs/GUARDRAILS.md).
+
+`POST /mailings/check` (and its old name `/mailings/preview`) answers it for a body; create
+and edit answer it under `check`; the console's forms show it as the fields change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, ColumnElement, and_, func, literal_column, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.api.mailings.schemas import (
+    ApprovalCheck,
+    MailingCheck,
+    MailingFilter,
+    RecipientsCheck,
+    RouteCheck,
+    TextCheck,
+)
+from shared.domain.opt_out import opted_out_sql
+from shared.domain.send_estimate import can_finish, finishes_at
+from shared.domain.send_window import SendWindow
+from shared.domain.text import segment_text
+from shared.models import Client, Mailing
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where messages go. One provider today, `default`, with no rate cap known (the providers
+    file, when it comes, lists several, each with its `max_tps`)."""
+
+    provider: str
+    max_tps: float | None = None
+
+
+DEFAULT_ROUTES = (Route("default"),)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """What the check reads of a mailing, saved or not."""
+
+    filter: MailingFilter
+    text: str | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    window: SendWindow | None = None
+
+    @classmethod
+    def of(cls, mailing: Mailing) -> Draft:
+        window = None
+        if mailing.send_window_start is not None and mailing.send_window_end is not None:
+            window = SendWindow(mailing.send_window_start, mailing.send_window_end)
+        return cls(
+            filter=MailingFilter(
+                operator_codes=mailing.filter_operator_codes, tags=mailing.filter_tags
+            ),
+            text=mailing.text,
+            start_at=mailing.start_at,
+            end_at=mailing.end_at,
+            window=window,
+        )
+
+
+def filter_condition(operator_codes: list[str], tags: list[str]) -> ColumnElement[bool]:
+    """The client filter in SQL: both lists must match, an empty list matches anything
+    (the same rule as `shared.domain.filters.matches_filter`)."""
+    return and_(
+        Client.operator_code.in_(operator_codes) if operator_codes else true(),
+        Client.tag.in_(tags) if tags else true(),
+    )
+
+
+def needs_approval(recipients: int, threshold: int | None) -> bool:
+    """A mailing over APPROVAL_THRESHOLD recipients waits for an admin's approval."""
+    return threshold is not None and recipients > threshold
+
+
+async def count_recipients(session: AsyncSession, mailing_filter: MailingFilter) -> RecipientsCheck:
+    """Live clients the filter matches, and how many of them get nothing and why."""
+    opted_out = literal_column(opted_out_sql("client"), Boolean)
+    row = (
+        await session.execute(
+            select(func.count(), func.count().filter(opted_out)).where(
+                Client.deleted_at.is_(None),
+                filter_condition(mailing_filter.operator_codes, mailing_filter.tags),
+            )
+        )
+    ).one()
+    matching, opted = int(row[0]), int(row[1])
+    over_cap = 0  # no frequency caps yet
+    return RecipientsCheck(
+        matching=matching, opted_out=opted, over_cap=over_cap, final=matching - opted - over_cap
+    )
+
+
+async def presend_check(
+    session: AsyncSession,
+    draft: Draft,
+    *,
+    threshold: int | None,
+    routes: tuple[Route, ...] = DEFAULT_ROUTES,
+    now: datetime | None = None,
+) -> MailingCheck:
+    recipients = await count_recipients(session, draft.filter)
+    text = None
+    if draft.text is not None:
+        seg = segment_text(draft.text)
+        text = TextCheck(
+            encoding=seg.encoding,
+            segments=seg.segments,
+            total_segments=seg.segments * recipients.final,
+        )
+    now = now or datetime.now(UTC)
+    start = max(draft.start_at, now) if draft.start_at is not None else now
+    # Every recipient goes by the one route there is; several routes will split them.
+    answers = []
+    for route in routes:
+        finish = finishes_at(
+            recipients=recipients.final, max_tps=route.max_tps, start_at=start, window=draft.window
+        )
+        answers.append(
+            RouteCheck(
+                provider=route.provider,
+                recipients=recipients.final,
+                max_tps=route.max_tps,
+                finishes_at=finish,
+                can_finish=can_finish(finish, draft.end_at, rate_known=route.max_tps is not None)
+                if draft.end_at is not None
+                else True,
+            )
+        )
+    return MailingCheck(
+        recipients=recipients,
+        text=text,
+        routes=answers,
+        approval=ApprovalCheck(
+            threshold=threshold, needed=needs_approval(recipients.final, threshold)
+        ),
+    )
