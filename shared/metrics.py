@@ -47,6 +47,10 @@ TOP_UP_SECONDS = Histogram(
     "Duration of one top-up (lease and publish)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+MESSAGES_UNPUBLISHED = Counter(
+    "mailing_messages_unpublished_total",
+    "Leased messages whose job the broker refused, made due again at once",
+)
 COUNTER_DELTAS_FOLDED = Counter(
     "mailing_counter_deltas_folded_total", "Status counter deltas folded into message_count"
 )

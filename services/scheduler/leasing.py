@@ -155,3 +155,28 @@ async def lease_test_sends(session: AsyncSession, *, limit: int, ttl_s: float) -
     ]
     await session.commit()
     return leases
+
+
+# Leases whose job could not be published (the broker away): due again now, instead of
+# holding the lease cap until they lapse. Matched by (id, token), so a lease taken since is kept.
+RETURN_UNPUBLISHED = text(f"""
+    UPDATE message m SET status = {sql(S.PENDING)}, token = NULL, lease_until = NULL,
+        updated_at = now()
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[]), CAST(:mailing_ids AS bigint[]))
+        AS u(id, token, mailing_id)
+    WHERE m.id = u.id AND m.mailing_id = u.mailing_id AND m.token = u.token
+      AND m.status = {sql(S.QUEUED)}
+""")
+
+
+async def return_unpublished(session: AsyncSession, leases: list[Lease]) -> int:
+    result = await session.execute(
+        RETURN_UNPUBLISHED,
+        {
+            "ids": [lease.message_id for lease in leases],
+            "tokens": [lease.token for lease in leases],
+            "mailing_ids": [lease.mailing_id for lease in leases],
+        },
+    )
+    await session.commit()
+    return result.rowcount  # type: ignore[attr-defined]

@@ -330,6 +330,9 @@ class Scheduler:
             return await self._top_up()
 
     async def _top_up(self) -> bool:
+        if self.connection is not None and self.connection.is_closed:
+            # The broker is away: leases now could not be published (it reconnects itself).
+            return False
         async with self.sessions() as session:
             # Test sends first and outside the cap: an operator is waiting for one.
             tests = await leasing.lease_test_sends(
@@ -399,14 +402,29 @@ class Scheduler:
         metrics.MESSAGES_QUEUED.labels("reaped").inc(reaped)
         if reaped:
             log.warning("re-published messages whose lease lapsed", count=reaped)
-        failures = [error for error in errors if error is not None]
-        if failures:
-            # Their leases lapse and the next rounds publish them again.
-            log.warning(
-                "publish failed; jobs come back when their lease lapses",
-                failed=len(failures),
-                error=repr(failures[0])[:300],
-            )
+        unpublished = [
+            lease for job, error in zip(jobs, errors, strict=True) if error for lease in job
+        ]
+        if unpublished:
+            first = next(error for error in errors if error is not None)
+            await self._return_unpublished(unpublished, first)
+
+    async def _return_unpublished(self, leases: list[leasing.Lease], error: BaseException) -> None:
+        """Jobs the broker refused: their messages are due again at once, so a broker restart
+        does not hold the lease cap full of dead leases until they lapse (LEASE_TTL_S)."""
+        try:
+            async with self.sessions() as session:
+                returned = await leasing.return_unpublished(session, leases)
+        except Exception:
+            returned = 0
+            log.warning("could not return unpublished leases; they lapse instead", exc_info=True)
+        metrics.MESSAGES_UNPUBLISHED.inc(returned)
+        log.warning(
+            "publish failed; messages due again",
+            failed=len(leases),
+            returned=returned,
+            error=repr(error)[:300],
+        )
 
     @staticmethod
     def _trace_leases(leases: list[leasing.Lease], started: int, ended: int) -> None:

@@ -55,6 +55,7 @@ class Mover(StrEnum):
     RETRY_FAILED = "retry failed"
     TEST_SEND = "test send"
     TEST_LEASE = "test lease"
+    UNPUBLISHED = "unpublished"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ MOVES: tuple[Move, ...] = (
     _move(Mover.RETRY_FAILED, [S.FAILED], [S.PENDING]),
     _move(Mover.TEST_SEND, [None], [S.PENDING]),
     _move(Mover.TEST_LEASE, (S.PENDING, *REAPABLE), [S.QUEUED]),
+    # A lease whose job the broker refused goes back at once, not when its lease lapses.
+    _move(Mover.UNPUBLISHED, [S.QUEUED], [S.PENDING]),
 )
 
 # What a sender's result may say about a message it held.

@@ -7,6 +7,7 @@ services do, and reads the rows back.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -151,6 +152,29 @@ async def test_lease_takes_due_pending_messages_of_running_mailings(
         assert rows.get(untouched)["status"] == S.PENDING
     async with sessions() as session:
         assert await leasing.live_leases(session) == 1
+
+
+async def test_leases_the_broker_refused_are_due_again_at_once(
+    rows: Rows, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A broker restart must not hold the lease cap full of dead leases until they lapse."""
+    mailing = rows.mailing()
+    refused, published = rows.message(mailing), rows.message(mailing)
+    async with sessions() as session:
+        leases = {
+            lease.message_id: lease
+            for lease in await leasing.lease_due_messages(session, limit=10, ttl_s=LEASE_S)
+        }
+    stale = dataclasses.replace(leases[published], token=leases[published].token + 99)
+    async with sessions() as session:
+        # The other's token no longer matches (leased again meanwhile): it is left alone.
+        assert await leasing.return_unpublished(session, [leases[refused], stale]) == 1
+    assert rows.get(refused)["status"] == S.PENDING and not rows.get(refused)["leased"]
+    assert rows.get(published)["status"] == S.QUEUED and rows.get(published)["leased"]
+    assert may_follow(S.QUEUED, S.PENDING)
+    async with sessions() as session:
+        again = await leasing.lease_due_messages(session, limit=10, ttl_s=LEASE_S)
+    assert [lease.message_id for lease in again] == [refused]
 
 
 async def test_the_reaper_requeues_lapsed_leases_under_a_new_token(
