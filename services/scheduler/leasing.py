@@ -74,6 +74,8 @@ LEASE = text(f"""
         lease_until = now() + make_interval(secs => :ttl), queued_at = now(), updated_at = now()
     FROM chosen, token, mailing mg
     WHERE m.id = chosen.id AND m.{_OF_RUNNING} AND mg.id = m.mailing_id
+      -- By key, whatever the planner believes of the partition's rows (stale statistics).
+      AND m.id = ANY(ARRAY(SELECT id FROM chosen))
     RETURNING m.id, m.token, m.mailing_id, mg.end_at, chosen.reaped,
               {seconds_to_end_sql("mg.end_at")} AS seconds_left
 """)

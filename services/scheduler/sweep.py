@@ -26,7 +26,10 @@ _LIVE = sql_in([MailingStatus.RUNNING, MailingStatus.PAUSED])
 
 # `message` is partitioned by mailing id: the mailings to sweep are read first and passed as
 # constants, so only their partitions are planned and scanned; the statement still checks each
-# mailing's state itself (an end time extended meanwhile keeps its messages).
+# mailing's state itself (an end time extended meanwhile keeps its messages). The chosen ids
+# come as one array (an InitPlan, run once), so the UPDATE finds them by key whatever the
+# planner believes of a partition's rows: joined, stale statistics made it rescan the locking
+# subquery once per row of the mailing (a 100-row chunk then took over 5 s).
 _OF_MAILINGS = "mailing_id = ANY(CAST(:mailing_ids AS bigint[]))"
 _HAS_OPEN = f"""EXISTS (
     SELECT 1 FROM message_count c
@@ -44,31 +47,29 @@ ENDED_MAILINGS = text(f"""
 CANCEL_CHUNK = text(f"""
     UPDATE message m SET status = {sql(S.CANCELLED)}, token = NULL, lease_until = NULL,
         updated_at = now()
-    FROM (
-        SELECT msg.id, msg.mailing_id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
+    WHERE m.id = ANY(ARRAY(
+        SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
         WHERE msg.{_OF_MAILINGS} AND mg.status = {sql(MailingStatus.CANCELLED)}
           AND msg.status IN ({sql_in(OPEN)})
           -- A request under way may be delivered: its sender records the outcome.
           AND NOT (msg.status = {sql(S.SENDING)} AND coalesce(msg.lease_until > now(), false))
         LIMIT :limit
         FOR UPDATE OF msg SKIP LOCKED
-    ) AS due
-    WHERE m.id = due.id AND m.mailing_id = due.mailing_id AND m.{_OF_MAILINGS}
+    )) AND m.{_OF_MAILINGS}
 """)
 
 EXPIRE_CHUNK = text(f"""
     UPDATE message m SET status = {sql(S.EXPIRED)}, token = NULL, lease_until = NULL,
         updated_at = now(), last_error = coalesce(m.last_error, '{END_REACHED}')
-    FROM (
-        SELECT msg.id, msg.mailing_id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
+    WHERE m.id = ANY(ARRAY(
+        SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
         WHERE msg.{_OF_MAILINGS} AND mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")}
           AND NOT msg.is_test
           AND (msg.status IN ({sql_in(EXPIRABLE)})
                OR (msg.status = {sql(S.SENDING)} AND msg.lease_until <= now()))
         LIMIT :limit
         FOR UPDATE OF msg SKIP LOCKED
-    ) AS due
-    WHERE m.id = due.id AND m.mailing_id = due.mailing_id AND m.{_OF_MAILINGS}
+    )) AND m.{_OF_MAILINGS}
 """)
 
 # `client_id IS NULL`: only tests have none, found through ix_message_client_id_open.

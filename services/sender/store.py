@@ -49,7 +49,11 @@ _CANCELLED = (
 # `message` is partitioned by mailing id (migration 0007): every statement below names its
 # messages' mailings as a constant list too, so PostgreSQL plans only their partitions (an id
 # alone would make it visit every partition's key index).
-_OF_MAILINGS = "m.mailing_id = ANY(CAST(:mailing_ids AS bigint[]))"
+# The ids as a constant array too: the key index then finds the batch's rows whatever the
+# planner believes of a partition's size (statistics taken before its mailing's rows came).
+_OF_MAILINGS = (
+    "m.mailing_id = ANY(CAST(:mailing_ids AS bigint[])) AND m.id = ANY(CAST(:ids AS bigint[]))"
+)
 
 # Decides, in the database's clock, what each job's message becomes: `sending` when it may go
 # out now; `cancelled`, `expired`, or back to `pending` (paused mailing, closed send window)

@@ -23,7 +23,7 @@ from shared.domain.statuses import MessageStatus
 from shared.messaging import Job
 from shared.settings import BaseServiceSettings
 from tests.support import database
-from tests.support.rows import insert_client, insert_mailing, insert_message
+from tests.support.rows import insert_client, insert_mailing, insert_message, insert_messages
 
 S = MessageStatus
 LEASE_S = 30.0
@@ -327,6 +327,61 @@ async def test_an_expired_dead_letter_expires_only_at_the_end(
 
 
 # --- sweep ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["expire", "cancel"])
+def test_a_sweep_chunk_locks_its_rows_once_whatever_the_statistics_say(
+    rows: Rows, step: str
+) -> None:
+    """The soak's stall: with a partition analysed before its mailing's rows came (autovacuum
+    off), a joined UPDATE rescanned the locking subquery once per row of the mailing, and a
+    100-row chunk ran past its 5 s timeout. The chosen ids are one array, fetched once."""
+    mailing = rows.mailing(ends_in_s=-1) if step == "expire" else rows.mailing(status="cancelled")
+    rows.message(mailing)
+    rows.execute("ANALYZE message")
+    with database.connect(rows.db_name) as conn:
+        clients = [insert_client(conn) for _ in range(2_000)]
+        insert_messages(conn, mailing, clients)
+    statement = sweep.EXPIRE_CHUNK if step == "expire" else sweep.CANCEL_CHUNK
+    sql = statement.text.replace(":mailing_ids", "%(ids)s").replace(":limit", "%(limit)s")
+    with database.connect(rows.db_name) as conn:
+        plan = conn.execute(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", {"ids": [mailing], "limit": 100}
+        ).fetchone()[0][0]["Plan"]  # type: ignore[index]
+        conn.rollback()
+
+    def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    lock_rows = [n for n in nodes(plan) if n["Node Type"] == "LockRows"]
+    assert [n["Actual Loops"] for n in lock_rows] == [1]
+    assert plan["Plans"][0]["Actual Rows"] == 100  # the rows updated
+
+
+def test_a_lease_finds_its_rows_by_key_whatever_the_statistics_say(rows: Rows) -> None:
+    """As the sweep's chunks above: the lease's UPDATE joined its chosen rows to a scan of the
+    whole mailing (planned as 1 row), about 2,000 x 100 comparisons here, 20,000 x 1,000 in the
+    soak's mailings (quadratic). Now the plan handles a few times the mailing's rows."""
+    mailing = rows.mailing()
+    rows.message(mailing)
+    rows.execute("ANALYZE message")
+    with database.connect(rows.db_name) as conn:
+        clients = [insert_client(conn) for _ in range(2_000)]
+        insert_messages(conn, mailing, clients)
+    sql = leasing.LEASE.text
+    for name in ("mailing_ids", "limit", "per_mailing", "ttl"):
+        sql = sql.replace(f":{name}", f"%({name})s")
+    params = {"mailing_ids": [mailing], "limit": 100, "per_mailing": 100, "ttl": 30}
+    with database.connect(rows.db_name) as conn:
+        plan = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params).fetchone()[0][0]  # type: ignore[index]
+        conn.rollback()
+
+    def work(node: dict[str, Any]) -> int:
+        own = int(node["Actual Rows"]) * int(node["Actual Loops"])
+        return own + sum(work(child) for child in node.get("Plans", []))
+
+    assert plan["Plan"]["Actual Rows"] == 100
+    assert work(plan["Plan"]) < 50_000
 
 
 async def test_sweep_expires_and_cancels_all_but_what_a_sender_holds(
