@@ -24,7 +24,7 @@ from tests.support.rig.stub import STUB_TOKEN, StubControl, start_stub_process
 
 __all__ = ["ADMIN_TOKEN", "ROOT", "Deployment", "Service", "Stub", "start_stub"]
 
-ADMIN_TOKEN = "bench-admin-token"
+ADMIN_TOKEN = "bench-admin-5c0e9a3f7b1d4862a0c5e9f3b7d14628"
 # The rig's names under the ones the benchmarks used before it was one package.
 Service = ServiceProcess
 Stub = StubControl

@@ -50,7 +50,7 @@ from tests.support.rig.verify import error_lines, verify_mailing
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-API_TOKEN = f"soak-api-{secrets.token_hex(8)}"
+API_TOKEN = f"soak-api-{secrets.token_hex(16)}"
 FAULTS = (
     "provider down",
     "provider slow",

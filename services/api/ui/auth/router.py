@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import audit
+from services.api.auth_limit import AUTH_THROTTLED, failed_auth, source_address
 from services.api.ui.auth import store
 from services.api.ui.auth.oidc import Provider, SignInError, role_for
 from services.api.ui.deps import (
@@ -100,11 +101,18 @@ async def login(request: Request, next: str | None = None) -> Response:
 async def callback(request: Request) -> Response:
     """Where the provider sends the browser back with the authorization code."""
     client = provider(request)
+    limiter, address = failed_auth(request), source_address(request)
+    if (wait := limiter.retry_after_s(address)) is not None:
+        AUTH_THROTTLED.labels("sign_in").inc()
+        throttled = render(request, "auth/sign_in_failed.html", {}, status_code=429)
+        throttled.headers["Retry-After"] = str(wait)
+        return throttled
     try:
         identity, groups, id_token = await client.finish(request)
     except (OAuthError, SignInError, KeyError, ValueError) as exc:
         # A stale or replayed callback (state unknown), a refused sign-in, a bad token.
         log.warning("console sign-in failed", error=type(exc).__name__)
+        limiter.failed(address, "sign_in")
         request.session.pop(NEXT_KEY, None)
         return render(request, "auth/sign_in_failed.html", {}, status_code=400)
     settings = settings_of(request)
