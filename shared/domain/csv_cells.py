@@ -16,7 +16,7 @@ from psycopg import sql
 _NEEDS_QUOTE = re.compile(r"'*[=+\-@\t\r]")
 _QUOTED = re.compile(r"'+[=+\-@\t\r]")
 # The same pattern for PostgreSQL (an ARE: \t and \r are escapes inside the brackets too).
-_NEEDS_QUOTE_SQL = r"^''*[=+@\t\r-]"
+_NEEDS_QUOTE_SQL = r"^'*[=+@\t\r-]"
 
 
 def neutralise(cell: str) -> str:

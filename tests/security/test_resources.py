@@ -219,3 +219,20 @@ async def test_a_console_upload_is_streamed_not_spooled(
         imports = conn.execute("SELECT count(*) FROM client_import").fetchone()
     assert row is not None and row[0] == rows
     assert imports is not None and imports[0] == 2
+
+
+def test_lf_crlf_and_cr_files_read_the_same_however_chunked() -> None:
+    from services.api.imports.csv_rows import CsvRows
+
+    def read(data: bytes, cut: int) -> list[tuple[object, ...]]:
+        reader = CsvRows()
+        found = [*reader.feed(data[:cut]), *reader.feed(data[cut:]), *reader.finish()]
+        return [tuple(row) for row in found]
+
+    lines = ["phone,tag,timezone", "79120000001,a,UTC", "", '79120000002,"b\rc",UTC']
+    expected = read("\n".join(lines).encode(), 0)
+    assert [row[:3] for row in expected] == [(2, "79120000001", "a"), (4, "79120000002", "b\rc")]
+    for end in ("\r\n", "\r"):
+        data = end.join(lines).encode()
+        for cut in range(len(data) + 1):
+            assert read(data, cut) == expected, (end, cut)

@@ -34,7 +34,7 @@ MAX_LINES_PER_RECORD = 100
 # A client's line is well under 200 characters; a longer one is a file without line ends (or
 # not a client list), refused before it is buffered.
 MAX_LINE_CHARS = 8192
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK = re.compile(r"(\r\n|\r|\n)")
 
 
 class CsvFileError(ValueError):
@@ -80,11 +80,11 @@ class _Lines:
 class CsvRows:
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        # The unfinished last line: its pieces (joined once it ends), their length, and whether
-        # the previous chunk ended in CR (a LF opening this one then ends nothing).
+        # The unfinished last line: its pieces (joined once it ends), their length, and a CR
+        # that ended the previous chunk (the next one may begin with its LF).
         self._partial: list[str] = []
         self._partial_chars = 0
-        self._after_cr = False
+        self._cr_held = False
         self._lines_ended = 0  # lines split off so far: the unfinished one is the next
         self._lines = _Lines()
         self._reader = csv.reader(self._lines, strict=True)
@@ -107,7 +107,7 @@ class CsvRows:
 
     def finish(self) -> Iterator[StagingRow]:
         try:
-            self._split(self._decoder.decode(b"", final=True))
+            self._split(self._decoder.decode(b"", final=True), final=True)
         except UnicodeDecodeError as exc:
             raise CsvFileError("the file is not UTF-8 (at its end)") from exc
         tail = "".join(self._partial)
@@ -119,24 +119,28 @@ class CsvRows:
         if self._columns is None:
             raise CsvFileError("the file is empty: it needs a header row, e.g. phone,tag,timezone")
 
-    def _split(self, text: str) -> None:
-        """Whole lines of `text` to the reader (each ending in "\n", whatever the file used),
-        the rest kept: each character is looked at once, however the file is chunked."""
+    def _split(self, text: str, final: bool = False) -> None:
+        """Whole lines of `text` to the reader, each with its own line end (the reader keeps a
+        quoted field's CR or CRLF as it is), the rest kept: each character is looked at once,
+        however the file is chunked."""
+        if self._cr_held:
+            text, self._cr_held = "\r" + text, False
+        if text.endswith("\r") and not final:
+            # Maybe the first half of a CRLF: decided with the next chunk.
+            text, self._cr_held = text[:-1], True
         if not text:
             return
-        if self._after_cr and text[0] == "\n":
-            text = text[1:]  # the LF of a CRLF cut between two chunks
-        self._after_cr = text.endswith("\r")
         self._nul_seen = self._nul_seen or "\x00" in text
         self._quote_seen = self._quote_seen or "'" in text
-        pieces = _LINE_BREAK.split(text)
+        pieces = _LINE_BREAK.split(text)  # line, its end, line, its end, ..., the unfinished rest
         if len(pieces) > 1:
-            lines = ["".join([*self._partial, pieces[0]]), *pieces[1:-1]]
+            first = "".join([*self._partial, pieces[0]])
+            lines = [first, *pieces[2:-1:2]]
             for number, line in enumerate(lines, start=self._lines_ended + 1):
                 if len(line) > MAX_LINE_CHARS:
                     raise _too_long(number)
             self._lines_ended += len(lines)
-            self._lines.ready.extend(line + "\n" for line in lines)
+            self._lines.ready.extend(map(str.__add__, lines, pieces[1::2]))
             self._partial, self._partial_chars = [], 0
         self._partial.append(pieces[-1])
         self._partial_chars += len(pieces[-1])
