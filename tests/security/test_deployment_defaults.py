@@ -1,0 +1,167 @@
+"""Deployment defaults: weak API tokens, the api's published port, failed authentication from
+one address, trusted proxies, the production overlay's secret, who reaches /metrics, q=²."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client import REGISTRY
+
+from tests.conftest import ADMIN_TOKEN
+from tests.infra.kustomize import render
+from tests.security.conftest import AUTH_FAILURES_PER_MINUTE
+from tests.support import database
+from tests.support.database import ROOT
+from tests.support.processes import ServiceProcess
+from tests.ui.pages_fixtures import console_app, console_client, console_settings
+
+__all__ = ["console_app", "console_client", "console_settings"]
+
+WEAK = ["change-me", "demo-admin-token", "short-but-random-7f3a", "ops:admin:" + "ab" * 20]
+
+
+def test_weak_or_placeholder_tokens_stop_the_api_at_start() -> None:
+    for token in WEAK:
+        started = subprocess.run(
+            [sys.executable, "-m", "services.api"],
+            cwd=ROOT,
+            env=os.environ | {"API_TOKENS": token, "API_PORT": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert started.returncode != 0, token
+        assert "openssl rand -hex 32" in started.stderr, started.stderr
+        assert token.rsplit(":", 1)[-1] not in started.stderr  # never the token itself
+
+
+def test_docs_and_examples_use_no_placeholder_tokens() -> None:
+    places = [ROOT / "README.md", ROOT / "docker-compose.yml", *(ROOT / "docs").glob("*.md")]
+    places += (ROOT / "deploy").rglob("*.yaml")
+    for path in places:
+        text = path.read_text()
+        for used in ("API_TOKENS=change-me", "API_TOKENS: change-me", "Bearer change-me",
+                     "API_TOKENS: demo-admin-token"):  # fmt: skip
+            assert used not in text, (path, used)
+
+
+def test_compose_publishes_the_api_on_loopback_only() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+def _metric(name: str, kind: str) -> float:
+    return REGISTRY.get_sample_value(name, {"kind": kind}) or 0.0
+
+
+async def test_failed_tokens_are_rate_limited_per_address(console_app: Any) -> None:
+    api_app = console_app
+    limit = api_app.state.failed_auth.per_window
+    before = _metric("mailing_api_auth_failures_total", "api_token")
+
+    def client(address: str, token: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=api_app, client=(address, 40000)),
+            base_url="http://api.test",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    async with client("198.51.100.7", "wrong-" * 6) as guesser:
+        for _ in range(limit):
+            assert (await guesser.get("/api/v1/clients")).status_code == 401
+        refused = await guesser.get("/api/v1/clients")
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    async with client("198.51.100.7", ADMIN_TOKEN) as same_address:
+        assert (await same_address.get("/api/v1/clients")).status_code == 429
+    async with client("198.51.100.8", ADMIN_TOKEN) as other_address:
+        assert (await other_address.get("/api/v1/clients")).status_code == 200
+    assert _metric("mailing_api_auth_failures_total", "api_token") - before == limit
+    assert _metric("mailing_api_auth_throttled_total", "api_token") >= 2
+    api_app.state.failed_auth._windows.clear()  # other tests share this app
+
+
+async def test_behind_the_ingress_the_real_address_counts(
+    api_process: ServiceProcess, clean_db: str
+) -> None:
+    """uvicorn trusts FORWARDED_ALLOW_IPS (here the test, on loopback, is the controller): the
+    limit and the audit log see X-Forwarded-For's address, and the scheme is https."""
+    async with httpx.AsyncClient(base_url=api_process.url, timeout=10) as client:
+
+        def via(address: str, token: str) -> dict[str, str]:
+            return {
+                "Authorization": f"Bearer {token}",
+                "X-Forwarded-For": address,
+                "X-Forwarded-Proto": "https",
+            }
+
+        for _ in range(AUTH_FAILURES_PER_MINUTE):
+            wrong = await client.get("/api/v1/clients", headers=via("203.0.113.5", "x" * 40))
+            assert wrong.status_code == 401
+        limited = await client.get("/api/v1/clients", headers=via("203.0.113.5", ADMIN_TOKEN))
+        assert limited.status_code == 429
+        created = await client.post(
+            "/api/v1/clients",
+            json={"phone": "79990000002", "tag": "t", "timezone": "UTC"},
+            headers=via("203.0.113.6", ADMIN_TOKEN),
+        )
+        assert created.status_code == 201, created.text
+        # The absolute links the console makes (here its stylesheet's) stay https.
+        page = await client.get("/ui/", headers=via("203.0.113.6", ADMIN_TOKEN))
+        assert f"https://127.0.0.1:{api_process.port}/ui/static/console.css" in page.text
+        assert f"http://127.0.0.1:{api_process.port}/ui/static" not in page.text
+    with database.connect(clean_db) as conn:
+        row = conn.execute("SELECT source FROM audit_log WHERE action = 'create'").fetchone()
+    assert row is not None and row[0] == "203.0.113.6"
+
+
+def _objects(overlay: str) -> list[dict[str, Any]]:
+    return render(ROOT / "deploy" / "k8s" / "overlays" / overlay)
+
+
+def _api_env(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    api = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "api")
+    return {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_manifests_trust_the_ingress_and_production_requires_the_session_secret() -> None:
+    production = _api_env(_objects("production"))
+    assert production["FORWARDED_ALLOW_IPS"]["value"]
+    secret_ref = production["UI_SESSION_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert secret_ref.get("optional", False) is False
+    docs = (ROOT / "docs" / "DEPLOY.md").read_text() + (ROOT / "docs" / "SECURITY.md").read_text()
+    assert "FORWARDED_ALLOW_IPS" in docs
+
+
+def test_only_prometheus_and_the_ingress_reach_the_api_pods() -> None:
+    objects = _objects("production")
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    api_policy = next(p for p in policies if p["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "api"})  # fmt: skip
+    assert api_policy["spec"]["policyTypes"] == ["Ingress"]
+    sources = [rule["from"] for rule in api_policy["spec"]["ingress"]]
+    assert len(sources) == 2 and all(sources)  # no rule open to every pod
+    ingresses = [o for o in objects if o["kind"] == "Ingress"]
+    public = {
+        path["path"]
+        for i in ingresses
+        for rule in i["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert not any("/metrics".startswith(p.rstrip("/") or "/") for p in public), public
+
+
+async def test_a_superscript_digit_search_is_no_500(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/mailings", params={"q": "²"})).status_code == 200
+
+
+async def test_a_superscript_digit_in_the_console_is_no_500(console_client: Any) -> None:
+    viewer = await console_client("viewer")
+    assert (await viewer.get("/ui/mailings", params={"q": "²"})).status_code == 200
+    assert (await viewer.get("/ui/mailings", params={"notice": "x", "count": "²"})).is_success
