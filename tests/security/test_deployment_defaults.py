@@ -10,8 +10,12 @@ from typing import Any
 
 import httpx
 import yaml
+from asgi_lifespan import LifespanManager
 from prometheus_client import REGISTRY
 
+from services.api.app import create_app
+from services.api.events import NoEvents
+from shared.settings import ApiSettings
 from tests.conftest import ADMIN_TOKEN
 from tests.infra.kustomize import render
 from tests.security.conftest import AUTH_FAILURES_PER_MINUTE
@@ -61,9 +65,16 @@ def _metric(name: str, kind: str) -> float:
     return REGISTRY.get_sample_value(name, {"kind": kind}) or 0.0
 
 
-async def test_failed_tokens_are_rate_limited_per_address(console_app: Any) -> None:
-    api_app = console_app
-    limit = api_app.state.failed_auth.per_window
+async def test_failed_tokens_are_rate_limited_per_address(api_settings: ApiSettings) -> None:
+    limit = 5
+    app = create_app(
+        api_settings.model_copy(update={"auth_failures_per_minute": limit}), events=NoEvents()
+    )
+    async with LifespanManager(app) as manager:
+        await _guess_tokens(manager.app, limit)
+
+
+async def _guess_tokens(api_app: Any, limit: int) -> None:
     before = _metric("mailing_api_auth_failures_total", "api_token")
 
     def client(address: str, token: str) -> httpx.AsyncClient:
@@ -84,7 +95,6 @@ async def test_failed_tokens_are_rate_limited_per_address(console_app: Any) -> N
         assert (await other_address.get("/api/v1/clients")).status_code == 200
     assert _metric("mailing_api_auth_failures_total", "api_token") - before == limit
     assert _metric("mailing_api_auth_throttled_total", "api_token") >= 2
-    api_app.state.failed_auth._windows.clear()  # other tests share this app
 
 
 async def test_behind_the_ingress_the_real_address_counts(
