@@ -9,12 +9,14 @@ import sys
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from asgi_lifespan import LifespanManager
 from prometheus_client import REGISTRY
 
 from services.api.app import create_app
 from services.api.events import NoEvents
+from services.api.ui.auth.oidc import Provider
 from shared.settings import ApiSettings
 from tests.conftest import ADMIN_TOKEN
 from tests.infra.kustomize import render
@@ -189,3 +191,38 @@ async def test_a_superscript_digit_in_the_console_is_no_500(console_client: Any)
     viewer = await console_client("viewer")
     assert (await viewer.get("/ui/mailings", params={"q": "²"})).status_code == 200
     assert (await viewer.get("/ui/mailings", params={"notice": "x", "count": "²"})).is_success
+
+
+async def test_failed_sign_in_callbacks_are_rate_limited_per_address(
+    console_settings: ApiSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forged or replayed callback (its state unknown) fails before any token exchange; after
+    AUTH_FAILURES_PER_MINUTE of them, that address gets 429 while another is still heard."""
+
+    async def metadata(self: Provider) -> dict[str, Any]:
+        return {"issuer": console_settings.oidc_issuer}
+
+    monkeypatch.setattr(Provider, "metadata", metadata)
+    limit = 3
+    app = create_app(
+        console_settings.model_copy(update={"auth_failures_per_minute": limit}), events=NoEvents()
+    )
+    failures = _metric("mailing_api_auth_failures_total", "sign_in")
+    throttled = _metric("mailing_api_auth_throttled_total", "sign_in")
+    forged = {"code": "stolen", "state": "forged"}
+    async with LifespanManager(app) as manager:
+
+        def browser(address: str) -> httpx.AsyncClient:
+            transport = httpx.ASGITransport(app=manager.app, client=(address, 40000))
+            return httpx.AsyncClient(transport=transport, base_url="http://console.test")
+
+        async with browser("198.51.100.9") as guesser:
+            for _ in range(limit):
+                response = await guesser.get("/ui/auth/callback", params=forged)
+                assert response.status_code == 400, response.text
+            refused = await guesser.get("/ui/auth/callback", params=forged)
+        async with browser("198.51.100.10") as other:
+            assert (await other.get("/ui/auth/callback", params=forged)).status_code == 400
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert _metric("mailing_api_auth_failures_total", "sign_in") - failures == limit + 1
+    assert _metric("mailing_api_auth_throttled_total", "sign_in") - throttled == 1
