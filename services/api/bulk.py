@@ -75,7 +75,14 @@ class SlotStreamingResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.slot.release()
+            try:
+                # A reader gone mid-file leaves the stream suspended: close it now, so its
+                # connection is back in the pool before the slot is.
+                close = getattr(self.body_iterator, "aclose", None)
+                if close is not None:
+                    await close()
+            finally:
+                self.slot.release()
 
 
 async def begin_bulk(engine: AsyncEngine, *, timeout_s: float) -> AsyncConnection:
@@ -141,10 +148,28 @@ async def stream_csv(
         await conn.commit()
         finished = True
     finally:
+        # A reader gone mid-file cancels this stream: the connection is closed (psycopg gives
+        # up a COPY cut short by closing it) and the entry written in a task of their own.
+        ending = asyncio.create_task(_end_export(conn, engine, None if finished else audit))
+        _ENDING.add(ending)
+        ending.add_done_callback(_ENDING.discard)
+        await asyncio.shield(ending)
+
+
+_ENDING: set[asyncio.Task[None]] = set()
+
+
+async def _end_export(conn: AsyncConnection, engine: AsyncEngine, cut: ExportAudit | None) -> None:
+    try:
+        if (await driver(conn)).closed:
+            # psycopg closes the connection to give up a COPY cut short: not back to the pool.
+            await conn.invalidate()
         await conn.close()
-        if audit is not None and not finished:
-            # The reader went away (or the query failed): the export still leaves a trace.
-            await asyncio.shield(_record_cut_export(engine, audit))
+    except Exception as exc:
+        log.info("an export cut short closed its connection", error=type(exc).__name__)
+    if cut is not None:
+        # The reader went away (or the query failed): the export still leaves a trace.
+        await _record_cut_export(engine, cut)
 
 
 async def _record_export(conn: AsyncConnection, audit: ExportAudit, result: dict[str, Any]) -> None:
@@ -162,9 +187,8 @@ async def _record_export(conn: AsyncConnection, audit: ExportAudit, result: dict
 
 async def _record_cut_export(engine: AsyncEngine, audit: ExportAudit) -> None:
     try:
-        async with engine.connect() as conn:
+        async with engine.begin() as conn:  # begun first: the session joins, not owns it
             await _record_export(conn, audit, {"rows": None, "completed": False})
-            await conn.commit()
     except Exception:
         log.exception("the audit entry of an interrupted export failed", action=audit.action)
 

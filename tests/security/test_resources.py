@@ -106,6 +106,17 @@ async def test_twelve_slow_exports_leave_readyz_and_writes_answering(
 
         await wait_until(export_answers, timeout=30, message="a slot free again")
 
+    # Each export cut short by its reader still left its audit entry.
+    async def cut_exports_recorded() -> bool:
+        with database.connect(clean_db) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM audit_log WHERE action = 'export_clients'"
+                " AND changes->>'completed' = 'false'"
+            ).fetchone()
+        return row is not None and row[0] == streaming
+
+    await wait_until(cut_exports_recorded, timeout=30, message="the cut exports' audit entries")
+
 
 async def _at_least(db_name: str, count: int) -> bool:
     return await copies_running(db_name) >= count
