@@ -24,7 +24,7 @@ from tests.support.rig.stub import STUB_TOKEN
 
 __all__ = ["ADMIN_TOKEN", "ROOT", "Deployment"]
 
-ADMIN_TOKEN = "bench-admin-token"
+ADMIN_TOKEN = "bench-admin-5c0e9a3f7b1d4862a0c5e9f3b7d14628"
 
 
 @dataclass

@@ -60,7 +60,7 @@ TABLE_HEALTH = """
 """
 
 ROOT = Path(__file__).resolve().parents[1]
-API_TOKEN = f"soak-api-{secrets.token_hex(8)}"
+API_TOKEN = f"soak-api-{secrets.token_hex(16)}"
 FAULTS = (
     "provider down",
     "provider slow",

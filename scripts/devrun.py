@@ -34,7 +34,7 @@ def ensure_env_file() -> dict[str, str]:
                 key, _, value = line.partition("=")
                 values[key.strip()] = value.strip()
     if not values.get("API_TOKENS"):
-        values["API_TOKENS"] = secrets.token_urlsafe(24)
+        values["API_TOKENS"] = secrets.token_hex(32)  # the api refuses anything much weaker
         values.setdefault("PROVIDER_TOKEN", "stub-token")
         ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         ENV_FILE.chmod(0o600)

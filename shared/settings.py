@@ -48,6 +48,13 @@ class ApiSettings(BaseServiceSettings):
     # the statement timeout of an import's or an export's transaction (its upload included).
     import_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     bulk_timeout_s: float = Field(900.0, gt=0)
+    # Exports and imports one api replica runs at once: each holds a pooled connection while
+    # its client reads or sends, so more are refused (429, Retry-After) to keep the rest of the
+    # pool for /readyz, the console and the other requests. Unset: two thirds of DB_POOL_SIZE.
+    bulk_concurrency: int | None = Field(None, ge=1)
+    # Failed authentications (wrong API token, failed console sign-in) one source address may
+    # make per minute on one replica; then 429 until the minute is over.
+    auth_failures_per_minute: int = Field(20, ge=1)
     # POST /api/v1/mailings/{id}/test: test sends per token (or console user) per minute,
     # counted in the database so every api replica shares the budget (429 above it).
     test_sends_per_minute: int = Field(10, ge=1, le=1000)
@@ -109,6 +116,20 @@ class ApiSettings(BaseServiceSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("UI_BASE_URL must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _bulk_below_pool(self) -> ApiSettings:
+        if self.bulk_concurrency is not None and self.bulk_concurrency >= max(2, self.db_pool_size):
+            raise ValueError(
+                "BULK_CONCURRENCY must be below DB_POOL_SIZE: exports and imports would"
+                " otherwise take every connection, /readyz included"
+            )
+        return self
+
+    @property
+    def bulk_limit(self) -> int:
+        """BULK_CONCURRENCY, or two thirds of the pool (at least one)."""
+        return self.bulk_concurrency or max(1, self.db_pool_size * 2 // 3)
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> ApiSettings:

@@ -8,6 +8,8 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import FastAPI
@@ -17,8 +19,10 @@ from services.api import health
 from services.api.audit import service as audit_service
 from services.api.audit.router import router as audit_router
 from services.api.auth import parse_api_tokens
+from services.api.auth_limit import FailedAuthLimiter
 from services.api.body_limit import BodySizeLimit
 from services.api.browser_headers import BrowserSecurityHeaders
+from services.api.bulk import BulkSlots
 from services.api.clients.router import router as clients_router
 from services.api.errors import install_error_handlers
 from services.api.events import AmqpEvents, EventPublisher
@@ -100,6 +104,8 @@ def create_app(
     app.state.api_tokens = parse_api_tokens(t.get_secret_value() for t in settings.api_tokens)
     app.state.events = publisher
     app.state.import_tasks = ImportTasks()
+    app.state.bulk_slots = BulkSlots(settings.bulk_limit)
+    app.state.failed_auth = FailedAuthLimiter(settings.auth_failures_per_minute)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(docs_router(title=app.title, openapi_url=app.openapi_url or ""))
@@ -144,9 +150,19 @@ def instrument_tracing(app: FastAPI) -> None:
         app,
         tracer_provider=provider,
         excluded_urls="/healthz,/readyz,/metrics",
+        server_request_hook=mask_query,
         # Not a span per ASGI message: one per request is what tells a story.
         exclude_spans=["receive", "send"],
     )
+
+
+def mask_query(span: Any, scope: dict[str, Any]) -> None:
+    """A span keeps the query's parameter names, never their values: a filter may be a phone
+    (`url.query` would carry it to the trace backend)."""
+    query = scope.get("query_string", b"")
+    if query and span.is_recording():
+        names = [name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)]
+        span.set_attribute("url.query", "&".join(f"{name}=***" for name in names))
 
 
 async def prune_audit_log(

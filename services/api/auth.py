@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from services.api.auth_limit import failed_auth, source_address
 from services.api.errors import ApiError
 from services.api.observability import request_id_of
 from services.api.principal import Actor, Role
@@ -66,6 +67,28 @@ def parse_api_tokens(entries: Iterable[str]) -> list[ApiToken]:
     return tokens
 
 
+MIN_TOKEN_LENGTH = 32
+# Tokens copied from examples and tutorials: refused whatever their length.
+PLACEHOLDER_TOKENS = ("change-me", "changeme", "demo-admin-token", "replace-me", "placeholder",
+                      "your-token", "secret", "password", "example", "xxxxxxxx")  # fmt: skip
+HOW_TO_MAKE_ONE = "make one with `openssl rand -hex 32`"
+
+
+def weak_tokens(tokens: list[ApiToken]) -> list[str]:
+    """Why each weak token is refused, by its name (never the token itself): shorter than
+    MIN_TOKEN_LENGTH, a known placeholder, or too few distinct characters to be random."""
+    problems = []
+    for token in tokens:
+        lowered = token.secret.lower()
+        if any(word in lowered for word in PLACEHOLDER_TOKENS):
+            problems.append(f"{token.name}: a placeholder from an example")
+        elif len(token.secret) < MIN_TOKEN_LENGTH:
+            problems.append(f"{token.name}: shorter than {MIN_TOKEN_LENGTH} characters")
+        elif len(set(token.secret)) < 10:
+            problems.append(f"{token.name}: too few distinct characters to be random")
+    return problems
+
+
 def find_token(presented: str, tokens: list[ApiToken]) -> ApiToken | None:
     # Compare against every token, without stopping early, so timing reveals nothing.
     found = None
@@ -82,15 +105,19 @@ async def current_actor(
     """Who sends this request: any configured token, admin or viewer."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    address = source_address(request)
+    limiter = failed_auth(request)
+    limiter.check(address, "api_token")
     token = find_token(credentials.credentials, request.app.state.api_tokens)
     if token is None:
+        limiter.failed(address, "api_token")
         raise Unauthorized("invalid bearer token")
     return Actor(
         name=token.name,
         role=token.role,
         kind="token",
         request_id=request_id_of(request.scope),
-        source=request.client.host if request.client else None,
+        source=address,
     )
 
 

@@ -49,4 +49,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "Conflicts with the current state"},
     413: {"model": ErrorResponse, "description": "Request body too large"},
     422: {"model": ErrorResponse, "description": "Invalid input; nothing was changed"},
+    429: {
+        "model": ErrorResponse,
+        "description": "Too many failed authentications from this address"
+        " (AUTH_FAILURES_PER_MINUTE): wait `Retry-After` seconds",
+    },
 }

@@ -18,8 +18,15 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     ReporterSettings,
 )
 # The provider stub reads its own few variables (services/provider_stub: __main__ and app).
-METRIC_MODULES = ("shared.metrics", "services.api.observability", "services.reporter.metrics")
+METRIC_MODULES = (
+    "shared.metrics",
+    "services.api.observability",
+    "services.api.auth_limit",
+    "services.reporter.metrics",
+)
 STUB_ENV = {"STUB_HOST", "STUB_PORT", "STUB_TOKEN", "STUB_SEED", "STUB_FAULTS"}
+# Read by uvicorn itself: the proxies whose X-Forwarded-* headers it trusts.
+UVICORN_ENV = {"FORWARDED_ALLOW_IPS"}
 # Read by the OpenTelemetry SDK (shared/tracing.py turns it on when the endpoint is set).
 OTEL_ENV = {
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -43,7 +50,7 @@ def settings_env_names() -> frozenset[str]:
 
 
 def known_env_names() -> frozenset[str]:
-    return settings_env_names() | STUB_ENV | OTEL_ENV
+    return settings_env_names() | STUB_ENV | OTEL_ENV | UVICORN_ENV
 
 
 @cache

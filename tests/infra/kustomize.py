@@ -202,8 +202,13 @@ def _json_patch(obj: Obj, operation: Obj) -> None:
     for part in parents:
         node = node[int(part)] if isinstance(node, list) else node[part]
     op = operation["op"]
-    if op not in ("add", "replace", "remove"):
+    if op not in ("add", "replace", "remove", "test"):
         raise Unsupported(f"JSON patch op {op}")
+    if op == "test":  # the patch applies only where the document is as the overlay expects
+        found = node[int(last)] if isinstance(node, list) else node[last]
+        if found != operation["value"]:
+            raise ValueError(f"{operation['path']} is {found!r}, not {operation['value']!r}")
+        return
     if isinstance(node, list):
         index = len(node) if last == "-" else int(last)
         if op == "add":

@@ -1,6 +1,9 @@
 """A client CSV, parsed as it arrives: byte chunks in, staging rows out, in constant memory.
 
 Each row keeps the file line it starts on (the header is line 1; a quoted field may span lines).
+Lines end at LF, CRLF or a lone CR (old "Mac" files); a line longer than MAX_LINE_CHARS refuses
+the file at once, so an unfinished line never grows with the upload.
+A cell our exports wrote formula-safe (`'=x`) is read back as it was (`=x`).
 Only what PostgreSQL's COPY cannot carry is decided here: the header, a row's field count and
 NUL characters. Every other rule runs later in SQL over the staging table
 (`shared.domain.clients.client_problem_sql`).
@@ -10,18 +13,28 @@ from __future__ import annotations
 
 import codecs
 import csv
+import re
 from collections import deque
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from shared.domain.clients import NUL_MESSAGE
+from shared.domain.csv_cells import restore
 
 REQUIRED_COLUMNS = ("phone", "tag", "timezone")
 OPTIONAL_COLUMNS = ("operator_code", "opted_out")
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+# Columns of our own clients export, so an export imports as it is: these are ignored, and
+# `opted_out_at` stands for opted_out (a time: yes; empty: no).
+EXPORT_ONLY_COLUMNS = ("id", "created_at", "updated_at")
+OPTED_OUT_AT = "opted_out_at"
 # A record still open after this many lines has an unclosed quote: the file is refused rather
 # than buffered whole.
 MAX_LINES_PER_RECORD = 100
+# A client's line is well under 200 characters; a longer one is a file without line ends (or
+# not a client list), refused before it is buffered.
+MAX_LINE_CHARS = 8192
+_LINE_BREAK = re.compile(r"(\r\n|\r|\n)")
 
 
 class CsvFileError(ValueError):
@@ -67,7 +80,12 @@ class _Lines:
 class CsvRows:
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        self._partial = ""
+        # The unfinished last line: its pieces (joined once it ends), their length, and a CR
+        # that ended the previous chunk (the next one may begin with its LF).
+        self._partial: list[str] = []
+        self._partial_chars = 0
+        self._cr_held = False
+        self._lines_ended = 0  # lines split off so far: the unfinished one is the next
         self._lines = _Lines()
         self._reader = csv.reader(self._lines, strict=True)
         self._next_line = 1
@@ -75,31 +93,59 @@ class CsvRows:
         # Where each of COLUMNS is in a record (None: not in the file).
         self._index: tuple[int | None, ...] = ()
         self._nul_seen = False  # rows are checked for NUL field by field once one appears
+        self._quote_seen = False  # cells our exports quoted are restored once a ' appears
+        self._opted_out_at = False  # the file is our export: opted_out_at for opted_out
         self.rows = 0
 
     def feed(self, chunk: bytes) -> Iterator[StagingRow]:
         try:
-            text = self._partial + self._decoder.decode(chunk)
+            text = self._decoder.decode(chunk)
         except UnicodeDecodeError as exc:
             raise CsvFileError(f"the file is not UTF-8 (near line {self._next_line})") from exc
-        self._nul_seen = self._nul_seen or "\x00" in text
-        # Lines end at "\n" only (csv reads "\r\n"), not at the other breaks str.splitlines knows.
-        *lines, self._partial = text.split("\n")
-        self._lines.ready.extend(line + "\n" for line in lines)
+        self._split(text)
         return self._records()
 
     def finish(self) -> Iterator[StagingRow]:
         try:
-            tail = self._partial + self._decoder.decode(b"", final=True)
+            self._split(self._decoder.decode(b"", final=True), final=True)
         except UnicodeDecodeError as exc:
             raise CsvFileError("the file is not UTF-8 (at its end)") from exc
-        self._partial = ""
+        tail = "".join(self._partial)
+        self._partial, self._partial_chars = [], 0
         if tail:
-            self._lines.ready.append(tail)
+            self._lines.ready.append(tail + "\n")
         self._lines.finished = True
         yield from self._records()
         if self._columns is None:
             raise CsvFileError("the file is empty: it needs a header row, e.g. phone,tag,timezone")
+
+    def _split(self, text: str, final: bool = False) -> None:
+        """Whole lines of `text` to the reader, each with its own line end (the reader keeps a
+        quoted field's CR or CRLF as it is), the rest kept: each character is looked at once,
+        however the file is chunked."""
+        if self._cr_held:
+            text, self._cr_held = "\r" + text, False
+        if text.endswith("\r") and not final:
+            # Maybe the first half of a CRLF: decided with the next chunk.
+            text, self._cr_held = text[:-1], True
+        if not text:
+            return
+        self._nul_seen = self._nul_seen or "\x00" in text
+        self._quote_seen = self._quote_seen or "'" in text
+        pieces = _LINE_BREAK.split(text)  # line, its end, line, its end, ..., the unfinished rest
+        if len(pieces) > 1:
+            first = "".join([*self._partial, pieces[0]])
+            lines = [first, *pieces[2:-1:2]]
+            for number, line in enumerate(lines, start=self._lines_ended + 1):
+                if len(line) > MAX_LINE_CHARS:
+                    raise _too_long(number)
+            self._lines_ended += len(lines)
+            self._lines.ready.extend(map(str.__add__, lines, pieces[1::2]))
+            self._partial, self._partial_chars = [], 0
+        self._partial.append(pieces[-1])
+        self._partial_chars += len(pieces[-1])
+        if self._partial_chars > MAX_LINE_CHARS:
+            raise _too_long(self._lines_ended + 1)
 
     def _records(self) -> Iterator[StagingRow]:
         while True:
@@ -125,11 +171,20 @@ class CsvRows:
                 continue  # a blank line
             if self._columns is None:
                 self._columns = _header(record)
+                self._opted_out_at = OPTED_OUT_AT in self._columns
+                if self._opted_out_at:
+                    self._columns[self._columns.index(OPTED_OUT_AT)] = "opted_out"
                 self._index = tuple(
                     self._columns.index(name) if name in self._columns else None for name in COLUMNS
                 )
                 continue
             self.rows += 1
+            if self._quote_seen:
+                record = [restore(value) for value in record]
+            if self._opted_out_at and len(record) == len(self._columns):
+                at = self._index[-1]
+                assert at is not None
+                record[at] = "true" if record[at] else "false"
             yield self._row(line, record)
 
     def _row(self, line: int, record: list[str]) -> StagingRow:
@@ -171,9 +226,19 @@ class CsvRows:
         )
 
 
+def _too_long(line: int) -> CsvFileError:
+    return CsvFileError(
+        f"line {line} is longer than {MAX_LINE_CHARS} characters: lines must end with LF,"
+        " CRLF or CR, one client per line"
+    )
+
+
 def _header(record: list[str]) -> list[str]:
     columns = [name.strip().lower() for name in record]
-    unknown = [name for name in columns if name not in COLUMNS]
+    if "opted_out" in columns and OPTED_OUT_AT in columns:
+        raise CsvFileError("line 1: give opted_out or opted_out_at, not both")
+    known = (*COLUMNS, OPTED_OUT_AT, *EXPORT_ONLY_COLUMNS)
+    unknown = [name for name in columns if name not in known]
     if unknown:
         raise CsvFileError(
             f"line 1: unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS)}"

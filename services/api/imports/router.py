@@ -5,7 +5,8 @@ from typing import Annotated
 from fastapi import Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from services.api.deps import AdminActorDep, SessionDep, SettingsDep
+from services.api.deps import ActorDep, AdminActorDep, SessionDep, SettingsDep
+from services.api.exports import attachment
 from services.api.imports import service
 from services.api.imports.schemas import ImportDetail, ImportOut, OnConflict, RejectedRow
 from services.api.imports.upload import upload_chunks
@@ -60,10 +61,16 @@ ImportKey = Annotated[
     responses={
         202: {"description": "Uploaded; the import runs on (poll `Location`)"},
         413: {"model": ErrorResponse, "description": "The file is over IMPORT_MAX_BYTES"},
+        429: {
+            "model": ErrorResponse,
+            "description": "BULK_CONCURRENCY exports and imports already run on this replica;"
+            " try again after `Retry-After` seconds",
+        },
         415: {"model": ErrorResponse, "description": "Neither text/csv nor multipart/form-data"},
         422: {
             "model": ErrorResponse,
-            "description": "The file cannot be read (header, encoding, an unclosed quote)"
+            "description": "The file cannot be read (header, encoding, an unclosed quote,"
+            " a line over 8,192 characters)"
             " or the Idempotency-Key was used for another file; nothing was imported",
         },
     },
@@ -90,6 +97,7 @@ async def import_clients(
         idempotency_key=idempotency_key,
         actor=actor,
         timeout_s=settings.bulk_timeout_s,
+        slots=request.app.state.bulk_slots,
     )
     response.headers["Location"] = f"/api/v1/clients/imports/{record.id}"
     if replayed:
@@ -128,15 +136,20 @@ async def get_import(import_id: ResourceId, session: SessionDep) -> ImportDetail
     responses={200: {"content": {"text/csv": {"example": "line,field,reason,phone,..."}}}},
 )
 async def import_rejected_rows(
-    import_id: ResourceId, request: Request, session: SessionDep, settings: SettingsDep
+    import_id: ResourceId,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
 ) -> StreamingResponse:
-    """Every rejected row as CSV: its line, the field at fault, why, and the file's values."""
+    """Every rejected row as CSV: its line, the field at fault, why, and the file's values
+    (a value beginning with = + - @ tab or CR written with a leading ')."""
     await service.get_import(session, import_id)
     await session.close()  # the CSV streams on a connection of its own
-    return StreamingResponse(
+    return attachment(
+        request,
         service.rejected_csv(
-            request.app.state.engine, import_id, timeout_s=settings.bulk_timeout_s
+            request.app.state.engine, import_id, timeout_s=settings.bulk_timeout_s, actor=actor
         ),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="import-{import_id}-rejected.csv"'},
+        f"import-{import_id}-rejected.csv",
     )

@@ -22,12 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.api import audit
-from services.api.bulk import begin_bulk, driver, stream_csv
+from services.api.bulk import BulkSlot, BulkSlots, ExportAudit, begin_bulk, driver, stream_csv
 from services.api.errors import NotFound, Unprocessable
 from services.api.imports import sql
 from services.api.imports.csv_rows import CsvFileError, CsvRows
 from services.api.principal import Actor
 from shared.domain.clients import known_timezones
+from shared.domain.csv_cells import neutralise_sql
 from shared.models import ClientImport, ClientImportRejection
 
 log = structlog.get_logger("api.imports")
@@ -84,16 +85,23 @@ async def start_import(
     idempotency_key: str | None,
     actor: Actor,
     timeout_s: float,
+    slots: BulkSlots,
 ) -> tuple[ClientImport, bool]:
     """Reads the whole upload into the staging table, records the import as `running` and
-    leaves the rest to a background task. Returns the import and whether it is a replay."""
+    leaves the rest to a background task. Returns the import and whether it is a replay.
+    The import holds one of `slots` (a 429 when none is free) until it has finished."""
     if idempotency_key is not None:
         async with session_factory() as session:
             earlier = await _by_key(session, idempotency_key)
         if earlier is not None:
             return _replay(earlier, await _digest(chunks, on_conflict)), True
 
-    conn = await begin_bulk(engine, timeout_s=timeout_s)
+    slot = slots.take()
+    try:
+        conn = await begin_bulk(engine, timeout_s=timeout_s)
+    except BaseException:
+        slot.release()
+        raise
     try:
         import_id = int((await conn.execute(text(sql.NEXT_ID))).scalar_one())
         await conn.execute(text(sql.LOCK), {"key": sql.LOCK_KEY, "import_id": import_id})
@@ -112,6 +120,11 @@ async def start_import(
                 for row in parser.finish():
                     await copy.write_row(row)
         except CsvFileError as exc:
+            # Nothing more goes to the database; the rest of the upload is read (and dropped)
+            # so the client gets the 422 rather than a connection closed under its upload.
+            await conn.rollback()
+            async for _ in chunks:
+                pass
             raise Unprocessable(f"the CSV cannot be imported: {exc}") from None
         await conn.execute(text("ANALYZE import_row"))
         record = ClientImport(
@@ -136,14 +149,16 @@ async def start_import(
                     raise
                 await conn.rollback()
                 await conn.close()
+                slot.release()
                 return _replay(earlier, record.fingerprint), True
             await session.refresh(record)
     except BaseException:
         await conn.rollback()
         await conn.close()
+        slot.release()
         raise
     log.info("import uploaded", import_id=import_id, rows=parser.rows, bytes=size)
-    tasks.start(_finish(conn, session_factory, record, actor))
+    tasks.start(_finish(conn, session_factory, record, actor, slot))
     return record, False
 
 
@@ -152,6 +167,7 @@ async def _finish(
     session_factory: async_sessionmaker[AsyncSession],
     record: ClientImport,
     actor: Actor,
+    slot: BulkSlot,
 ) -> None:
     try:
         counts = await _validate_and_upsert(conn, record.id, record.on_conflict)
@@ -173,7 +189,10 @@ async def _finish(
         if not isinstance(exc, Exception):
             raise
     finally:
-        await asyncio.shield(conn.close())
+        try:
+            await asyncio.shield(conn.close())
+        finally:
+            slot.release()
 
 
 async def _fail(
@@ -272,11 +291,17 @@ async def recent_imports(
     return list(await session.scalars(query))
 
 
-def rejected_csv(engine: AsyncEngine, import_id: int, *, timeout_s: float) -> AsyncIterator[bytes]:
+def rejected_csv(
+    engine: AsyncEngine, import_id: int, *, timeout_s: float, actor: Actor
+) -> AsyncIterator[bytes]:
     """Every rejected row of an import as CSV (line, field, reason and the file's values),
-    streamed on a connection of its own: the REST route and the console's download."""
+    streamed on a connection of its own, its audit entry with it: the REST route and the
+    console's download. The file's values go out formula-safe (`shared.domain.csv_cells`)."""
+    columns = ("field", "reason", "phone", "tag", "timezone", "operator_code", "opted_out")
     query = psql.SQL(
-        "SELECT line, field, reason, phone, tag, timezone, operator_code, opted_out"
-        " FROM client_import_rejection WHERE import_id = {} ORDER BY line"
-    ).format(psql.Literal(import_id))
-    return stream_csv(engine, query, timeout_s=timeout_s)
+        "SELECT line, {} FROM client_import_rejection WHERE import_id = {} ORDER BY line"
+    ).format(
+        psql.SQL(", ").join(neutralise_sql(column) for column in columns), psql.Literal(import_id)
+    )
+    audit = ExportAudit(actor, "export_rejected_rows", "client_import", import_id, {})
+    return stream_csv(engine, query, timeout_s=timeout_s, audit=audit)

@@ -71,7 +71,7 @@ async def list_mailings(
         matches = Mailing.text.ilike(pattern)
         query = query.where(
             or_(matches, Mailing.id == int(search))
-            if search.isdigit() and len(search) <= 18
+            if search.isascii() and search.isdigit() and len(search) <= 18  # not "²": int() fails
             else matches
         )
     if before_id is not None:

@@ -171,7 +171,9 @@ def render(
     count = request.query_params.get("count", "")
     notice_text: str | None
     if notice and "%(count)s" in notice:
-        notice_text = translate(notice, count=int(count) if count.isdigit() else 0)
+        notice_text = translate(
+            notice, count=int(count) if count.isascii() and count.isdigit() else 0
+        )
     else:
         notice_text = translate(notice) if notice else None
     context.setdefault("flash", notice_text)

@@ -14,6 +14,7 @@ from joserfc.errors import JoseError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import audit
+from services.api.auth_limit import AUTH_THROTTLED, failed_auth, source_address
 from services.api.ui.auth import store
 from services.api.ui.auth.oidc import Provider, SignInError, failure, role_for
 from services.api.ui.deps import (
@@ -102,6 +103,12 @@ async def login(request: Request, next: str | None = None) -> Response:
 async def callback(request: Request) -> Response:
     """Where the provider sends the browser back with the authorization code."""
     client = provider(request)
+    limiter, address = failed_auth(request), source_address(request)
+    if (wait := limiter.retry_after_s(address)) is not None:
+        AUTH_THROTTLED.labels("sign_in").inc()
+        throttled = render(request, "auth/sign_in_failed.html", {}, status_code=429)
+        throttled.headers["Retry-After"] = str(wait)
+        return throttled
     try:
         signed_in = await client.finish(request)
     except httpx.HTTPError as exc:  # the provider's token or userinfo endpoint did not answer
@@ -113,6 +120,7 @@ async def callback(request: Request) -> Response:
         # (signature, issuer, audience, nonce, expiry). The reason names a claim or an
         # OAuth error code, never a token.
         log.warning("console sign-in failed", error=type(exc).__name__, reason=failure(exc))
+        limiter.failed(address, "sign_in")
         request.session.pop(NEXT_KEY, None)
         return render(request, "auth/sign_in_failed.html", {}, status_code=400)
     identity, groups = signed_in.identity, signed_in.groups

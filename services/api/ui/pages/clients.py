@@ -32,16 +32,15 @@ async def clients_list(
     request: Request,
     user: UserDep,
     session: SessionDep,
-    phone: str = Query("", max_length=20),
     tag: str = Query("", max_length=100),
     operator_code: str = Query("", max_length=3),
     after: int = Query(0, ge=0, le=2**63 - 1),
 ) -> HTMLResponse:
+    """The directory, filtered by tag and operator code in the URL (a view is a link). A phone
+    is never in a URL we make: it is looked up by `POST /ui/clients/find`."""
     _ = gettext_for(request)
-    phone, tag, operator_code = phone.strip(), tag.strip(), operator_code.strip()
+    tag, operator_code = tag.strip(), operator_code.strip()
     problems = {}
-    if phone and not is_valid_phone(phone):
-        problems["phone"] = _("Enter the whole phone: 7 and 10 digits, e.g. 79123456789.")
     if operator_code and not is_valid_operator_code(operator_code):
         problems["operator_code"] = _("An operator code is 3 digits, e.g. 912.")
     clients: list[Client] = []
@@ -52,8 +51,22 @@ async def clients_list(
             after_id=after,
             operator_code=operator_code or None,
             tag=tag or None,
-            phone=phone or None,
+            phone=None,
         )
+    return _list(request, user, clients, tag, operator_code, "", problems, after == 0)
+
+
+def _list(
+    request: Request,
+    user: Any,
+    clients: list[Client],
+    tag: str,
+    operator_code: str,
+    phone: str,
+    errors: dict[str, str],
+    first_page: bool,
+    status_code: int = 200,
+) -> HTMLResponse:
     return render(
         request,
         "clients.html",
@@ -64,11 +77,31 @@ async def clients_list(
             "phone": phone,
             "tag": tag,
             "operator_code": operator_code,
-            "errors": problems,
+            "errors": errors,
             "next_after": clients[-1].id if len(clients) == PAGE_SIZE else None,
-            "first_page": after == 0,
+            "first_page": first_page,
         },
+        status_code=status_code,
     )
+
+
+@router.post("/ui/clients/find", name="ui_clients_find", response_class=HTMLResponse)
+async def clients_find(
+    request: Request, user: UserDep, _csrf: CsrfDep, session: SessionDep
+) -> Response:
+    """Find the live client with a phone: sent in the body (POST), so the phone never reaches
+    a URL, an access log or the browser's history. Read-only, for viewers too; CSRF-checked."""
+    _ = gettext_for(request)
+    phone = form_text(await request.form(), "phone")
+    if not is_valid_phone(phone):
+        problem = _("Enter the whole phone: 7 and 10 digits, e.g. 79123456789.")
+        return _list(request, user, [], "", "", phone, {"phone": problem}, True, 422)
+    found = await service.list_clients(
+        session, limit=1, after_id=0, operator_code=None, tag=None, phone=phone
+    )
+    if not found:
+        return _list(request, user, [], "", "", phone, {}, True)
+    return see_other(request.url_for("ui_client", client_id=found[0].id).path)
 
 
 def _form(
@@ -118,16 +151,13 @@ async def clients_export(
     request: Request,
     user: UserDep,
     settings: SettingsDep,
-    phone: str = Query("", max_length=20),
     tag: str = Query("", max_length=100),
     operator_code: str = Query("", max_length=3),
 ) -> Response:
     """The directory as CSV with the list's filters: the REST export's own stream."""
     _ = gettext_for(request)
-    phone, tag, operator_code = phone.strip(), tag.strip(), operator_code.strip()
-    if (phone and not is_valid_phone(phone)) or (
-        operator_code and not is_valid_operator_code(operator_code)
-    ):
+    tag, operator_code = tag.strip(), operator_code.strip()
+    if operator_code and not is_valid_operator_code(operator_code):
         message = _("Fix the filters: the phone or the operator code is not valid.")
         return render(
             request,
@@ -135,8 +165,8 @@ async def clients_export(
             {"user": user, "status_code": 422, "message": message},
             status_code=422,
         )
-    return await exports.export_clients(
-        request, settings, operator_code or None, tag or None, phone or None
+    return exports.clients_csv(
+        request, settings, user.actor(request), operator_code or None, tag or None, None
     )
 
 
@@ -152,15 +182,15 @@ async def client_create(
     values, body = _read(await request.form())
     try:
         data = _validated(body)
-        await service.create_client(session, data, actor=user.actor(request))
+        client = await service.create_client(session, data, actor=user.actor(request))
     except ValidationError as exc:
         return _form(request, user, None, values, field_errors(exc), 422)
     except ApiError as exc:
         return _form(request, user, None, values, {"phone": exc.detail}, exc.status_code)
+    # To the new client's own page: its phone stays out of the URL.
     return see_other(
-        request.url_for("ui_clients").path,
+        request.url_for("ui_client", client_id=client.id).path,
         notice="normalized" if data.phone != values["phone"] else "created",
-        phone=data.phone,
     )
 
 

@@ -695,4 +695,6 @@ async def mailing_messages_export(
 ) -> Response:
     """The mailing's messages as CSV: the REST export's own stream (of one status if given)."""
     status = MessageStatus(msg_status) if msg_status in set(MessageStatus) else None
-    return await exports.export_messages(mailing_id, request, session, settings, status)
+    return await exports.export_messages(
+        mailing_id, request, session, settings, user.actor(request), status
+    )
