@@ -181,8 +181,11 @@ async def test_the_reaper_requeues_lapsed_leases_under_a_new_token(
     rows: Rows, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     mailing = rows.mailing()
+    # A token the sequence will not reach here (7 could be the new one: the sequence is shared
+    # by every test and never rolled back).
+    stale = 7_000_000_000
     lapsed = {
-        status: rows.message(mailing, status=status, token=7, lease_in_s=-1)
+        status: rows.message(mailing, status=status, token=stale, lease_in_s=-1)
         for status in (S.QUEUED, S.SENDING, S.RETRYING)
     }
     live = rows.message(mailing, status=S.SENDING, token=8, lease_in_s=30)
@@ -193,7 +196,7 @@ async def test_the_reaper_requeues_lapsed_leases_under_a_new_token(
         leases = await leasing.lease_due_messages(session, limit=10, ttl_s=LEASE_S)
         assert await leasing.lease_counts(session) == (4, 4)  # the retrying one is queued now
     assert {lease.message_id for lease in leases} == set(lapsed.values())
-    assert all(lease.reaped and lease.token != 7 for lease in leases)
+    assert all(lease.reaped and lease.token != stale for lease in leases)
     assert rows.get(live) == {**rows.get(live), "status": S.SENDING, "token": 8}
 
 
