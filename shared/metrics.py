@@ -52,7 +52,7 @@ MESSAGES_UNPUBLISHED = Counter(
     "Leased messages whose job the broker refused, made due again at once",
 )
 COUNTER_DELTAS_FOLDED = Counter(
-    "mailing_counter_deltas_folded_total", "Status counter deltas folded into message_count"
+    "mailing_status_deltas_folded_total", "Status count deltas folded into message_count"
 )
 # Retention (services/scheduler/retention.py, docs/RETENTION.md)
 MESSAGE_PARTITIONS = Gauge(
