@@ -1,0 +1,306 @@
+"""The SMPP client (services/sender/smpp.py) against the SMSC simulator: binds, texts, receipts,
+replies, validity, error classes, dropped binds and a wrong password."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from services.sender.smpp import (
+    Delivery,
+    Receipt,
+    Reply,
+    SmppClient,
+    SubmitOutcome,
+    parse_receipt,
+)
+from shared.providers import SmppProvider
+from tests.support.smsc import PASSWORD, SYSTEM_ID, Smsc
+from tests.support.waiting import wait_until
+
+PHONE = "79001234567"
+
+
+def provider(smsc: Smsc, **changes: Any) -> SmppProvider:
+    values: dict[str, Any] = {
+        "name": "aggregator",
+        "host": "127.0.0.1",
+        "port": smsc.port,
+        "system_id": SYSTEM_ID,
+        "password": SecretStr(PASSWORD),
+        "source_addr": "MAILING",
+        "window": 8,
+        "enquire_link_s": 5.0,
+    } | changes
+    return SmppProvider(**values)
+
+
+class Deliveries(list[Delivery]):
+    async def __call__(self, delivery: Delivery) -> None:
+        self.append(delivery)
+
+    def receipts(self) -> list[Receipt]:
+        return [d for d in self if isinstance(d, Receipt)]
+
+    def replies(self) -> list[Reply]:
+        return [d for d in self if isinstance(d, Reply)]
+
+
+@pytest.fixture
+async def client_factory() -> AsyncIterator[Callable[..., SmppClient]]:
+    clients: list[SmppClient] = []
+
+    def make(p: SmppProvider, deliveries: Deliveries) -> SmppClient:
+        client = SmppClient(p, deliveries, response_timeout_s=5.0, reconnect_max_s=0.5)
+        client.start()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close(drain_timeout_s=2.0)
+
+
+async def bound_client(
+    smsc: Smsc, make: Callable[..., SmppClient], **changes: Any
+) -> tuple[SmppClient, Deliveries]:
+    deliveries = Deliveries()
+    client = make(provider(smsc, **changes), deliveries)
+    assert await client.wait_bound(10.0), client.state
+    return client, deliveries
+
+
+async def eventually(check: Callable[[], Any], message: str, timeout: float = 10.0) -> Any:
+    async def probe() -> Any:
+        return check()
+
+    return await wait_until(probe, timeout=timeout, message=message)
+
+
+async def test_short_latin_text_is_accepted_and_delivered(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, deliveries = await bound_client(smsc, client_factory)
+    result = await client.submit(PHONE, "Hello from the mailing service")
+    assert result.outcome == SubmitOutcome.ACCEPTED, result
+    assert result.parts == 1 and result.message_id
+    [received] = smsc.messages()
+    assert received["id"] == result.message_id
+    assert (received["to"], received["from"]) == (PHONE, "MAILING")
+    assert received["text"] == "Hello from the mailing service"
+    assert received["data_coding"] == 0 and received["part"] is None
+    [receipt] = await eventually(deliveries.receipts, "the receipt")
+    assert receipt == Receipt("aggregator", result.message_id, "DELIVRD", "000")
+    assert receipt.final and receipt.delivered
+
+
+async def test_long_cyrillic_text_goes_as_parts_with_one_reference(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, deliveries = await bound_client(smsc, client_factory)
+    text = "Привет! Это длинное сообщение рассылки. " * 4  # 160 characters: 3 UCS-2 parts
+    result = await client.submit(PHONE, text)
+    assert result.outcome == SubmitOutcome.ACCEPTED, result
+    assert result.parts == 3 and len(result.message_ids) == 3
+    parts = smsc.messages()
+    assert [p["part"]["seq"] for p in parts] == [1, 2, 3]
+    assert {p["part"]["ref"] for p in parts} == {parts[0]["part"]["ref"]}
+    assert {p["part"]["total"] for p in parts} == {3}
+    assert {p["data_coding"] for p in parts} == {8}
+    assert {p["esm_class"] & 0x40 for p in parts} == {0x40}
+    assert "".join(p["text"] for p in parts) == text
+    stats = smsc.stats()
+    assert (stats["messages"], stats["parts"], stats["multipart_messages"]) == (1, 3, 1)
+    receipts = await eventually(
+        lambda: len(deliveries.receipts()) == 3 and deliveries.receipts(), "3"
+    )
+    assert {r.message_id for r in receipts} == set(result.message_ids)
+
+
+async def test_long_latin_text_goes_as_gsm7_parts(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, _ = await bound_client(smsc, client_factory)
+    text = "Sale [today] only: 50% off {everything} for €10! " * 4  # 200 chars, escapes inside
+    result = await client.submit(PHONE, text)
+    assert result.outcome == SubmitOutcome.ACCEPTED and result.parts == 2, result
+    parts = smsc.messages()
+    assert {p["data_coding"] for p in parts} == {0}
+    assert "".join(p["text"] for p in parts) == text
+
+
+async def test_validity_period_reaches_the_smsc_and_expires_the_message(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, deliveries = await bound_client(smsc, client_factory)
+    smsc.faults(receipt_delay_ms=60_000)  # the SMSC would deliver a minute later
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    result = await client.submit(PHONE, "Ends soon", valid_until=end)
+    assert result.outcome == SubmitOutcome.ACCEPTED, result
+    [received] = smsc.messages()
+    sent_validity = datetime.fromisoformat(received["validity"].replace("Z", "+00:00"))
+    assert abs((sent_validity - end).total_seconds()) < 0.2
+    [receipt] = await eventually(deliveries.receipts, "the EXPIRED receipt")
+    assert (receipt.stat, receipt.delivered, receipt.final) == ("EXPIRED", False, True)
+    # A message already past its end time is never sent.
+    late = await client.submit(
+        PHONE, "Too late", valid_until=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    assert late.outcome == SubmitOutcome.PERMANENT and len(smsc.messages()) == 1
+
+
+async def test_throttling_slows_down_and_permanent_errors_carry_the_code(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, _ = await bound_client(smsc, client_factory)
+    smsc.faults(throttle_next=1, queue_full_next=1)
+    first = await client.submit(PHONE, "one")
+    assert first.outcome == SubmitOutcome.THROTTLED and first.error == "ESME_RTHROTTLED", first
+    assert first.retry_after_s and first.retry_after_s > 0
+    second = await client.submit(PHONE, "two")
+    assert second.outcome == SubmitOutcome.THROTTLED and second.error == "ESME_RMSGQFUL", second
+    third = await client.submit(PHONE, "three")
+    assert third.outcome == SubmitOutcome.ACCEPTED, third
+
+    smsc.faults(reject_numbers=["79000000000"])
+    rejected = await client.submit("79000000000", "nobody")
+    assert rejected.outcome == SubmitOutcome.PERMANENT, rejected
+    assert (rejected.error, rejected.command_status) == ("ESME_RINVDSTADR", 0x0B)
+
+
+async def test_a_throttled_part_of_a_long_text_is_retried_in_place(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, _ = await bound_client(smsc, client_factory, window=1)
+    smsc.faults(throttle_above_tps=2)  # the third part of a second is refused
+    result = await client.submit(PHONE, "x" * 400)  # 3 parts
+    assert result.outcome == SubmitOutcome.ACCEPTED and result.parts == 3, result
+    assert smsc.stats()["throttled"] >= 1
+    assert smsc.stats()["multipart_messages"] == 1
+
+
+async def test_undelivered_and_text_only_receipts(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, deliveries = await bound_client(smsc, client_factory)
+    smsc.faults(undeliverable_numbers=[PHONE], receipt_tlvs=False)
+    result = await client.submit(PHONE, "to a dead phone")
+    [receipt] = await eventually(deliveries.receipts, "the receipt")
+    assert receipt.message_id == result.message_id
+    assert (receipt.stat, receipt.delivered, receipt.final, receipt.error_code) == (
+        "UNDELIV",
+        False,
+        True,
+        "001",
+    )
+
+
+async def test_receipts_before_the_response_twice_and_for_unknown_ids_reach_the_callback(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, deliveries = await bound_client(smsc, client_factory)
+    smsc.faults(receipt_before_response=True, duplicate_receipts=True)
+    result = await client.submit(PHONE, "early and twice")
+    assert result.outcome == SubmitOutcome.ACCEPTED
+    # The receipts came before submit() returned: the callback must keep them until the id is known.
+    receipts = await eventually(
+        lambda: len(deliveries.receipts()) == 2 and deliveries.receipts(), "2"
+    )
+    assert {r.message_id for r in receipts} == {result.message_id}
+    unknown = smsc.unknown_receipt()
+    await eventually(lambda: any(r.message_id == unknown for r in deliveries.receipts()), "unknown")
+
+
+async def test_replies_from_phones_are_delivered_as_replies(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    _, deliveries = await bound_client(smsc, client_factory)
+    smsc.mo(PHONE, "СТОП")
+    smsc.mo("79007654321", "stop please")
+    replies = await eventually(lambda: len(deliveries.replies()) == 2 and deliveries.replies(), "2")
+    assert {(r.source, r.text) for r in replies} == {
+        (PHONE, "СТОП"),
+        ("79007654321", "stop please"),
+    }
+    assert deliveries.receipts() == []
+
+
+async def test_a_dropped_bind_reconnects_and_pending_receipts_arrive(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, deliveries = await bound_client(smsc, client_factory, binds=2)
+    smsc.faults(no_receipts=True)
+    before = await client.submit(PHONE, "before the drop")
+    assert before.outcome == SubmitOutcome.ACCEPTED
+    binds_before = sum(b.binds_made for b in client.binds)
+    assert smsc.drop_binds() == 2
+    await eventually(lambda: sum(b.binds_made for b in client.binds) >= binds_before + 2, "rebind")
+    await eventually(lambda: client.state["binds_up"] == 2, "both binds up")
+    smsc.faults(no_receipts=False)
+    after = await client.submit(PHONE, "after the drop")
+    assert after.outcome == SubmitOutcome.ACCEPTED, after
+    receipts = await eventually(
+        lambda: len(deliveries.receipts()) >= 2 and deliveries.receipts(), "2"
+    )
+    assert {r.message_id for r in receipts} == {before.message_id, after.message_id}
+
+
+async def test_requests_in_flight_when_the_bind_drops_are_unknown_not_lost(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, _ = await bound_client(smsc, client_factory, window=4)
+    smsc.faults(response_delay_ms=3000)
+    sends = [asyncio.create_task(client.submit(PHONE, f"in flight {i}")) for i in range(4)]
+    await eventually(lambda: smsc.stats()["submits"] == 4, "4 submits at the SMSC")
+    smsc.drop_binds()
+    results = await asyncio.gather(*sends)
+    assert {r.outcome for r in results} == {SubmitOutcome.UNKNOWN}, results
+    # While no bind is up the client says so at once: the route's next provider takes over.
+    assert await client.wait_bound(10.0)
+
+
+async def test_a_wrong_password_leaves_the_provider_down(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    deliveries = Deliveries()
+    client = client_factory(provider(smsc, password=SecretStr("wrong")), deliveries)
+    await eventually(lambda: client.state["bind_error"] == "ESME_RINVPASWD", "bind refused")
+    assert not client.can_take
+    result = await client.submit(PHONE, "nobody listens")
+    assert result.outcome == SubmitOutcome.UNAVAILABLE
+    assert smsc.stats()["bind_failures"] >= 1 and smsc.stats()["submits"] == 0
+    assert "wrong" not in repr(client.provider) + str(client.state)
+
+
+async def test_close_drains_the_window_then_unbinds(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, _ = await bound_client(smsc, client_factory, window=4)
+    smsc.faults(response_delay_ms=300)
+    sends = [asyncio.create_task(client.submit(PHONE, f"draining {i}")) for i in range(4)]
+    await eventually(lambda: smsc.stats()["submits"] == 4, "4 submits at the SMSC")
+    await client.close(drain_timeout_s=5.0)
+    results = await asyncio.gather(*sends)
+    assert {r.outcome for r in results} == {SubmitOutcome.ACCEPTED}, results
+    await eventually(lambda: smsc.stats()["bound"] == 0, "unbound")
+    late = await client.submit(PHONE, "after close")
+    assert late.outcome == SubmitOutcome.UNAVAILABLE
+
+
+def test_parse_receipt_prefers_tlvs_and_falls_back_to_the_text() -> None:
+    text = (
+        "id:123 sub:001 dlvrd:001 submit date:2612070000 done date:2612070001"
+        " stat:DELIVRD err:000 text:hi"
+    )
+    assert parse_receipt("p", {}, text) == Receipt("p", "123", "DELIVRD", "000")
+    assert parse_receipt("p", {0x001E: "abc", 0x0427: 5}, text) == Receipt(
+        "p", "abc", "UNDELIV", "000"
+    )
+    assert parse_receipt("p", {}, "no id here") is None
+    intermediate = parse_receipt("p", {0x001E: "x", 0x0427: 1}, "")
+    assert intermediate is not None and not intermediate.final

@@ -1,0 +1,122 @@
+"""The SMSC simulator (scripts/smsc-sim, npm `smpp` on node) as a real process on free ports,
+with its HTTP control port: faults on demand, stats and the messages it received."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.database import ROOT
+from tests.support.rig.processes import free_port
+
+SIM_DIR = ROOT / "scripts" / "smsc-sim"
+SYSTEM_ID = "mailing"
+PASSWORD = "secret"
+
+
+def ensure_installed() -> None:
+    """`npm ci` once, as scripts/devrun.py does for the dev identity provider."""
+    if not (SIM_DIR / "node_modules" / "smpp").exists():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=SIM_DIR,
+            check=True,
+            capture_output=True,
+        )
+
+
+@dataclass
+class Smsc:
+    port: int
+    control_port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def control(self) -> str:
+        return f"http://127.0.0.1:{self.control_port}"
+
+    def faults(self, **switches: Any) -> dict[str, Any]:
+        response = httpx.post(f"{self.control}/faults", json=switches, timeout=5)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def reset(self) -> None:
+        httpx.post(f"{self.control}/reset", timeout=5).raise_for_status()
+
+    def drop_binds(self) -> int:
+        return int(httpx.post(f"{self.control}/drop-binds", timeout=5).json()["dropped"])
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.control}/stats", timeout=5).json())
+
+    def messages(self) -> list[dict[str, Any]]:
+        return list(httpx.get(f"{self.control}/messages", timeout=5).json())
+
+    def mo(self, sender: str, text: str, system_id: str = SYSTEM_ID) -> None:
+        httpx.post(
+            f"{self.control}/mo",
+            json={"system_id": system_id, "from": sender, "text": text},
+            timeout=5,
+        ).raise_for_status()
+
+    def unknown_receipt(self, system_id: str = SYSTEM_ID) -> str:
+        response = httpx.post(
+            f"{self.control}/unknown-receipt", json={"system_id": system_id}, timeout=5
+        )
+        return str(response.json()["id"])
+
+
+def _up(smsc: Smsc) -> bool:
+    try:
+        return httpx.get(f"{smsc.control}/stats", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def running_smsc(log_dir: Path, *, users: str = f"{SYSTEM_ID}:{PASSWORD}") -> Iterator[Smsc]:
+    """Start the simulator; stop it on exit."""
+    ensure_installed()
+    port, control_port = free_port(), free_port()
+    log = log_dir / f"smsc-sim-{port}.log"
+    env = {
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+        "SMSC_PORT": str(port),
+        "SMSC_CONTROL_PORT": str(control_port),
+        "SMSC_USERS": users,
+        "SMSC_RECEIPT_DELAY_MS": "100",
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["node", str(SIM_DIR / "server.mjs")],
+            cwd=SIM_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    smsc = Smsc(port, control_port, process, log)
+    try:
+        deadline = time.monotonic() + 30
+        while not _up(smsc):
+            if process.poll() is not None:
+                raise AssertionError(f"smsc-sim exited:\n{log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"smsc-sim not up in 30 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        yield smsc
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
