@@ -222,7 +222,11 @@ class _Reader:
         if inline and from_file:
             raise self.fail(from_file[0], f"{what}: give `{key}` or `{key}_file`, not both")
         if inline:
-            return SecretStr(self.text(inline[1], f"{what}.{key}"))
+            node = inline[1]
+            # The characters as written (a YAML number stays as typed, leading zeros and all).
+            if not isinstance(node, yaml.ScalarNode) or not str(node.value).strip():
+                raise self.fail(node, f"{what}.{key} must be non-empty text")
+            return SecretStr(str(node.value))
         if from_file:
             path = Path(self.text(from_file[1], f"{what}.{key}_file"))
             self.secret_files.append(path)
@@ -294,6 +298,9 @@ def _provider(reader: _Reader, node: yaml.Node, index: int) -> Provider:
     if kind == "smpp":
         password = reader.secret(entry, "password", what, node, required=True)
         assert password is not None
+        if len(password.get_secret_value()) > 8:
+            at = entry.get("password") or entry["password_file"]
+            raise reader.fail(at[1], f"{what}: an SMPP 3.4 password is at most 8 characters")
         return SmppProvider(
             name=name,
             host=reader.text(value("host"), f"{what}.host"),

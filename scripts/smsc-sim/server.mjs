@@ -10,7 +10,7 @@
 //   GET  /messages         every message received: ids, parts, text, validity, receipt sent
 //   POST /faults           merge into the fault switches (below); answers the switches now
 //   POST /reset            faults off, messages and counts cleared (binds stay)
-//   POST /drop-binds       close every bind's socket at once, without unbind
+//   POST /drop-binds       {system_id?}: close the binds' sockets at once, without unbind
 //   POST /mo               {system_id, from, to, text}: a reply from a phone (non-receipt deliver_sm)
 //   POST /unknown-receipt  {system_id}: a receipt for a message id never issued
 // Fault switches (POST /faults):
@@ -375,9 +375,13 @@ const control = http.createServer(async (req, res) => {
   try {
     const url = new URL(req.url, 'http://localhost');
     if (req.method === 'GET' && url.pathname === '/stats') {
+      const bound = [...sessions].filter((s) => s.bound);
+      const byAccount = {};
+      for (const s of bound) byAccount[s.systemId] = (byAccount[s.systemId] || 0) + 1;
       return answer(200, {
         ...stats,
-        bound: [...sessions].filter((s) => s.bound).length,
+        bound: bound.length,
+        bound_by_account: byAccount,
         pending_receipts: [...pendingReceipts.values()].reduce((n, q) => n + q.length, 0),
       });
     }
@@ -398,9 +402,10 @@ const control = http.createServer(async (req, res) => {
       return answer(200, faults);
     }
     if (req.method === 'POST' && url.pathname === '/drop-binds') {
-      const dropped = sessions.size;
-      for (const session of [...sessions]) session.destroy();
-      return answer(200, { dropped });
+      const body = await readJson(req);
+      const chosen = [...sessions].filter((s) => !body.system_id || s.systemId === body.system_id);
+      for (const session of chosen) session.destroy();
+      return answer(200, { dropped: chosen.length });
     }
     if (req.method === 'POST' && url.pathname === '/mo') {
       const body = await readJson(req);

@@ -76,6 +76,8 @@ def test_tests_get_postgres_and_rabbitmq(ci: dict[str, Any]) -> None:
     assert "apt-get install -y -qq --no-install-recommends prometheus" in script(ci, "test")
     # tests/ui drives /usr/bin/chromium and starts the dev identity provider on node.
     assert "apt-get install -y -qq chromium nodejs npm" in script(ci, "test")
+    # tests/providers start Kannel in front of the SMSC simulator.
+    assert "apt-get install -y -qq --no-install-recommends kannel" in script(ci, "test")
 
 
 def test_the_tests_read_the_ci_variables() -> None:

@@ -287,7 +287,7 @@ async def test_close_drains_the_window_then_unbinds(
     await client.close(drain_timeout_s=5.0)
     results = await asyncio.gather(*sends)
     assert {r.outcome for r in results} == {SubmitOutcome.ACCEPTED}, results
-    await eventually(lambda: smsc.stats()["bound"] == 0, "unbound")
+    await eventually(lambda: smsc.bound() == 0, "unbound")
     late = await client.submit(PHONE, "after close")
     assert late.outcome == SubmitOutcome.UNAVAILABLE
 

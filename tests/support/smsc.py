@@ -19,6 +19,9 @@ from tests.support.rig.processes import free_port
 SIM_DIR = ROOT / "scripts" / "smsc-sim"
 SYSTEM_ID = "mailing"
 PASSWORD = "secret"
+# Kannel's own account at the simulator (scripts/kannel.py binds with it).
+KANNEL_SYSTEM_ID = "kannel"
+KANNEL_PASSWORD = "k-smpp"  # SMPP 3.4: at most 8 characters
 
 
 def ensure_installed() -> None:
@@ -51,8 +54,14 @@ class Smsc:
     def reset(self) -> None:
         httpx.post(f"{self.control}/reset", timeout=5).raise_for_status()
 
-    def drop_binds(self) -> int:
-        return int(httpx.post(f"{self.control}/drop-binds", timeout=5).json()["dropped"])
+    def drop_binds(self, system_id: str | None = SYSTEM_ID) -> int:
+        """Close the account's binds (every account's with None) without an unbind."""
+        body = {"system_id": system_id} if system_id else {}
+        response = httpx.post(f"{self.control}/drop-binds", json=body, timeout=5)
+        return int(response.json()["dropped"])
+
+    def bound(self, system_id: str = SYSTEM_ID) -> int:
+        return int(self.stats()["bound_by_account"].get(system_id, 0))
 
     def stats(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.control}/stats", timeout=5).json())
@@ -82,7 +91,9 @@ def _up(smsc: Smsc) -> bool:
 
 
 @contextmanager
-def running_smsc(log_dir: Path, *, users: str = f"{SYSTEM_ID}:{PASSWORD}") -> Iterator[Smsc]:
+def running_smsc(
+    log_dir: Path, *, users: str = f"{SYSTEM_ID}:{PASSWORD},{KANNEL_SYSTEM_ID}:{KANNEL_PASSWORD}"
+) -> Iterator[Smsc]:
     """Start the simulator; stop it on exit."""
     ensure_installed()
     port, control_port = free_port(), free_port()

@@ -365,6 +365,18 @@ def test_invalid_files_name_the_line(text: str, line: int, words: str) -> None:
     assert str(error).startswith(f"providers.yaml:{line}: ")
 
 
+def test_smpp_passwords_fit_smpp() -> None:
+    error = error_of(
+        """\
+        providers:
+          - {name: a, kind: smpp, host: h, system_id: x, source_addr: X, password: 123456789}
+        routes: []
+        """
+    )
+    assert error.line == 2 and "at most 8 characters" in str(error)
+    assert "123456789" not in str(error)
+
+
 def test_errors_do_not_echo_secrets() -> None:
     error = error_of(
         """\
