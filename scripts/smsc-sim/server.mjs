@@ -27,6 +27,7 @@
 //   no_receipts bool         hold receipts (they go out once it is switched off)
 //   receipt_delay_ms N       as SMSC_RECEIPT_DELAY_MS
 //   response_delay_ms N      delay every submit_sm_resp
+//   deliver_ack_timeout_ms N a deliver_sm without its deliver_sm_resp this long is sent again
 // A message with a validity_period earlier than its delivery gets an EXPIRED receipt at that time.
 import http from 'node:http';
 import smpp from 'smpp';
@@ -54,6 +55,7 @@ const DEFAULT_FAULTS = () => ({
   no_receipts: false,
   receipt_delay_ms: Number(process.env.SMSC_RECEIPT_DELAY_MS || 200),
   response_delay_ms: 0,
+  deliver_ack_timeout_ms: 10_000,
 });
 let faults = DEFAULT_FAULTS();
 
@@ -76,7 +78,9 @@ let stats;
 let messages; // id -> message (one per submit_sm, so one per part)
 let assemblies; // "system_id|from|to|ref" -> {parts: Map(seq -> id), total}
 let pendingReceipts; // system_id -> [pdu options] waiting for a receiving bind
+let epoch = 0; // a reset drops the receipts still scheduled for the messages before it
 function resetState() {
+  epoch += 1;
   stats = {
     binds: 0,
     bind_failures: 0,
@@ -88,6 +92,8 @@ function resetState() {
     throttled: 0,
     receipts_sent: 0,
     receipts_acked: 0,
+    deliver_timeouts: 0,
+    max_in_flight: 0, // most submit_sm awaiting their response on one bind at once
     mo_sent: 0,
     per_second: {}, // unix second -> submit_sm accepted
     max_per_second: 0,
@@ -110,7 +116,8 @@ function receivers(systemId) {
   return [...sessions].filter((s) => s.bound && s.systemId === systemId && s.mode !== 'transmitter');
 }
 
-function sendToAccount(systemId, options, onAck) {
+function sendToAccount(systemId, options, onAck, since = epoch) {
+  if (since !== epoch) return; // from before a reset
   const candidates = receivers(systemId);
   if (!candidates.length) {
     if (!pendingReceipts.has(systemId)) pendingReceipts.set(systemId, []);
@@ -125,16 +132,22 @@ function sendToAccount(systemId, options, onAck) {
     if (resp.command_status === ESME.OK) {
       if (onAck) onAck();
     } else {
-      setTimeout(() => sendToAccount(systemId, options, onAck), 500);
+      setTimeout(() => sendToAccount(systemId, options, onAck, since), 500);
     }
   });
   if (!sent) {
     session.bound = false;
-    sendToAccount(systemId, options, onAck);
+    sendToAccount(systemId, options, onAck, since);
     return;
   }
-  // Not acknowledged when the bind goes: sent again on another (or the next) bind.
-  session.outstanding.set(pdu.sequence_number, { options, onAck });
+  // Not acknowledged when the bind goes, or in time: sent again on another (or the next) bind.
+  session.outstanding.set(pdu.sequence_number, { options, onAck, since });
+  setTimeout(() => {
+    if (session.outstanding.delete(pdu.sequence_number)) {
+      stats.deliver_timeouts += 1;
+      sendToAccount(systemId, options, onAck, since);
+    }
+  }, faults.deliver_ack_timeout_ms);
 }
 
 function flushPending(systemId) {
@@ -169,6 +182,7 @@ function receiptOptions(message, state, messageId = message.id) {
 }
 
 function sendReceipt(message) {
+  if (message.epoch !== epoch) return;
   if (faults.no_receipts) {
     // Held: checked again until the switch goes off.
     setTimeout(() => sendReceipt(message), 100);
@@ -261,6 +275,7 @@ function onSubmit(session, pdu) {
     validity,
     received_at: new Date(),
     receipt: null,
+    epoch,
   };
   messages.set(id, message);
   stats.submits += 1;
@@ -283,7 +298,13 @@ function onSubmit(session, pdu) {
     stats.messages += 1;
   }
   const wantsReceipt = (pdu.registered_delivery & 0x03) !== 0;
-  const respond = () => session.send(pdu.response({ message_id: id }));
+  // submit_sm awaiting their response on this bind: the client's window, seen from here.
+  session.inFlight = (session.inFlight || 0) + 1;
+  stats.max_in_flight = Math.max(stats.max_in_flight, session.inFlight);
+  const respond = () => {
+    session.inFlight -= 1;
+    session.send(pdu.response({ message_id: id }));
+  };
   if (wantsReceipt && faults.receipt_before_response) {
     sendReceipt(message);
     setTimeout(respond, 50 + faults.response_delay_ms);
@@ -319,7 +340,7 @@ const server = smpp.createServer((session) => {
     session.bound = false;
     const unacked = [...session.outstanding.values()];
     session.outstanding.clear();
-    for (const { options, onAck } of unacked) sendToAccount(session.systemId, options, onAck);
+    for (const { options, onAck, since } of unacked) sendToAccount(session.systemId, options, onAck, since);
   };
   session.on('close', gone);
   session.on('error', gone);

@@ -46,6 +46,9 @@ from aiosmpplib import (
     SubmitSmResp,
 )
 from aiosmpplib.correlator import SimpleCorrelator
+from aiosmpplib.esme import _SUBMIT_SM_SEGMENT
+from aiosmpplib.protocol import MESSAGE_TYPE_MAP, DeliverSmResp
+from aiosmpplib.state import COMMAND_RESPONSE_MAP, PduHeader
 
 from shared.domain.sms_text import SmsParts, split_sms
 from shared.providers import SmppProvider
@@ -264,6 +267,66 @@ class _Reconnect(AbstractRetryTimer):
         self.bind._up()
 
 
+class _Esme(ESME):
+    """aiosmpplib's ESME with one change to its read loop: each deliver_sm is handled in a task
+    of its own and its deliver_sm_resp leaves only when our handler has returned (after the
+    receipt is stored), so a slow store never stalls the bind's reads nor serialises receipts,
+    and a receipt whose handler failed is not acknowledged: the SMSC sends it again.
+    At most `deliver_concurrency` are handled at once (then reading waits)."""
+
+    def __init__(self, *args: Any, deliver_concurrency: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deliver_slots = asyncio.Semaphore(deliver_concurrency)
+        self._deliver_tasks: set[asyncio.Task[None]] = set()
+        self._session = 0  # which connection a deliver_sm came on: answered on that one only
+
+    async def connect(self) -> None:
+        self._session += 1
+        await super().connect()
+
+    async def _receive_data(self) -> bytes | None:
+        while True:
+            if self._is_shutting_down or self._session_state != self.bind_mode.session_state:
+                return None
+            pdu, header = await self._get_pdu()
+            self._data_received.set()  # the connection keeper's "data came"
+            if header.smpp_command == SmppCommand.DELIVER_SM:
+                await self._deliver_slots.acquire()
+                task = asyncio.create_task(self._deliver(pdu, header))
+                self._deliver_tasks.add(task)
+                task.add_done_callback(self._deliver_tasks.discard)
+                continue
+            is_request = header.smpp_command in COMMAND_RESPONSE_MAP
+            handler = self._handle_request if is_request else self._handle_response
+            message = await handler(pdu, header)
+            await self.hook.received(
+                None if message is _SUBMIT_SM_SEGMENT else message, pdu, self.client_id
+            )
+            if message is None:
+                continue
+            if is_request:
+                response_class = MESSAGE_TYPE_MAP[COMMAND_RESPONSE_MAP[header.smpp_command]]
+                await self._send_data(response_class(header.sequence_num))
+            if header.smpp_command == SmppCommand.UNBIND:
+                return None  # the SMSC unbinds us: reconnect
+
+    async def _deliver(self, pdu: bytes, header: PduHeader) -> None:
+        session = self._session
+        try:
+            message = await self._handle_request(pdu, header)
+            if message is None:
+                return  # unparseable: aiosmpplib answered generic_nack
+            if message is not _SUBMIT_SM_SEGMENT:  # a part of a long reply: kept until whole
+                await self.hook.received(message, pdu, self.client_id)
+            if session != self._session or not self._bound.is_set():
+                return  # that connection is gone: the SMSC sends it again on another
+            await self._send_data(DeliverSmResp(header.sequence_num))
+        except Exception:
+            log.exception("smpp deliver_sm not acknowledged", client=self.client_id)
+        finally:
+            self._deliver_slots.release()
+
+
 class _Hook(AbstractHook):
     def __init__(self, bind: SmppBind) -> None:
         self.bind = bind
@@ -301,6 +364,7 @@ class SmppBind:
         response_timeout_s: float = 30.0,
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
+        deliver_concurrency: int = 256,
     ) -> None:
         self.provider = provider
         self.name = f"{provider.name}#{index}"
@@ -317,7 +381,7 @@ class SmppBind:
         self._drained = asyncio.Event()
         self._broker = _Broker()
         self._throttle = _Throttle()
-        self.esme = ESME(
+        self.esme = _Esme(
             smsc_host=provider.host,
             smsc_port=provider.port,
             system_id=provider.system_id,
@@ -335,6 +399,7 @@ class SmppBind:
             correlator=_Correlator(self.name),
             retry_timer=_Reconnect(self, reconnect_min_s, reconnect_max_s),
             socket_timeout=10.0,
+            deliver_concurrency=deliver_concurrency,
         )
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -424,11 +489,7 @@ class SmppBind:
             delivery = Reply(
                 self.provider.name, deliver_sm.source.number, deliver_sm.destination.number, text
             )
-        try:
-            await self.on_deliver(delivery)
-        except Exception:
-            # aiosmpplib acknowledges it anyway; say so loudly.
-            log.exception("smpp deliver_sm handler failed", bind=self.name)
+        await self.on_deliver(delivery)  # raising: no deliver_sm_resp (see _Esme)
 
     # Sending.
 

@@ -304,3 +304,60 @@ def test_parse_receipt_prefers_tlvs_and_falls_back_to_the_text() -> None:
     assert parse_receipt("p", {}, "no id here") is None
     intermediate = parse_receipt("p", {0x001E: "x", 0x0427: 1}, "")
     assert intermediate is not None and not intermediate.final
+
+
+async def test_the_window_bounds_submits_awaiting_a_response(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    client, _ = await bound_client(smsc, client_factory, window=3)
+    smsc.faults(response_delay_ms=100)
+    results = await asyncio.gather(*(client.submit(PHONE, f"windowed {i}") for i in range(12)))
+    assert {r.outcome for r in results} == {SubmitOutcome.ACCEPTED}
+    assert smsc.stats()["max_in_flight"] == 3
+
+
+async def test_a_receipt_whose_handler_fails_is_not_acknowledged_and_comes_again(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    seen: list[Delivery] = []
+
+    async def store_fails_once(delivery: Delivery) -> None:
+        seen.append(delivery)
+        if len(seen) == 1:
+            raise RuntimeError("database unavailable")
+
+    client = client_factory(provider(smsc), store_fails_once)
+    assert await client.wait_bound(10.0)
+    smsc.faults(deliver_ack_timeout_ms=300)
+    result = await client.submit(PHONE, "stored on the second try")
+    ours = lambda: [d for d in seen if isinstance(d, Receipt) and d.message_id == result.message_id]  # noqa: E731
+    await eventually(lambda: len(ours()) == 2, "the receipt again")
+    await eventually(lambda: smsc.stats()["receipts_acked"] == 1, "acknowledged once")
+    assert smsc.stats()["deliver_timeouts"] == 1
+
+
+async def test_slow_receipt_handlers_run_side_by_side(
+    smsc: Smsc, client_factory: Callable[..., SmppClient]
+) -> None:
+    running = 0
+    most = 0
+    release = asyncio.Event()
+    handled: list[Delivery] = []
+
+    async def slow_store(delivery: Delivery) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        handled.append(delivery)
+
+    client = client_factory(provider(smsc), slow_store)
+    assert await client.wait_bound(10.0)
+    await asyncio.gather(*(client.submit(PHONE, f"receipt {i}") for i in range(5)))
+    # All five receipts are in the handler at once: none waits for the one before.
+    await eventually(lambda: most == 5, "five handlers at once")
+    assert smsc.stats()["receipts_acked"] == 0  # nothing acknowledged before it is stored
+    release.set()
+    await eventually(lambda: smsc.stats()["receipts_acked"] == 5, "five acknowledged")
+    assert len(handled) == 5
