@@ -442,7 +442,7 @@ class SmppBind:
             else:
                 self._resolve(log_id, SubmitOutcome.UNAVAILABLE, None, "bind down")
         if was_bound:
-            log.warning("smpp bind down", bind=self.name)
+            (log.info if self._closing else log.warning)("smpp bind down", bind=self.name)
 
     def _bind_answered(self, status: SmppCommandStatus) -> None:
         if status != SmppCommandStatus.ESME_ROK:
