@@ -548,3 +548,17 @@ class ProvidersSource:
         while True:
             await asyncio.sleep(interval_s)
             self.refresh()
+
+
+def providers_source(
+    settings: Any, on_change: Callable[[ProvidersConfig], None] | None = None
+) -> ProvidersSource:
+    """The source a service's settings describe: PROVIDERS_FILE, else (the sender's)
+    PROVIDER_URL / PROVIDER_TOKEN(_FILE)."""
+    return ProvidersSource(
+        settings.providers_file,
+        provider_url=getattr(settings, "provider_url", None),
+        provider_token=getattr(settings, "provider_token", None),
+        provider_token_file=getattr(settings, "provider_token_file", None),
+        on_change=on_change,
+    )

@@ -52,6 +52,8 @@ class ApiSettings(BaseServiceSettings):
     # POST /api/v1/mailings/{id}/test: test sends per token (or console user) per minute,
     # counted in the database so every api replica shares the budget (429 above it).
     test_sends_per_minute: int = Field(10, ge=1, le=1000)
+    # The providers the api shows and takes Kannel receipts for (docs/PROVIDERS.md).
+    providers_file: Path | None = None
 
     @field_validator("api_tokens", mode="before")
     @classmethod
@@ -177,6 +179,8 @@ class SenderSettings(BaseServiceSettings):
     # The provider JWT; or PROVIDER_TOKEN_FILE, re-read when it changes (token rotation).
     provider_token: SecretStr | None = None
     provider_token_file: Path | None = None
+    # Providers and routes (docs/PROVIDERS.md); when set it wins over PROVIDER_URL/_TOKEN.
+    providers_file: Path | None = None
     provider_timeout_s: float = Field(10.0, gt=0)
     # Never start a request closer than this to the mailing's end time (about the provider's p99).
     end_safety_margin_s: float = Field(2.0, ge=0)

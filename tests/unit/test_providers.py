@@ -474,3 +474,17 @@ def test_an_invalid_file_at_start_refuses_to_start(tmp_path: Path) -> None:
     path.write_text("providers: {}\nroutes: []\n")
     with pytest.raises(ProvidersFileError, match=r"providers\.yaml:1: providers must be a list"):
         ProvidersSource(path)
+
+
+def test_from_the_services_settings(tmp_path: Path, secrets: dict[str, Path]) -> None:
+    from shared.providers import providers_source
+    from shared.settings import ApiSettings, SenderSettings
+
+    path = tmp_path / "providers.yaml"
+    path.write_text(example(secrets))
+    sender = providers_source(SenderSettings(providers_file=path))
+    api = providers_source(ApiSettings(providers_file=path))
+    assert sender.current == api.current
+    assert sorted(sender.current.providers) == ["aggregator", "gateway", "stub"]
+    fallback = providers_source(SenderSettings(provider_url="http://stub:1"))
+    assert [p.url for p in fallback.current.route_for("900")] == ["http://stub:1"]  # type: ignore[union-attr]
