@@ -17,6 +17,7 @@
 //   reject_numbers [..]      submit_sm to these get ESME_RINVDSTADR (permanent)
 //   undeliverable_numbers [..]  their receipts say UNDELIV (message_state 5)
 //   undelivered_ratio 0..1   that share of receipts say UNDELIV, at random
+//   undelivered_ratio_by_account {system_id: 0..1}  the same, per account (two "providers")
 //   throttle_next N          the next N submit_sm get ESME_RTHROTTLED
 //   queue_full_next N        the next N submit_sm get ESME_RMSGQFUL
 //   throttle_above_tps N     submit_sm beyond N in one second (per account) get ESME_RTHROTTLED
@@ -45,6 +46,7 @@ const DEFAULT_FAULTS = () => ({
   reject_numbers: [],
   undeliverable_numbers: [],
   undelivered_ratio: 0,
+  undelivered_ratio_by_account: {},
   throttle_next: 0,
   queue_full_next: 0,
   throttle_above_tps: 0,
@@ -192,7 +194,9 @@ function sendReceipt(message) {
   let state = STATE.DELIVERED;
   if (message.validity && message.validity.getTime() < now) state = STATE.EXPIRED;
   else if (faults.undeliverable_numbers.includes(message.to)) state = STATE.UNDELIVERABLE;
-  else if (faults.undelivered_ratio > 0 && Math.random() < faults.undelivered_ratio) state = STATE.UNDELIVERABLE;
+  else if (Math.random() < (faults.undelivered_ratio_by_account[message.system_id] ?? faults.undelivered_ratio)) {
+    state = STATE.UNDELIVERABLE;
+  }
   message.receipt = STAT_WORD[state];
   const copies = faults.duplicate_receipts ? 2 : 1;
   for (let i = 0; i < copies; i += 1) {

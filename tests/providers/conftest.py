@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from services.sender.smpp import OnDeliver, SmppClient
+from shared.providers import SmppProvider
 from tests.support.smsc import Smsc, running_smsc
 
 
@@ -28,3 +30,19 @@ def smsc(smsc_process: Smsc) -> Iterator[Smsc]:
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+async def client_factory() -> AsyncIterator[Callable[[SmppProvider, OnDeliver], SmppClient]]:
+    """Started SMPP clients (short timeouts and reconnects), closed after the test."""
+    clients: list[SmppClient] = []
+
+    def make(provider: SmppProvider, on_deliver: OnDeliver) -> SmppClient:
+        client = SmppClient(provider, on_deliver, response_timeout_s=5.0, reconnect_max_s=0.5)
+        client.start()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close(drain_timeout_s=2.0)

@@ -4,11 +4,10 @@ replies, validity, error classes, dropped binds and a wrong password."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from pydantic import SecretStr
 
 from services.sender.smpp import (
@@ -49,21 +48,6 @@ class Deliveries(list[Delivery]):
 
     def replies(self) -> list[Reply]:
         return [d for d in self if isinstance(d, Reply)]
-
-
-@pytest.fixture
-async def client_factory() -> AsyncIterator[Callable[..., SmppClient]]:
-    clients: list[SmppClient] = []
-
-    def make(p: SmppProvider, deliveries: Deliveries) -> SmppClient:
-        client = SmppClient(p, deliveries, response_timeout_s=5.0, reconnect_max_s=0.5)
-        client.start()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close(drain_timeout_s=2.0)
 
 
 async def bound_client(

@@ -22,6 +22,17 @@ PASSWORD = "secret"
 # Kannel's own account at the simulator (scripts/kannel.py binds with it).
 KANNEL_SYSTEM_ID = "kannel"
 KANNEL_PASSWORD = "k-smpp"  # SMPP 3.4: at most 8 characters
+# A second aggregator account (two providers of different quality on one simulator).
+SECOND_SYSTEM_ID = "second"
+SECOND_PASSWORD = "second"
+ACCOUNTS = ",".join(
+    f"{system_id}:{password}"
+    for system_id, password in [
+        (SYSTEM_ID, PASSWORD),
+        (KANNEL_SYSTEM_ID, KANNEL_PASSWORD),
+        (SECOND_SYSTEM_ID, SECOND_PASSWORD),
+    ]
+)
 
 
 def ensure_installed() -> None:
@@ -91,9 +102,7 @@ def _up(smsc: Smsc) -> bool:
 
 
 @contextmanager
-def running_smsc(
-    log_dir: Path, *, users: str = f"{SYSTEM_ID}:{PASSWORD},{KANNEL_SYSTEM_ID}:{KANNEL_PASSWORD}"
-) -> Iterator[Smsc]:
+def running_smsc(log_dir: Path, *, users: str = ACCOUNTS) -> Iterator[Smsc]:
     """Start the simulator; stop it on exit."""
     ensure_installed()
     port, control_port = free_port(), free_port()
