@@ -488,3 +488,15 @@ def test_from_the_services_settings(tmp_path: Path, secrets: dict[str, Path]) ->
     assert sorted(sender.current.providers) == ["aggregator", "gateway", "stub"]
     fallback = providers_source(SenderSettings(provider_url="http://stub:1"))
     assert [p.url for p in fallback.current.route_for("900")] == ["http://stub:1"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kannel_port", [13113, None])
+def test_make_runs_providers_file_is_valid(kannel_port: int | None) -> None:
+    from scripts.devrun import dev_providers
+
+    text = dev_providers("http://127.0.0.1:8090", 2775, kannel_port, "http://127.0.0.1:8000", "t")
+    config, _ = parse_providers(text, "run/providers.yaml")
+    assert [p.name for p in config.route_for("900")] == ["aggregator", "stub"]
+    expected = ["gateway", "stub"] if kannel_port else ["stub"]
+    assert [p.name for p in config.route_for("907")] == expected
+    assert [p.name for p in config.route_for("123")] == ["stub"]
