@@ -7,8 +7,9 @@ for the sender's SMPP phase and what our client costs above the bare library.
 Prints one JSON line: submits, accepted, seconds, rate, cpu_s, cpu_ms_per_message, receipts.
 
 - aiosmpplib  the bare library: one ESME, its own broker, the client's correlator (the default
-              one slows down as it grows), a hook that counts responses and receipts, `--window` submit_sm awaiting a response at most (a semaphore released
-              by the hook), every message a single GSM-7 part: the ceiling
+              one slows down as it grows), a hook that counts responses and receipts,
+              `--window` submit_sm awaiting a response at most (a semaphore released by the
+              hook), every message a single GSM-7 part: the ceiling
 - client      services.sender.smpp.SmppClient (one bind, the same window): our outcome
               classes, text splitting, window and receipt handling on top
 With `--receipts` the run ends when every receipt came back (the simulator sends them).
