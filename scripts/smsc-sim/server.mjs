@@ -183,16 +183,16 @@ function receiptOptions(message, state, messageId = message.id) {
   return options;
 }
 
-function sendReceipt(message) {
+function sendReceipt(message, expired = false) {
   if (message.epoch !== epoch) return;
   if (faults.no_receipts) {
     // Held: checked again until the switch goes off.
-    setTimeout(() => sendReceipt(message), 100);
+    setTimeout(() => sendReceipt(message, expired), 100);
     return;
   }
   const now = Date.now();
   let state = STATE.DELIVERED;
-  if (message.validity && message.validity.getTime() < now) state = STATE.EXPIRED;
+  if (expired || (message.validity && message.validity.getTime() < now)) state = STATE.EXPIRED;
   else if (faults.undeliverable_numbers.includes(message.to)) state = STATE.UNDELIVERABLE;
   else if (Math.random() < (faults.undelivered_ratio_by_account[message.system_id] ?? faults.undelivered_ratio)) {
     state = STATE.UNDELIVERABLE;
@@ -208,8 +208,10 @@ function sendReceipt(message) {
 function scheduleReceipt(message) {
   const due = message.received_at.getTime() + faults.receipt_delay_ms;
   // Past its validity the SMSC stops trying: the receipt says EXPIRED, at the validity's end.
-  const at = message.validity ? Math.min(due, message.validity.getTime() + 1) : due;
-  setTimeout(() => sendReceipt(message), Math.max(0, at - Date.now()));
+  const expires = message.validity !== null && message.validity.getTime() < due;
+  const at = expires ? message.validity.getTime() : due;
+  // (A timer may fire a millisecond early: the EXPIRED decision is made here, not then.)
+  setTimeout(() => sendReceipt(message, expires), Math.max(0, at - Date.now()));
 }
 
 function decodeText(pdu) {

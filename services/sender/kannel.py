@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from services.sender.curl import MAY_HAVE_ARRIVED, CurlMulti, TransferError
-from services.sender.smpp import SubmitOutcome, SubmitResult
+from services.sender.smpp import SubmitOutcome, SubmitResult, record_outcome
 from shared.domain.sms_text import encoding_of, segment_count
 from shared.providers import KannelProvider
 
@@ -123,6 +123,14 @@ class KannelClient:
     ) -> SubmitResult:
         """Hand one message to smsbox. ACCEPTED carries our own id: Kannel's receipts come
         back by it."""
+        started = time.monotonic()
+        result = await self._submit(message_id, destination, text, valid_until)
+        record_outcome(self.provider.name, result, time.monotonic() - started)
+        return result
+
+    async def _submit(
+        self, message_id: str, destination: str, text: str, valid_until: datetime | None
+    ) -> SubmitResult:
         parts = segment_count(text)
         minutes = None
         if valid_until is not None:

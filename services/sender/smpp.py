@@ -50,6 +50,7 @@ from aiosmpplib.esme import _SUBMIT_SM_SEGMENT
 from aiosmpplib.protocol import MESSAGE_TYPE_MAP, DeliverSmResp
 from aiosmpplib.state import COMMAND_RESPONSE_MAP, PduHeader
 
+from shared import metrics
 from shared.domain.sms_text import SmsParts, split_sms
 from shared.providers import SmppProvider
 
@@ -403,6 +404,8 @@ class SmppBind:
         )
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._binds_up = metrics.PROVIDER_BINDS_UP.labels(provider.name)
+        self._binds_up.set(0)
 
     @property
     def outstanding(self) -> int:
@@ -424,6 +427,7 @@ class SmppBind:
         self.bound = True
         self.bind_error = None
         self.binds_made += 1
+        self._binds_up.inc()
         self._bound_event.set()
         log.info("smpp bind up", bind=self.name)
 
@@ -442,11 +446,15 @@ class SmppBind:
             else:
                 self._resolve(log_id, SubmitOutcome.UNAVAILABLE, None, "bind down")
         if was_bound:
+            self._binds_up.dec()
+            if not self._closing:
+                metrics.PROVIDER_BIND_FAILURES.labels(self.provider.name, "lost").inc()
             (log.info if self._closing else log.warning)("smpp bind down", bind=self.name)
 
     def _bind_answered(self, status: SmppCommandStatus) -> None:
         if status != SmppCommandStatus.ESME_ROK:
             self.bind_error = status.name
+            metrics.PROVIDER_BIND_FAILURES.labels(self.provider.name, status.name).inc()
             log.error("smpp bind refused", bind=self.name, status=status.name)
 
     def _written(self, log_id: str) -> None:
@@ -483,12 +491,22 @@ class SmppBind:
         if deliver_sm.is_receipt():
             delivery = parse_receipt(self.provider.name, tlvs, text)
             if delivery is None:
+                metrics.PROVIDER_DELIVERIES.labels(self.provider.name, "unreadable").inc()
                 log.warning("smpp receipt without a message id", bind=self.name)
                 return
+            kind = (
+                "intermediate"
+                if not delivery.final
+                else "delivered"
+                if delivery.delivered
+                else "undelivered"
+            )
         else:
             delivery = Reply(
                 self.provider.name, deliver_sm.source.number, deliver_sm.destination.number, text
             )
+            kind = "reply"
+        metrics.PROVIDER_DELIVERIES.labels(self.provider.name, kind).inc()
         await self.on_deliver(delivery)  # raising: no deliver_sm_resp (see _Esme)
 
     # Sending.
@@ -546,6 +564,23 @@ class SmppBind:
 
 
 # --- the provider ------------------------------------------------------------------------------
+
+# Metric children by (provider, outcome), made on first use and kept (labels() takes a lock).
+_OUTCOMES: dict[tuple[str, SubmitOutcome], Any] = {}
+_LATENCY: dict[str, Any] = {}
+
+
+def record_outcome(provider: str, result: SubmitResult, seconds: float) -> None:
+    """mailing_provider_messages_total and _submit_seconds (the kannel kind uses it too)."""
+    key = (provider, result.outcome)
+    counter = _OUTCOMES.get(key)
+    if counter is None:
+        counter = _OUTCOMES[key] = metrics.PROVIDER_MESSAGES.labels(provider, result.outcome.value)
+    counter.inc()
+    histogram = _LATENCY.get(provider)
+    if histogram is None:
+        histogram = _LATENCY[provider] = metrics.PROVIDER_SUBMIT_SECONDS.labels(provider)
+    histogram.observe(seconds)
 
 
 def _address(number: str, *, source: bool) -> PhoneNumber:
@@ -617,6 +652,18 @@ class SmppClient:
         """Send one message (all its parts on one bind) and say what became of it.
         `valid_until` reaches the SMSC as the absolute validity_period: after it, the SMSC
         neither delivers nor keeps trying."""
+        started = time.monotonic()
+        result = await self._submit(destination, text, valid_until, parts)
+        record_outcome(self.provider.name, result, time.monotonic() - started)
+        return result
+
+    async def _submit(
+        self,
+        destination: str,
+        text: str,
+        valid_until: datetime | None,
+        parts: SmsParts | None,
+    ) -> SubmitResult:
         sms = parts or split_sms(text)
         bind = self._pick()
         if bind is None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from services.sender.smpp import (
@@ -66,10 +67,21 @@ async def eventually(check: Callable[[], Any], message: str, timeout: float = 10
     return await wait_until(probe, timeout=timeout, message=message)
 
 
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_short_latin_text_is_accepted_and_delivered(
     smsc: Smsc, client_factory: Callable[..., SmppClient]
 ) -> None:
     client, deliveries = await bound_client(smsc, client_factory)
+    accepted_before = sample(
+        "mailing_provider_messages_total", provider="aggregator", outcome="accepted"
+    )
+    delivered_before = sample(
+        "mailing_provider_deliveries_total", provider="aggregator", kind="delivered"
+    )
+    assert sample("mailing_provider_binds_up", provider="aggregator") == 1
     result = await client.submit(PHONE, "Hello from the mailing service")
     assert result.outcome == SubmitOutcome.ACCEPTED, result
     assert result.parts == 1 and result.message_id
@@ -81,6 +93,14 @@ async def test_short_latin_text_is_accepted_and_delivered(
     [receipt] = await eventually(deliveries.receipts, "the receipt")
     assert receipt == Receipt("aggregator", result.message_id, "DELIVRD", "000")
     assert receipt.final and receipt.delivered
+    assert (
+        sample("mailing_provider_messages_total", provider="aggregator", outcome="accepted")
+        == accepted_before + 1
+    )
+    assert (
+        sample("mailing_provider_deliveries_total", provider="aggregator", kind="delivered")
+        == delivered_before + 1
+    )
 
 
 async def test_long_cyrillic_text_goes_as_parts_with_one_reference(
@@ -252,8 +272,17 @@ async def test_a_wrong_password_leaves_the_provider_down(
     smsc: Smsc, client_factory: Callable[..., SmppClient]
 ) -> None:
     deliveries = Deliveries()
+    refused_before = sample(
+        "mailing_provider_bind_failures_total", provider="aggregator", reason="ESME_RINVPASWD"
+    )
     client = client_factory(provider(smsc, password=SecretStr("wrong")), deliveries)
     await eventually(lambda: client.state["bind_error"] == "ESME_RINVPASWD", "bind refused")
+    assert (
+        sample(
+            "mailing_provider_bind_failures_total", provider="aggregator", reason="ESME_RINVPASWD"
+        )
+        > refused_before
+    )
     assert not client.can_take
     result = await client.submit(PHONE, "nobody listens")
     assert result.outcome == SubmitOutcome.UNAVAILABLE
