@@ -3,8 +3,9 @@
 `kannel_config()` writes a bearerbox + smsbox configuration: one SMPP transceiver to the SMSC
 (our simulator, scripts/smsc-sim), smsbox's sendsms on its own port with one sendsms-user
 allowed long texts (`max-messages`, `concatenation = true`: without them smsbox silently cuts a
-text to one SMS), receipts kept in bearerbox's memory and reported to each message's dlr-url.
-`running_kannel()` starts both boxes on free ports and stops them.
+text to one SMS), receipts awaited kept in a sqlite3 file and queued messages in a spool under
+the state directory (both survive a restart), each receipt reported to its message's dlr-url.
+`running_kannel()` starts both boxes (on free ports, or the given ones) and stops them.
 
     python -m scripts.kannel --smsc-port 2775   # prints the ports; Ctrl-C stops it
 """
@@ -16,6 +17,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Kannel's sqlite3 DLR storage does not create its table.
+DLR_TABLE = """CREATE TABLE IF NOT EXISTS dlr (
+    smsc TEXT, ts TEXT, destination TEXT, source TEXT, service TEXT, url TEXT,
+    mask INTEGER, status INTEGER, boxc TEXT)"""
 BEARERBOX = shutil.which("bearerbox") or "/usr/sbin/bearerbox"
 SMSBOX = shutil.which("smsbox") or "/usr/sbin/smsbox"
 
@@ -73,9 +79,30 @@ box-deny-ip = "*.*.*.*"
 log-file = {quoted(str(log_dir / "bearerbox.log"))}
 log-level = 1
 access-log = {quoted(str(log_dir / "access.log"))}
-dlr-storage = internal
+dlr-storage = sqlite3
+store-type = spool
+store-location = {quoted(str(log_dir / "spool"))}
 sms-resend-retry = 3
 sms-resend-freq = 5
+
+# Receipts awaited and messages queued survive a restart of bearerbox (sqlite3 file, spool).
+group = sqlite3-connection
+id = dlr
+database = {quoted(str(log_dir / "dlr.sqlite3"))}
+max-connections = 1
+
+group = dlr-db
+id = dlr
+table = dlr
+field-smsc = smsc
+field-timestamp = ts
+field-destination = destination
+field-source = source
+field-service = service
+field-url = url
+field-mask = mask
+field-status = status
+field-boxc-id = boxc
 
 group = smsc
 smsc = smpp
@@ -193,6 +220,9 @@ def running_kannel(
     ports = ports or KannelPorts(free_port(), free_port(), free_port())
     config = log_dir / "kannel.conf"
     config.write_text(kannel_config(account, ports, log_dir))
+    (log_dir / "spool").mkdir(exist_ok=True)
+    with sqlite3.connect(log_dir / "dlr.sqlite3") as db:
+        db.execute(DLR_TABLE)
     bearerbox = _start(BEARERBOX, config, log_dir / "bearerbox.out")
     smsbox: subprocess.Popen[bytes] | None = None
     try:

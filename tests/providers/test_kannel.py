@@ -3,6 +3,7 @@ scripts/kannel.py) to the SMSC simulator, receipts back through the dlr-url to a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from scripts.kannel import Kannel, KannelAccount, running_kannel
+from scripts.kannel import Kannel, KannelAccount, KannelPorts, running_kannel
 from services.sender.curl import CurlMulti
 from services.sender.kannel import (
     DLR_DELIVERED,
@@ -26,7 +27,13 @@ from services.sender.kannel import (
 from services.sender.smpp import SubmitOutcome
 from shared.providers import KannelProvider
 from tests.support.rig.processes import free_port
-from tests.support.smsc import KANNEL_PASSWORD, KANNEL_SYSTEM_ID, Smsc
+from tests.support.smsc import (
+    KANNEL2_PASSWORD,
+    KANNEL2_SYSTEM_ID,
+    KANNEL_PASSWORD,
+    KANNEL_SYSTEM_ID,
+    Smsc,
+)
 from tests.support.waiting import wait_until
 
 PHONE = "79001234567"
@@ -200,8 +207,65 @@ def test_validity_minutes_round_down() -> None:
 
 
 def test_config_refuses_quotes(tmp_path: Path) -> None:
-    from scripts.kannel import KannelPorts, kannel_config
+    from scripts.kannel import kannel_config
 
     account = KannelAccount("h", 1, "s", 'bad"password', "u", "p")
     with pytest.raises(ValueError, match="quotes"):
         kannel_config(account, KannelPorts(1, 2, 3), tmp_path)
+
+
+async def test_kannel_restarted_with_receipts_pending_loses_none(
+    smsc: Smsc,
+    callback_port: tuple[int, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """Its own Kannel (the session's stays up): stopped while receipts are pending, refused
+    meanwhile (unavailable, nothing sent), started again from the same state directory; the
+    receipts it was waiting for still reach the dlr-url."""
+    port, holder = callback_port
+    account = KannelAccount(
+        "127.0.0.1", smsc.port, KANNEL2_SYSTEM_ID, KANNEL2_PASSWORD, USERNAME, PASSWORD
+    )
+    ports = KannelPorts(free_port(), free_port(), free_port())
+    provider = KannelProvider(
+        name="gateway",
+        url=f"http://127.0.0.1:{ports.sendsms}/cgi-bin/sendsms",
+        username=USERNAME,
+        password=SecretStr(PASSWORD),
+        source_addr="MAILING",
+        callback_base_url=f"http://127.0.0.1:{port}",
+        callback_secret=SecretStr(CALLBACK_SECRET),
+    )
+    holder["callbacks"] = callbacks = Callbacks(provider)
+    curl = CurlMulti(max_connections=4, keepalive_s=5)
+    client = KannelClient(provider, curl)
+    state = tmp_path / "kannel-state"
+    smsc.faults(no_receipts=True)
+    try:
+        with running_kannel(account, state, ports=ports):
+            await wait_until(
+                lambda: asyncio.sleep(0, smsc.bound(KANNEL2_SYSTEM_ID) >= 1),
+                timeout=30,
+                message="this Kannel bound too",
+            )
+            for number in ("2001", "2002"):
+                result = await client.submit(number, PHONE, f"pending {number}")
+                assert result.outcome == SubmitOutcome.ACCEPTED, result
+
+            async def both_at_smsc() -> bool:
+                return len(smsc.messages()) == 2
+
+            await wait_until(both_at_smsc, timeout=20, message="both at the SMSC")
+        down = await client.submit("2003", PHONE, "while Kannel is down")
+        assert down.outcome == SubmitOutcome.UNAVAILABLE, down
+        with running_kannel(account, state, ports=ports):
+            smsc.faults(no_receipts=False)
+
+            async def both_receipts() -> list[KannelReceipt]:
+                return callbacks.receipts if len(callbacks.receipts) >= 2 else []
+
+            got = await wait_until(both_receipts, timeout=30, message="receipts after restart")
+            assert sorted(r.message_id for r in got) == ["2001", "2002"]
+            assert all(r.delivered for r in got)
+    finally:
+        await curl.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -20,7 +21,8 @@ from services.sender.smpp import (
     parse_receipt,
 )
 from shared.providers import SmppProvider
-from tests.support.smsc import PASSWORD, SYSTEM_ID, Smsc
+from tests.support.rig.processes import free_port
+from tests.support.smsc import PASSWORD, SYSTEM_ID, Smsc, running_smsc
 from tests.support.waiting import wait_until
 
 PHONE = "79001234567"
@@ -374,3 +376,32 @@ async def test_slow_receipt_handlers_run_side_by_side(
     release.set()
     await eventually(lambda: smsc.stats()["receipts_acked"] == 5, "five acknowledged")
     assert len(handled) == 5
+
+
+async def test_an_smsc_down_at_start_is_bound_when_it_comes_up(
+    client_factory: Callable[..., SmppClient], tmp_path: Path
+) -> None:
+    port = free_port()
+    deliveries = Deliveries()
+    client = client_factory(
+        SmppProvider(
+            name="late",
+            host="127.0.0.1",
+            port=port,
+            system_id=SYSTEM_ID,
+            password=SecretStr(PASSWORD),
+            source_addr="MAILING",
+        ),
+        deliveries,
+    )
+    # Nobody listens: the provider cannot take messages, and says so at once.
+    result = await client.submit(PHONE, "nobody there")
+    assert result.outcome == SubmitOutcome.UNAVAILABLE and not client.can_take
+    with running_smsc(tmp_path, port=port) as late_smsc:
+        assert await client.wait_bound(15.0), client.state
+        result = await client.submit(PHONE, "there now")
+        assert result.outcome == SubmitOutcome.ACCEPTED, result
+        await eventually(deliveries.receipts, "its receipt")
+        assert late_smsc.stats()["messages"] == 1
+    # The SMSC goes away again: the bind goes down and the provider says so.
+    await eventually(lambda: not client.can_take, "bind down")

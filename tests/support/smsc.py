@@ -25,12 +25,16 @@ KANNEL_PASSWORD = "k-smpp"  # SMPP 3.4: at most 8 characters
 # A second aggregator account (two providers of different quality on one simulator).
 SECOND_SYSTEM_ID = "second"
 SECOND_PASSWORD = "second"
+# A second Kannel's (the SMSC sends receipts on any bind of an account: one Kannel each).
+KANNEL2_SYSTEM_ID = "kannel2"
+KANNEL2_PASSWORD = "k2-smpp"
 ACCOUNTS = ",".join(
     f"{system_id}:{password}"
     for system_id, password in [
         (SYSTEM_ID, PASSWORD),
         (KANNEL_SYSTEM_ID, KANNEL_PASSWORD),
         (SECOND_SYSTEM_ID, SECOND_PASSWORD),
+        (KANNEL2_SYSTEM_ID, KANNEL2_PASSWORD),
     ]
 )
 
@@ -102,10 +106,12 @@ def _up(smsc: Smsc) -> bool:
 
 
 @contextmanager
-def running_smsc(log_dir: Path, *, users: str = ACCOUNTS) -> Iterator[Smsc]:
-    """Start the simulator; stop it on exit."""
+def running_smsc(
+    log_dir: Path, *, users: str = ACCOUNTS, port: int | None = None
+) -> Iterator[Smsc]:
+    """Start the simulator (SMPP on `port`, else a free one); stop it on exit."""
     ensure_installed()
-    port, control_port = free_port(), free_port()
+    port, control_port = port or free_port(), free_port()
     log = log_dir / f"smsc-sim-{port}.log"
     env = {
         "PATH": "/usr/bin:/bin:/usr/local/bin",
