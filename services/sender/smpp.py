@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import random
 import re
 import time
@@ -268,6 +269,20 @@ class _Reconnect(AbstractRetryTimer):
         self.bind._up()
 
 
+class _ToStructlog(logging.Handler):
+    """aiosmpplib's own log lines (reconnect errors and the like) into our JSON logs."""
+
+    def __init__(self, bind: str) -> None:
+        super().__init__(logging.WARNING)
+        self.bind = bind
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        event, _, detail = text.partition(" >>> ")
+        write = log.error if record.levelno >= logging.ERROR else log.warning
+        write("aiosmpplib: " + event.strip(), bind=self.bind, detail=detail or None)
+
+
 class _Esme(ESME):
     """aiosmpplib's ESME with one change to its read loop: each deliver_sm is handled in a task
     of its own and its deliver_sm_resp leaves only when our handler has returned (after the
@@ -394,6 +409,8 @@ class SmppBind:
             # Its per-PDU logs would cost CPU per message; our own logs say what matters.
             log_level="ERROR",
             log_metadata={"provider": provider.name, "bind": index},
+            log_handler=_ToStructlog(self.name),
+            log_include_timestamp=False,
             hook=_Hook(self),
             broker=self._broker,
             throttle_handler=self._throttle,
