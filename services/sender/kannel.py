@@ -137,7 +137,7 @@ class KannelClient:
             minutes = validity_minutes(valid_until)
             if minutes < 1:
                 return SubmitResult(
-                    SubmitOutcome.PERMANENT, parts=parts, error="under a minute to its end time"
+                    SubmitOutcome.EXPIRED, parts=parts, error="under a minute to its end time"
                 )
         headers = self._headers(message_id, destination, text, minutes)
         started = time.monotonic()

@@ -74,6 +74,7 @@ class SubmitOutcome(StrEnum):
     TRANSIENT = "transient"  # any other error: retry by the usual policy
     UNAVAILABLE = "unavailable"  # not sent: no bind up (or closing); another provider may take it
     UNKNOWN = "unknown"  # sent, no answer (bind lost, timeout): a retry may duplicate it
+    EXPIRED = "expired"  # not sent: too close to (or past) the mailing's end time
 
 
 THROTTLING = {SmppCommandStatus.ESME_RTHROTTLED, SmppCommandStatus.ESME_RMSGQFUL}
@@ -689,7 +690,7 @@ class SmppClient:
             valid_until = valid_until.astimezone(UTC)
             if valid_until <= datetime.now(UTC):
                 return SubmitResult(
-                    SubmitOutcome.PERMANENT, parts=sms.count, error="past its end time"
+                    SubmitOutcome.EXPIRED, parts=sms.count, error="past its end time"
                 )
         reference = bind.next_reference()
         multipart = sms.count > 1

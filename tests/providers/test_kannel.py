@@ -195,7 +195,7 @@ async def test_refusals(client: tuple[KannelClient, Callbacks], smsc: Smsc) -> N
     late = await kannel_client.submit(
         "1006", PHONE, "too late", valid_until=datetime.now(UTC) + timedelta(seconds=30)
     )
-    assert late.outcome == SubmitOutcome.PERMANENT
+    assert late.outcome == SubmitOutcome.EXPIRED
     assert smsc.messages() == []
 
 

@@ -157,7 +157,7 @@ async def test_validity_period_reaches_the_smsc_and_expires_the_message(
     late = await client.submit(
         PHONE, "Too late", valid_until=datetime.now(UTC) - timedelta(seconds=1)
     )
-    assert late.outcome == SubmitOutcome.PERMANENT and len(smsc.messages()) == 1
+    assert late.outcome == SubmitOutcome.EXPIRED and len(smsc.messages()) == 1
 
 
 async def test_throttling_slows_down_and_permanent_errors_carry_the_code(
