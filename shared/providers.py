@@ -469,6 +469,7 @@ class ProvidersSource:
         provider_token: SecretStr | str | None = None,
         provider_token_file: Path | None = None,
         on_change: Callable[[ProvidersConfig], None] | None = None,
+        fallback_given: bool | None = None,
     ) -> None:
         self._file = providers_file
         self._fallback_url = provider_url
@@ -479,7 +480,9 @@ class ProvidersSource:
         self._on_change = on_change
         self._stamps: dict[Path, float | None] = {}
         self.last_error: ProvidersFileError | None = None
-        if providers_file is not None and (provider_url or provider_token or provider_token_file):
+        if fallback_given is None:
+            fallback_given = bool(provider_url or provider_token or provider_token_file)
+        if providers_file is not None and fallback_given:
             log.warning(
                 "PROVIDERS_FILE is set: PROVIDER_URL / PROVIDER_TOKEN(_FILE) are ignored",
                 providers_file=str(providers_file),
@@ -555,10 +558,13 @@ def providers_source(
 ) -> ProvidersSource:
     """The source a service's settings describe: PROVIDERS_FILE, else (the sender's)
     PROVIDER_URL / PROVIDER_TOKEN(_FILE)."""
+    fallback = ("provider_url", "provider_token", "provider_token_file")
     return ProvidersSource(
         settings.providers_file,
         provider_url=getattr(settings, "provider_url", None),
         provider_token=getattr(settings, "provider_token", None),
         provider_token_file=getattr(settings, "provider_token_file", None),
         on_change=on_change,
+        # PROVIDER_URL has a default: warn only when one of them was really given.
+        fallback_given=bool(set(fallback) & settings.model_fields_set),
     )

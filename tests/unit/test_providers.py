@@ -476,7 +476,9 @@ def test_an_invalid_file_at_start_refuses_to_start(tmp_path: Path) -> None:
         ProvidersSource(path)
 
 
-def test_from_the_services_settings(tmp_path: Path, secrets: dict[str, Path]) -> None:
+def test_from_the_services_settings(
+    tmp_path: Path, secrets: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     from shared.providers import providers_source
     from shared.settings import ApiSettings, SenderSettings
 
@@ -486,6 +488,10 @@ def test_from_the_services_settings(tmp_path: Path, secrets: dict[str, Path]) ->
     api = providers_source(ApiSettings(providers_file=path))
     assert sender.current == api.current
     assert sorted(sender.current.providers) == ["aggregator", "gateway", "stub"]
+    assert "are ignored" not in capsys.readouterr().out  # PROVIDER_URL's default is no setting
+    both = providers_source(SenderSettings(providers_file=path, provider_url="http://stub:1"))
+    assert "default" not in both.current.providers
+    assert "are ignored" in capsys.readouterr().out
     fallback = providers_source(SenderSettings(provider_url="http://stub:1"))
     assert [p.url for p in fallback.current.route_for("900")] == ["http://stub:1"]  # type: ignore[union-attr]
 
