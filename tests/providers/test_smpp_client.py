@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
@@ -271,13 +272,13 @@ async def test_requests_in_flight_when_the_bind_drops_are_unknown_not_lost(
 
 
 async def test_a_wrong_password_leaves_the_provider_down(
-    smsc: Smsc, client_factory: Callable[..., SmppClient]
+    smsc: Smsc, client_factory: Callable[..., SmppClient], capfd: pytest.CaptureFixture[str]
 ) -> None:
     deliveries = Deliveries()
     refused_before = sample(
         "mailing_provider_bind_failures_total", provider="aggregator", reason="ESME_RINVPASWD"
     )
-    client = client_factory(provider(smsc, password=SecretStr("wrong")), deliveries)
+    client = client_factory(provider(smsc, password=SecretStr("wr0ngpw")), deliveries)
     await eventually(lambda: client.state["bind_error"] == "ESME_RINVPASWD", "bind refused")
     assert (
         sample(
@@ -289,7 +290,10 @@ async def test_a_wrong_password_leaves_the_provider_down(
     result = await client.submit(PHONE, "nobody listens")
     assert result.outcome == SubmitOutcome.UNAVAILABLE
     assert smsc.stats()["bind_failures"] >= 1 and smsc.stats()["submits"] == 0
-    assert "wrong" not in repr(client.provider) + str(client.state)
+    assert "wr0ngpw" not in repr(client.provider) + str(client.state)
+    logged = capfd.readouterr()
+    assert "ESME_RINVPASWD" in logged.out + logged.err  # said, without the password
+    assert "wr0ngpw" not in logged.out + logged.err
 
 
 async def test_close_drains_the_window_then_unbinds(
