@@ -1,6 +1,9 @@
 """`make run`: start the provider stub, api, scheduler and one sender; Ctrl-C stops them all.
 
 Creates a git-ignored `.env` with a random admin token on first run and prints it.
+Also starts the SMSC simulator and Kannel in front of it, and writes `run/providers.yaml`
+routing some operator codes through each kind (docs/PROVIDERS.md); `DEV_PROVIDERS=0` leaves
+them out, a PROVIDERS_FILE of your own wins.
 """
 
 from __future__ import annotations
@@ -23,7 +26,55 @@ COLORS = {
     "sender": "32",
     "reporter": "34",
     "smtp": "37",
+    "smsc": "31",
+    "kannel": "35",
 }
+# The dev SMSC's accounts: our smpp provider's and Kannel's own (SMPP passwords: <= 8 chars).
+DEV_SMPP = ("mailing", "dev-smpp")
+DEV_KANNEL_SMPP = ("kannel", "k-smpp")
+
+
+def dev_providers(
+    stub_url: str, smsc_port: int, kannel_port: int | None, api_url: str, stub_token: str
+) -> str:
+    """A providers file for `make run`: codes 900-904 over SMPP (failing over to the stub),
+    905-909 through Kannel when it is installed, every other code to the stub."""
+    lines = [
+        "# Written by scripts/devrun.py for `make run` (development secrets inline).",
+        "providers:",
+        "  - name: stub",
+        "    kind: fabrique",
+        f"    url: {stub_url}",
+        f"    token: {stub_token}",
+        "  - name: aggregator",
+        "    kind: smpp",
+        "    host: 127.0.0.1",
+        f"    port: {smsc_port}",
+        f"    system_id: {DEV_SMPP[0]}",
+        f"    password: {DEV_SMPP[1]}",
+        "    source_addr: MAILING",
+        "    max_tps: 100",
+    ]
+    if kannel_port is not None:
+        lines += [
+            "  - name: gateway",
+            "    kind: kannel",
+            f"    url: http://127.0.0.1:{kannel_port}/cgi-bin/sendsms",
+            "    username: mailing",
+            "    password: kannel-dev",
+            "    callback_secret: kannel-dev-callback",
+            "    source_addr: MAILING",
+            f"    callback_base_url: {api_url}",
+        ]
+    lines += [
+        "routes:",
+        '  - operators: ["900", "901", "902", "903", "904"]',
+        "    via: [aggregator, stub]",
+    ]
+    if kannel_port is not None:
+        lines += ['  - operators: ["905", "906", "907", "908", "909"]', "    via: [gateway, stub]"]
+    lines += ['  - operators: ["*"]', "    via: [stub]"]
+    return "\n".join(lines) + "\n"
 
 
 def ensure_env_file() -> dict[str, str]:
@@ -77,7 +128,55 @@ def main() -> None:
         IDP_CLIENT_ID=env["OIDC_CLIENT_ID"],
         IDP_CLIENT_SECRET=env["OIDC_CLIENT_SECRET"],
     )
-    services = {
+    services: dict[str, list[str]] = {}
+    extra_lines: list[str] = []
+    if env.get("DEV_PROVIDERS", "1") != "0":
+        smsc_dir = ROOT / "scripts" / "smsc-sim"
+        if not (smsc_dir / "node_modules" / "smpp").exists():
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=smsc_dir, check=True)  # noqa: S607
+        smsc_port = int(env.get("DEV_SMSC_PORT", "2775"))
+        smsc_control = int(env.get("DEV_SMSC_CONTROL_PORT", "2776"))
+        kannel_port: int | None = int(env.get("DEV_KANNEL_PORT", "13113"))
+        env.update(
+            SMSC_PORT=str(smsc_port),
+            SMSC_CONTROL_PORT=str(smsc_control),
+            SMSC_USERS=",".join(f"{u}:{p}" for u, p in (DEV_SMPP, DEV_KANNEL_SMPP)),
+            SMSC_RECEIPT_DELAY_MS=env.get("SMSC_RECEIPT_DELAY_MS", "1000"),
+        )
+        services["smsc"] = ["node", str(smsc_dir / "server.mjs")]
+        if Path("/usr/sbin/bearerbox").exists():
+            services["kannel"] = [
+                sys.executable, "-m", "scripts.kannel",
+                "--smsc-port", str(smsc_port),
+                "--smsc-system-id", DEV_KANNEL_SMPP[0],
+                "--smsc-password", DEV_KANNEL_SMPP[1],
+                "--username", "mailing",
+                "--password", "kannel-dev",
+                "--sendsms-port", str(kannel_port),
+                "--log-dir", str(ROOT / "run" / "kannel"),
+            ]  # fmt: skip
+        else:
+            print("kannel is not installed (scripts/ensure-services.sh): no gateway", flush=True)
+            kannel_port = None
+        if "PROVIDERS_FILE" not in env:
+            providers_file = ROOT / "run" / "providers.yaml"
+            providers_file.parent.mkdir(exist_ok=True)
+            providers_file.write_text(
+                dev_providers(
+                    env["PROVIDER_URL"],
+                    smsc_port,
+                    kannel_port,
+                    env["UI_BASE_URL"],
+                    env.get("PROVIDER_TOKEN", env["STUB_TOKEN"]),
+                )
+            )
+            env["PROVIDERS_FILE"] = str(providers_file)
+        extra_lines.append(
+            f"    smsc         smpp 127.0.0.1:{smsc_port}, http://127.0.0.1:{smsc_control}/stats"
+            + (f"; kannel sendsms :{kannel_port}" if kannel_port else "")
+        )
+        extra_lines.append(f"    providers    {env['PROVIDERS_FILE']} (docs/PROVIDERS.md)")
+    services |= {
         "idp": ["node", str(idp_dir / "server.mjs")],
         "stub": [sys.executable, "-m", "services.provider_stub"],
         "api": [sys.executable, "-m", "services.api"],
@@ -103,6 +202,7 @@ def main() -> None:
     console      {env["UI_BASE_URL"]}/ui/   sign in as admin, viewer or nobody (any password;
                  nobody is in no group and is refused)
     stub         http://127.0.0.1:{stub_port}/_control/stats
+{chr(10).join(extra_lines)}
     metrics      :{api_port}/metrics (api), :9101 (scheduler), :9102 (sender), :9103 (reporter)
     daily report at {env.get("REPORT_AT", "06:00")} UTC, printed by the local SMTP sink below
   Ctrl-C stops everything.

@@ -45,6 +45,15 @@ ensure_console_tools() {
   fi
 }
 
+# Real SMS delivery (docs/PROVIDERS.md): Kannel's bearerbox and smsbox from Debian's package,
+# started by the tests and `make run` in front of the SMSC simulator (scripts/smsc-sim, node).
+ensure_sms_gateway() {
+  if [ ! -x /usr/sbin/bearerbox ] || [ ! -x /usr/sbin/smsbox ]; then
+    apt_install --no-install-recommends kannel
+  fi
+}
+
 ensure_database_servers
 ensure_monitoring_tools
 ensure_console_tools
+ensure_sms_gateway

@@ -109,3 +109,27 @@ EVENT_LOOP_LAG = Histogram(
 RESULT_WRITE_RETRIES = Counter(
     "mailing_result_write_retries_total", "Failed result writes retried (results kept)"
 )
+
+# Providers of kind smpp and kannel (docs/PROVIDERS.md), by the providers file's names.
+PROVIDER_MESSAGES = Counter(
+    "mailing_provider_messages_total",
+    "Messages handed to an smpp or kannel provider, by outcome",
+    ["provider", "outcome"],
+)
+PROVIDER_SUBMIT_SECONDS = Histogram(
+    "mailing_provider_submit_seconds",
+    "From handing a message to an smpp or kannel provider to its answer (all parts)",
+    ["provider"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PROVIDER_BINDS_UP = Gauge("mailing_provider_binds_up", "SMPP binds up in this sender", ["provider"])
+PROVIDER_BIND_FAILURES = Counter(
+    "mailing_provider_bind_failures_total",
+    "SMPP binds refused or lost",
+    ["provider", "reason"],
+)
+PROVIDER_DELIVERIES = Counter(
+    "mailing_provider_deliveries_total",
+    "deliver_sm received over SMPP: receipts by outcome, replies, unreadable ones",
+    ["provider", "kind"],
+)

@@ -66,6 +66,8 @@ class ApiSettings(BaseServiceSettings):
     @classmethod
     def _empty_threshold_is_off(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+    # The providers the api shows and takes Kannel receipts for (docs/PROVIDERS.md).
+    providers_file: Path | None = None
 
     @field_validator("api_tokens", mode="before")
     @classmethod
@@ -191,6 +193,8 @@ class SenderSettings(BaseServiceSettings):
     # The provider JWT; or PROVIDER_TOKEN_FILE, re-read when it changes (token rotation).
     provider_token: SecretStr | None = None
     provider_token_file: Path | None = None
+    # Providers and routes (docs/PROVIDERS.md); when set it wins over PROVIDER_URL/_TOKEN.
+    providers_file: Path | None = None
     provider_timeout_s: float = Field(10.0, gt=0)
     # Never start a request closer than this to the mailing's end time (about the provider's p99).
     end_safety_margin_s: float = Field(2.0, ge=0)
