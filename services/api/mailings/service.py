@@ -6,14 +6,14 @@ import hashlib
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import Boolean, func, literal_column, not_, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import audit
 from services.api.auth import Forbidden
 from services.api.errors import Conflict, NotFound, Unprocessable
-from services.api.mailings.check import Draft, filter_condition, presend_check
+from services.api.mailings.check import Draft, count_recipients, presend_check
 from services.api.mailings.schemas import (
     MailingCheck,
     MailingClone,
@@ -22,9 +22,8 @@ from services.api.mailings.schemas import (
     MailingPatch,
 )
 from services.api.principal import Actor
-from shared.domain.opt_out import opted_out_sql
 from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus
-from shared.models import Client, Mailing, Message
+from shared.models import Mailing, Message
 
 log = structlog.get_logger("api.mailings")
 
@@ -395,16 +394,8 @@ async def delete_mailing(session: AsyncSession, mailing_id: int, *, actor: Actor
 
 
 async def count_matching_clients(session: AsyncSession, mailing_filter: MailingFilter) -> int:
-    query = (
-        select(func.count())
-        .select_from(Client)
-        .where(
-            Client.deleted_at.is_(None),
-            not_(literal_column(opted_out_sql("client"), Boolean)),
-            filter_condition(mailing_filter.operator_codes, mailing_filter.tags),
-        )
-    )
-    return int(await session.scalar(query) or 0)
+    """The clients a mailing with this filter would reach (the check's `final`)."""
+    return (await count_recipients(session, mailing_filter)).final
 
 
 async def list_messages(
