@@ -18,7 +18,14 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.domain.end_time import END_REACHED, ended_sql
-from shared.domain.lifecycle import EXPIRABLE, OPEN, S, sql, sql_in
+from shared.domain.lifecycle import (
+    OPEN,
+    S,
+    mailing_stopped_sql,
+    open_not_held_sql,
+    sql,
+    sql_in,
+)
 from shared.domain.statuses import MailingStatus
 from shared.domain.test_send import deadline_sql
 
@@ -33,7 +40,7 @@ _HAS_OPEN = f"""EXISTS (
     WHERE c.mailing_id = mg.id AND c.status IN ({sql_in(OPEN)}) AND c.count > 0)"""
 
 CANCELLED_MAILINGS = text(f"""
-    SELECT mg.id FROM mailing mg WHERE mg.status = {sql(MailingStatus.CANCELLED)} AND {_HAS_OPEN}
+    SELECT mg.id FROM mailing mg WHERE {mailing_stopped_sql("mg")} AND {_HAS_OPEN}
 """)
 
 ENDED_MAILINGS = text(f"""
@@ -46,10 +53,7 @@ CANCEL_CHUNK = text(f"""
         updated_at = now()
     FROM (
         SELECT msg.id, msg.mailing_id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
-        WHERE msg.{_OF_MAILINGS} AND mg.status = {sql(MailingStatus.CANCELLED)}
-          AND msg.status IN ({sql_in(OPEN)})
-          -- A request under way may be delivered: its sender records the outcome.
-          AND NOT (msg.status = {sql(S.SENDING)} AND coalesce(msg.lease_until > now(), false))
+        WHERE msg.{_OF_MAILINGS} AND {mailing_stopped_sql("mg")} AND {open_not_held_sql("msg")}
         LIMIT :limit
         FOR UPDATE OF msg SKIP LOCKED
     ) AS due
@@ -62,9 +66,7 @@ EXPIRE_CHUNK = text(f"""
     FROM (
         SELECT msg.id, msg.mailing_id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
         WHERE msg.{_OF_MAILINGS} AND mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")}
-          AND NOT msg.is_test
-          AND (msg.status IN ({sql_in(EXPIRABLE)})
-               OR (msg.status = {sql(S.SENDING)} AND msg.lease_until <= now()))
+          AND NOT msg.is_test AND {open_not_held_sql("msg")}
         LIMIT :limit
         FOR UPDATE OF msg SKIP LOCKED
     ) AS due
@@ -76,11 +78,9 @@ EXPIRE_TESTS = text(f"""
     UPDATE message m SET status = {sql(S.EXPIRED)}, token = NULL, lease_until = NULL,
         updated_at = now(), last_error = coalesce(m.last_error, '{END_REACHED}')
     FROM (
-        SELECT id, mailing_id FROM message
-        WHERE client_id IS NULL AND is_test AND status IN ({sql_in(OPEN)})
-          AND {ended_sql(deadline_sql("created_at"))}
-          AND (status IN ({sql_in(EXPIRABLE)})
-               OR (status = {sql(S.SENDING)} AND lease_until <= now()))
+        SELECT t.id, t.mailing_id FROM message t
+        WHERE t.client_id IS NULL AND t.is_test AND {open_not_held_sql("t")}
+          AND {ended_sql(deadline_sql("t.created_at"))}
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     ) AS due
