@@ -27,7 +27,8 @@ Test sends (`is_test`, see shared/domain/test_send.py) take the same claim, resu
 and dead-letter moves as any message; the regular lease and reaper leave them to the test
 lease, and the sweep expires them at their own deadline, not at the mailing's end.
 
-A new move is one entry in MOVES and one statement in the module named beside it. Every status
+A new move is one entry in MOVES and one statement in the module named beside it;
+tests/db/test_lifecycle_moves.py runs every statement and fails on a move MOVES does not hold. Every status
 list in the worker SQL comes from here or from `shared.domain.statuses`, through `sql_in`,
 never as a string literal.
 """

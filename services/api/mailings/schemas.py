@@ -7,6 +7,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.api.clients.schemas import OperatorCode, Tag
 from services.api.schemas import InputModel, no_nul
+from shared.domain.mailing_times import broken_time_rule
 from shared.domain.send_window import SendWindow, parse_send_window
 from shared.domain.statuses import MailingStatus, MessageStatus
 from shared.domain.text import MAX_TEXT_LENGTH, segment_text
@@ -78,7 +79,21 @@ class SendWindowModel(InputModel):
         return parse_send_window(self.start, self.end)
 
 
-class MailingCreate(InputModel):
+class TimesInOrder(InputModel):
+    """A body whose `end_at`, when given with `start_at`, must come after it (the rest of the
+    time rules needs the database's clock: `shared.domain.mailing_times`)."""
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Self:
+        start_at, end_at = getattr(self, "start_at", None), getattr(self, "end_at", None)
+        if start_at is not None and end_at is not None:
+            rule = broken_time_rule(start_at=start_at, end_at=end_at)
+            if rule is not None:
+                raise ValueError(rule.value)
+        return self
+
+
+class MailingCreate(TimesInOrder):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -99,12 +114,6 @@ class MailingCreate(InputModel):
     filter: MailingFilter = Field(default_factory=MailingFilter)
     send_window: SendWindowModel | None = None
 
-    @model_validator(mode="after")
-    def _end_after_start(self) -> Self:
-        if self.end_at <= self.start_at:
-            raise ValueError("end_at must be after start_at")
-        return self
-
 
 class MailingPatch(InputModel):
     """Only the fields given change. Once a mailing has started, start_at, filter and
@@ -123,7 +132,7 @@ class MailingPatch(InputModel):
     )
 
 
-class MailingClone(InputModel):
+class MailingClone(TimesInOrder):
     """When the copy runs; its text, filter and send window are the original's."""
 
     model_config = ConfigDict(
@@ -137,14 +146,8 @@ class MailingClone(InputModel):
     start_at: Moment = Field(description="ISO 8601 with an offset")
     end_at: Moment = Field(description="ISO 8601 with an offset; after start_at, in future")
 
-    @model_validator(mode="after")
-    def _end_after_start(self) -> Self:
-        if self.end_at <= self.start_at:
-            raise ValueError("end_at must be after start_at")
-        return self
 
-
-class MailingCheckIn(InputModel):
+class MailingCheckIn(TimesInOrder):
     """The create body; every field but the filter may be left out (its part of the check is
     then left out too: no text, no text figures; no times, no finish estimate)."""
 
@@ -168,12 +171,6 @@ class MailingCheckIn(InputModel):
     text: MailingText | None = None
     filter: MailingFilter = Field(default_factory=MailingFilter)
     send_window: SendWindowModel | None = None
-
-    @model_validator(mode="after")
-    def _end_after_start(self) -> Self:
-        if self.start_at and self.end_at and self.end_at <= self.start_at:
-            raise ValueError("end_at must be after start_at")
-        return self
 
 
 # The old name of the check's body (`POST /mailings/preview`).
