@@ -48,44 +48,46 @@ ENDED_MAILINGS = text(f"""
     WHERE mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")} AND {_HAS_OPEN}
 """)
 
-CANCEL_CHUNK = text(f"""
-    UPDATE message m SET status = {sql(S.CANCELLED)}, token = NULL, lease_until = NULL,
-        updated_at = now()
-    FROM (
-        SELECT msg.id, msg.mailing_id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
-        WHERE msg.{_OF_MAILINGS} AND {mailing_stopped_sql("mg")} AND {open_not_held_sql("msg")}
-        LIMIT :limit
-        FOR UPDATE OF msg SKIP LOCKED
-    ) AS due
-    WHERE m.id = due.id AND m.mailing_id = due.mailing_id AND m.{_OF_MAILINGS}
-""")
 
-EXPIRE_CHUNK = text(f"""
-    UPDATE message m SET status = {sql(S.EXPIRED)}, token = NULL, lease_until = NULL,
-        updated_at = now(), last_error = coalesce(m.last_error, '{END_REACHED}')
-    FROM (
-        SELECT msg.id, msg.mailing_id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
-        WHERE msg.{_OF_MAILINGS} AND mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")}
-          AND NOT msg.is_test AND {open_not_held_sql("msg")}
-        LIMIT :limit
-        FOR UPDATE OF msg SKIP LOCKED
-    ) AS due
-    WHERE m.id = due.id AND m.mailing_id = due.mailing_id AND m.{_OF_MAILINGS}
-""")
+def _end_chunk(status: S, where: str, *, of_mailings: bool = True, last_error: str = "") -> str:
+    """Up to :limit open messages no sender holds that `where` picks become `status`;
+    `last_error` is kept if set, else becomes this one. `where` reads the message `msg` and,
+    `of_mailings` (the swept mailings' ids as constants), its mailing `mg`."""
+    error = f", last_error = coalesce(m.last_error, '{last_error}')" if last_error else ""
+    mailings = f" AND msg.{_OF_MAILINGS}" if of_mailings else ""
+    join = "JOIN mailing mg ON mg.id = msg.mailing_id" if of_mailings else ""
+    return f"""
+        UPDATE message m SET status = {sql(status)}, token = NULL, lease_until = NULL,
+            updated_at = now(){error}
+        FROM (
+            SELECT msg.id, msg.mailing_id FROM message msg {join}
+            WHERE {where} AND {open_not_held_sql("msg")}{mailings}
+            LIMIT :limit
+            FOR UPDATE OF msg SKIP LOCKED
+        ) AS due
+        WHERE m.id = due.id AND m.mailing_id = due.mailing_id{mailings.replace("msg.", "m.")}
+    """
+
+
+CANCEL_CHUNK = text(_end_chunk(S.CANCELLED, mailing_stopped_sql("mg")))
+
+EXPIRE_CHUNK = text(
+    _end_chunk(
+        S.EXPIRED,
+        f"mg.status IN ({_LIVE}) AND {ended_sql('mg.end_at')} AND NOT msg.is_test",
+        last_error=END_REACHED,
+    )
+)
 
 # `client_id IS NULL`: only tests have none, found through ix_message_client_id_open.
-EXPIRE_TESTS = text(f"""
-    UPDATE message m SET status = {sql(S.EXPIRED)}, token = NULL, lease_until = NULL,
-        updated_at = now(), last_error = coalesce(m.last_error, '{END_REACHED}')
-    FROM (
-        SELECT t.id, t.mailing_id FROM message t
-        WHERE t.client_id IS NULL AND t.is_test AND {open_not_held_sql("t")}
-          AND {ended_sql(deadline_sql("t.created_at"))}
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    ) AS due
-    WHERE m.id = due.id AND m.mailing_id = due.mailing_id
-""")
+EXPIRE_TESTS = text(
+    _end_chunk(
+        S.EXPIRED,
+        f"msg.client_id IS NULL AND msg.is_test AND {ended_sql(deadline_sql('msg.created_at'))}",
+        of_mailings=False,
+        last_error=END_REACHED,
+    )
+)
 
 COMPLETE = text(f"""
     UPDATE mailing mg SET status = {sql(MailingStatus.COMPLETED)}, completed_at = now(),
