@@ -4,6 +4,7 @@ from datetime import UTC, datetime, time
 from typing import Annotated, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from services.api.clients.schemas import OperatorCode, Tag
 from services.api.schemas import InputModel, no_nul
@@ -93,20 +94,18 @@ class TimesInOrder(InputModel):
         return self
 
 
+# A create body, the example of the create and of the check.
+CREATE_EXAMPLE: JsonDict = {
+    "start_at": "2030-03-01T09:00:00+03:00",
+    "end_at": "2030-03-02T21:00:00+03:00",
+    "text": "Скидка 20% до воскресенья",
+    "filter": {"operator_codes": ["912"], "tags": ["vip"]},
+    "send_window": {"start": "09:00", "end": "21:00"},
+}
+
+
 class MailingCreate(TimesInOrder):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "start_at": "2030-03-01T09:00:00+03:00",
-                    "end_at": "2030-03-02T21:00:00+03:00",
-                    "text": "Скидка 20% до воскресенья",
-                    "filter": {"operator_codes": ["912"], "tags": ["vip"]},
-                    "send_window": {"start": "09:00", "end": "21:00"},
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [CREATE_EXAMPLE]})
 
     start_at: Moment = Field(description="ISO 8601 with an offset")
     end_at: Moment = Field(description="ISO 8601 with an offset; after start_at, in future")
@@ -154,13 +153,7 @@ class MailingCheckIn(TimesInOrder):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {
-                    "start_at": "2030-03-01T09:00:00+03:00",
-                    "end_at": "2030-03-02T21:00:00+03:00",
-                    "text": "Скидка 20% до воскресенья",
-                    "filter": {"operator_codes": ["912"], "tags": ["vip"]},
-                    "send_window": {"start": "09:00", "end": "21:00"},
-                },
+                CREATE_EXAMPLE,
                 {"filter": {"operator_codes": ["912"], "tags": []}},
             ]
         }
