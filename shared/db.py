@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -43,3 +45,8 @@ async def database_ready(engine: AsyncEngine) -> bool:
     except Exception:
         return False
     return True
+
+
+async def database_now(session: AsyncSession) -> datetime:
+    """The database's clock (`now()`: the start of the session's transaction)."""
+    return (await session.execute(text("SELECT now()"))).scalar_one()

@@ -66,6 +66,7 @@ class ApiSettings(BaseServiceSettings):
     @classmethod
     def _empty_threshold_is_off(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
     # The providers the api shows and takes Kannel receipts for (docs/PROVIDERS.md).
     providers_file: Path | None = None
 

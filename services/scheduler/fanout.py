@@ -34,9 +34,8 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.domain.filters import matches_filter_sql
+from shared.domain.filters import RecipientsSql
 from shared.domain.lifecycle import sql_in
-from shared.domain.opt_out import opted_out_sql
 from shared.domain.send_window import next_window_open_sql
 from shared.domain.statuses import MailingStatus
 
@@ -87,19 +86,13 @@ ADVANCE = text("""
 def insert_chunk(*, by_operator_code: bool, by_tag: bool) -> TextClause:
     """The fan-out's one statement (which clients get a message, and when it is first due),
     for a filter shape: a sparse tag filter rides `ix_client_operator_code_tag`.
-    Who may receive a mailing (the filter, a deleted client) is decided here and only here."""
-    recipient = [
-        "c.id > :cursor",
-        "c.id <= :high",
-        "c.deleted_at IS NULL",
-        f"NOT {opted_out_sql('c')}",
-        *matches_filter_sql(
-            operator_code="c.operator_code",
-            tag="c.tag",
-            codes="CAST(:codes AS text[])" if by_operator_code else None,
-            tags="CAST(:tags AS text[])" if by_tag else None,
-        ),
-    ]
+    Who may receive a mailing is `shared.domain.filters.RecipientsSql`, as in the check."""
+    recipients = RecipientsSql(
+        "c",
+        codes="CAST(:codes AS text[])" if by_operator_code else None,
+        tags="CAST(:tags AS text[])" if by_tag else None,
+    )
+    recipient = ["c.id > :cursor", "c.id <= :high", *recipients.conditions()]
     not_before = next_window_open_sql("p.timezone", "CAST(:ws AS time)", "CAST(:we AS time)")
     return text(f"""
         WITH picked AS MATERIALIZED (

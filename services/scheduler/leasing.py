@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.domain.end_time import not_ended_sql, seconds_to_end_sql
-from shared.domain.lifecycle import LEASED, OPEN, REAPABLE, S, sql, sql_in
+from shared.domain.lifecycle import LEASED, OPEN, REAPABLE, S, mailing_stopped_sql, sql, sql_in
 from shared.domain.statuses import MailingStatus
 from shared.domain.test_send import deadline_sql
 
@@ -93,7 +93,7 @@ LEASE_TESTS = text(f"""
           AND ((m.status = {sql(S.PENDING)} AND m.not_before <= now())
                OR (m.status IN ({sql_in(REAPABLE)}) AND m.lease_until <= now()))
           AND {not_ended_sql(_TEST_DEADLINE)}
-          AND mg.deleted_at IS NULL AND mg.status <> {sql(MailingStatus.CANCELLED)}
+          AND NOT {mailing_stopped_sql("mg")}
         ORDER BY m.id
         LIMIT :limit
         FOR UPDATE OF m SKIP LOCKED

@@ -18,7 +18,14 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.domain.end_time import END_REACHED, ended_sql
-from shared.domain.lifecycle import EXPIRABLE, OPEN, S, sql, sql_in
+from shared.domain.lifecycle import (
+    OPEN,
+    S,
+    mailing_stopped_sql,
+    open_not_held_sql,
+    sql,
+    sql_in,
+)
 from shared.domain.statuses import MailingStatus
 from shared.domain.test_send import deadline_sql
 
@@ -36,7 +43,7 @@ _HAS_OPEN = f"""EXISTS (
     WHERE c.mailing_id = mg.id AND c.status IN ({sql_in(OPEN)}) AND c.count > 0)"""
 
 CANCELLED_MAILINGS = text(f"""
-    SELECT mg.id FROM mailing mg WHERE mg.status = {sql(MailingStatus.CANCELLED)} AND {_HAS_OPEN}
+    SELECT mg.id FROM mailing mg WHERE {mailing_stopped_sql("mg")} AND {_HAS_OPEN}
 """)
 
 ENDED_MAILINGS = text(f"""
@@ -44,49 +51,56 @@ ENDED_MAILINGS = text(f"""
     WHERE mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")} AND {_HAS_OPEN}
 """)
 
-CANCEL_CHUNK = text(f"""
-    UPDATE message m SET status = {sql(S.CANCELLED)}, token = NULL, lease_until = NULL,
-        updated_at = now()
-    WHERE m.id = ANY(ARRAY(
-        SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
-        WHERE msg.{_OF_MAILINGS} AND mg.status = {sql(MailingStatus.CANCELLED)}
-          AND msg.status IN ({sql_in(OPEN)})
-          -- A request under way may be delivered: its sender records the outcome.
-          AND NOT (msg.status = {sql(S.SENDING)} AND coalesce(msg.lease_until > now(), false))
-        LIMIT :limit
-        FOR UPDATE OF msg SKIP LOCKED
-    )) AND m.{_OF_MAILINGS}
-""")
 
-EXPIRE_CHUNK = text(f"""
-    UPDATE message m SET status = {sql(S.EXPIRED)}, token = NULL, lease_until = NULL,
-        updated_at = now(), last_error = coalesce(m.last_error, '{END_REACHED}')
-    WHERE m.id = ANY(ARRAY(
-        SELECT msg.id FROM message msg JOIN mailing mg ON mg.id = msg.mailing_id
-        WHERE msg.{_OF_MAILINGS} AND mg.status IN ({_LIVE}) AND {ended_sql("mg.end_at")}
-          AND NOT msg.is_test
-          AND (msg.status IN ({sql_in(EXPIRABLE)})
-               OR (msg.status = {sql(S.SENDING)} AND msg.lease_until <= now()))
-        LIMIT :limit
-        FOR UPDATE OF msg SKIP LOCKED
-    )) AND m.{_OF_MAILINGS}
-""")
+def _end_chunk(status: S, where: str, *, of_mailings: bool = True, last_error: str = "") -> str:
+    """Up to :limit open messages no sender holds that `where` picks become `status`;
+    `last_error` is kept if set, else becomes this one. `where` reads the message `msg` and,
+    `of_mailings` (the swept mailings' ids as constants), its mailing `mg`."""
+    error = f", last_error = coalesce(m.last_error, '{last_error}')" if last_error else ""
+    mailings = f" AND msg.{_OF_MAILINGS}" if of_mailings else ""
+    join = "JOIN mailing mg ON mg.id = msg.mailing_id" if of_mailings else ""
+    pick = f"""
+            SELECT msg.id, msg.mailing_id FROM message msg {join}
+            WHERE {where} AND {open_not_held_sql("msg")}{mailings}
+            LIMIT :limit
+            FOR UPDATE OF msg SKIP LOCKED"""
+    update = f"""
+        UPDATE message m SET status = {sql(status)}, token = NULL, lease_until = NULL,
+            updated_at = now(){error}"""
+    if not of_mailings:  # test sends: a handful, found by their own index
+        return f"""{update}
+        FROM ({pick}
+        ) AS due
+        WHERE m.id = due.id AND m.mailing_id = due.mailing_id
+    """
+    # The chosen ids as one array (an InitPlan, run once): the UPDATE finds them by key
+    # whatever the planner believes of the partition (a join to the locking subquery was
+    # planned as a nested loop rescanning it once per row of the mailing: the soak's stall).
+    return f"""{update}
+        WHERE m.id = ANY(ARRAY(SELECT id FROM ({pick}
+        ) AS due)){mailings.replace("msg.", "m.")}
+    """
+
+
+CANCEL_CHUNK = text(_end_chunk(S.CANCELLED, mailing_stopped_sql("mg")))
+
+EXPIRE_CHUNK = text(
+    _end_chunk(
+        S.EXPIRED,
+        f"mg.status IN ({_LIVE}) AND {ended_sql('mg.end_at')} AND NOT msg.is_test",
+        last_error=END_REACHED,
+    )
+)
 
 # `client_id IS NULL`: only tests have none, found through ix_message_client_id_open.
-EXPIRE_TESTS = text(f"""
-    UPDATE message m SET status = {sql(S.EXPIRED)}, token = NULL, lease_until = NULL,
-        updated_at = now(), last_error = coalesce(m.last_error, '{END_REACHED}')
-    FROM (
-        SELECT id, mailing_id FROM message
-        WHERE client_id IS NULL AND is_test AND status IN ({sql_in(OPEN)})
-          AND {ended_sql(deadline_sql("created_at"))}
-          AND (status IN ({sql_in(EXPIRABLE)})
-               OR (status = {sql(S.SENDING)} AND lease_until <= now()))
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    ) AS due
-    WHERE m.id = due.id AND m.mailing_id = due.mailing_id
-""")
+EXPIRE_TESTS = text(
+    _end_chunk(
+        S.EXPIRED,
+        f"msg.client_id IS NULL AND msg.is_test AND {ended_sql(deadline_sql('msg.created_at'))}",
+        of_mailings=False,
+        last_error=END_REACHED,
+    )
+)
 
 COMPLETE = text(f"""
     UPDATE mailing mg SET status = {sql(MailingStatus.COMPLETED)}, completed_at = now(),

@@ -17,7 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
 from shared.domain.end_time import END_REACHED, seconds_to_end_sql, too_late_to_start_sql
-from shared.domain.lifecycle import CLAIMABLE, DELIVERY_LANDS_ON, OPEN, S, sql, sql_in
+from shared.domain.lifecycle import (
+    CLAIMABLE,
+    DELIVERY_LANDS_ON,
+    OPEN,
+    S,
+    mailing_stopped_sql,
+    sql,
+    sql_in,
+)
 from shared.domain.opt_out import OPTED_OUT_REASON, opted_out_sql
 from shared.domain.send_window import next_window_open_sql, window_open_sql
 from shared.domain.statuses import MailingStatus, MessageStatus
@@ -41,10 +49,7 @@ _TEST_OPTED_OUT = (
 )
 _OPTED_OUT_ANY = f"CASE WHEN m.is_test THEN {_TEST_OPTED_OUT} ELSE {_OPTED_OUT} END"
 # A deleted mailing or client, or a client that opted out: whatever was not sent is cancelled.
-_CANCELLED = (
-    f"mg.deleted_at IS NOT NULL OR mg.status = {sql(MailingStatus.CANCELLED)}"
-    f" OR c.deleted_at IS NOT NULL OR {_OPTED_OUT_ANY}"
-)
+_CANCELLED = f"{mailing_stopped_sql('mg')} OR c.deleted_at IS NOT NULL OR {_OPTED_OUT_ANY}"
 
 # `message` is partitioned by mailing id (migration 0007): every statement below names its
 # messages' mailings as a constant list too, so PostgreSQL plans only their partitions (an id

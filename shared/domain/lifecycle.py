@@ -15,6 +15,7 @@
                  any open                    -> failed              (poison job)
     sweep        open, not held by a sender  -> cancelled | expired   scheduler.sweep
     opt-out      open, not held by a sender  -> cancelled        api.clients.optout
+                 (a client's delete too: the same statement, without the reason)
     retry failed failed                      -> pending          api.mailings.resend
                  (an admin's explicit resend: the one way out of a terminal status)
     test send    (none)                      -> pending          api.mailings.test_send
@@ -26,7 +27,9 @@ Test sends (`is_test`, see shared/domain/test_send.py) take the same claim, resu
 and dead-letter moves as any message; the regular lease and reaper leave them to the test
 lease, and the sweep expires them at their own deadline, not at the mailing's end.
 
-A new move is one entry in MOVES and one statement in the module named beside it. Every status
+A new move is one entry in MOVES and one statement in the module named beside it;
+tests/db/test_lifecycle_moves.py runs every statement and fails on a move MOVES does not hold. Every
+status
 list in the worker SQL comes from here or from `shared.domain.statuses`, through `sql_in`,
 never as a string literal.
 """
@@ -37,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.domain.statuses import MESSAGE_OPEN_STATUSES, MessageStatus
+from shared.domain.statuses import MESSAGE_OPEN_STATUSES, MailingStatus, MessageStatus
 
 S = MessageStatus
 
@@ -130,3 +133,23 @@ def sql(status: StrEnum) -> str:
 def sql_in(statuses: Iterable[StrEnum]) -> str:
     """Statuses as the inside of an SQL `IN (...)` list."""
     return ", ".join(sql(s) for s in statuses)
+
+
+def held_by_sender_sql(message: str) -> str:
+    """A request under way (`sending` with a live lease): only its sender may settle it, with
+    what the provider really answered. `message` is the message table's alias."""
+    return (
+        f"({message}.status = {sql(S.SENDING)} AND coalesce({message}.lease_until > now(), false))"
+    )
+
+
+def open_not_held_sql(message: str) -> str:
+    """An open message no sender holds: what the sweep, an opt-out and a client's delete end."""
+    return f"({message}.status IN ({sql_in(OPEN)}) AND NOT {held_by_sender_sql(message)})"
+
+
+def mailing_stopped_sql(mailing: str) -> str:
+    """A mailing deleted or cancelled: its undelivered messages are cancelled, none is sent."""
+    return (
+        f"({mailing}.deleted_at IS NOT NULL OR {mailing}.status = {sql(MailingStatus.CANCELLED)})"
+    )

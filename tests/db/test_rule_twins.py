@@ -1,7 +1,8 @@
 """Rules with a Python and an SQL form: both run on the real database and must agree.
 
-The fan-out and the sender's claim evaluate the send window, the filter and the end time in
-SQL; the API, the tests and the sender evaluate them in Python. Hypothesis picks the cases.
+The fan-out and the sender's claim evaluate the send window, the filter, who receives a
+mailing and the end time in SQL; the API, the tests and the sender evaluate them in Python.
+Hypothesis picks the cases.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
 
 from shared.domain.end_time import may_start_at, too_late_to_start_sql
-from shared.domain.filters import matches_filter, matches_filter_sql
+from shared.domain.filters import RecipientsSql, is_recipient, matches_filter, matches_filter_sql
 from shared.domain.send_window import (
     SendWindow,
     is_window_open,
@@ -134,6 +136,54 @@ def test_filter_agrees(
     assert row is not None
     expected = matches_filter(operator_code=code, tag=tag, operator_codes=code_list, tags=tag_list)
     assert row[0] is expected
+
+
+@TWINS
+@given(
+    st.booleans(),
+    st.booleans(),
+    codes,
+    tags,
+    st.lists(codes, max_size=4),
+    st.lists(tags, max_size=4),
+)
+def test_recipients_agree(
+    conn: psycopg.Connection,
+    deleted: bool,
+    opted_out: bool,
+    code: str,
+    tag: str,
+    code_list: list[str],
+    tag_list: list[str],
+) -> None:
+    """The fan-out's and the check's rule, over a row of the real `client` type."""
+    recipients = RecipientsSql(
+        "c",
+        codes="CAST(%(codes)s AS text[])" if code_list else None,
+        tags="CAST(%(tags)s AS text[])" if tag_list else None,
+    )
+    moment = "2030-01-01T00:00:00+00:00"
+    client = {
+        "operator_code": code,
+        "tag": tag,
+        "deleted_at": moment if deleted else None,
+        "opted_out_at": moment if opted_out else None,
+    }
+    row = conn.execute(
+        f"SELECT {' AND '.join(recipients.conditions())}, {recipients.opted_out()}"
+        " FROM jsonb_populate_record(NULL::client, %(client)s) AS c",
+        {"client": Jsonb(client), "codes": code_list, "tags": tag_list},
+    ).fetchone()
+    assert row is not None
+    assert row[0] is is_recipient(
+        deleted=deleted,
+        opted_out=opted_out,
+        operator_code=code,
+        tag=tag,
+        operator_codes=code_list,
+        tags=tag_list,
+    )
+    assert row[1] is opted_out
 
 
 @TWINS

@@ -1,7 +1,8 @@
 """Every console POST route, walked from the app's own route table (not a list kept by
 hand), is refused for a viewer, without the CSRF token, and from another origin; and none of
 those refusals changes a row. A viewer may only end its own sessions (/ui/auth/...) and search
-by phone (a read sent as POST to keep the phone out of URLs), which still need the token. The console's twin of tests/api/test_roles.py."""
+by phone (a read sent as POST to keep the phone out of URLs), which still need the token. The
+console's twin of tests/api/test_roles.py."""
 
 from __future__ import annotations
 

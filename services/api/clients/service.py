@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,8 +13,7 @@ from services.api.clients.schemas import ClientCreate, ClientPatch
 from services.api.errors import Conflict, NotFound
 from services.api.principal import Actor
 from shared.domain.clients import default_operator_code, mask_phone
-from shared.domain.statuses import MESSAGE_OPEN_STATUSES, MessageStatus
-from shared.models import Client, Message
+from shared.models import Client
 
 log = structlog.get_logger("api.clients")
 
@@ -148,28 +147,14 @@ async def delete_client(session: AsyncSession, client_id: int, *, actor: Actor) 
     in the same transaction, and its history stays for the stats of past mailings."""
     client = await get_client(session, client_id)
     client.deleted_at = func.now()
-    cancelled = await session.execute(
-        update(Message)
-        .where(
-            Message.client_id == client_id,
-            Message.status.in_(MESSAGE_OPEN_STATUSES),
-            # A request under way may be delivered: its sender records the outcome, and any
-            # later claim of this message cancels it.
-            or_(
-                Message.status != MessageStatus.SENDING,
-                Message.lease_until.is_(None),
-                Message.lease_until <= func.now(),
-            ),
-        )
-        .values(status=MessageStatus.CANCELLED, token=None, lease_until=None, updated_at=func.now())
-    )
+    cancelled = await optout.cancel_undelivered(session, client_id, deleted=True)
     await audit.record(
         session,
         actor,
         "delete",
         "client",
         client_id,
-        {"phone": client.phone, "messages_cancelled": cancelled.rowcount},  # type: ignore[attr-defined]
+        {"phone": client.phone, "messages_cancelled": cancelled},
     )
     await session.commit()
     log.info("client deleted; undelivered messages cancelled", client_id=client_id)

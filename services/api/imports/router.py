@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Header, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from services.api.deps import ActorDep, AdminActorDep, SessionDep, SettingsDep
 from services.api.exports import attachment
+from services.api.idempotency import key_header
 from services.api.imports import service
 from services.api.imports.schemas import ImportDetail, ImportOut, OnConflict, RejectedRow
 from services.api.imports.upload import upload_chunks
@@ -44,12 +45,7 @@ IMPORT_BODY = {
 
 ImportKey = Annotated[
     str | None,
-    Header(
-        min_length=1,
-        max_length=255,
-        pattern=r"^[^\x00]+$",
-        description="Sending the same file again with the same key imports it once",
-    ),
+    key_header("Sending the same file again with the same key imports it once"),
 ]
 
 

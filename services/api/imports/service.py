@@ -21,7 +21,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.api import audit
+from services.api import audit, idempotency
 from services.api.bulk import BulkSlot, BulkSlots, ExportAudit, begin_bulk, driver, stream_csv
 from services.api.errors import NotFound, Unprocessable
 from services.api.imports import sql
@@ -65,14 +65,10 @@ async def _digest(chunks: AsyncIterator[bytes], on_conflict: str) -> str:
     return digest.hexdigest()
 
 
-async def _by_key(session: AsyncSession, key: str) -> ClientImport | None:
-    return await session.scalar(select(ClientImport).where(ClientImport.idempotency_key == key))
-
-
 def _replay(earlier: ClientImport, fingerprint: str) -> ClientImport:
-    if earlier.fingerprint != fingerprint:
-        raise Unprocessable("Idempotency-Key was already used with a different file or on_conflict")
-    return earlier
+    return idempotency.replayed(
+        earlier, fingerprint, fingerprint_column="fingerprint", what="file or on_conflict"
+    )
 
 
 async def start_import(
@@ -92,7 +88,7 @@ async def start_import(
     The import holds one of `slots` (a 429 when none is free) until it has finished."""
     if idempotency_key is not None:
         async with session_factory() as session:
-            earlier = await _by_key(session, idempotency_key)
+            earlier = await idempotency.by_key(session, ClientImport, idempotency_key)
         if earlier is not None:
             return _replay(earlier, await _digest(chunks, on_conflict)), True
 
@@ -144,7 +140,11 @@ async def start_import(
             except IntegrityError:
                 # The same key won a race meanwhile: answer with that import.
                 await session.rollback()
-                earlier = await _by_key(session, idempotency_key) if idempotency_key else None
+                earlier = (
+                    await idempotency.by_key(session, ClientImport, idempotency_key)
+                    if idempotency_key
+                    else None
+                )
                 if earlier is None:
                     raise
                 await conn.rollback()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, ColumnElement, and_, func, literal_column, select, true
+from sqlalchemy import Boolean, TextClause, func, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.mailings.schemas import (
@@ -21,7 +21,7 @@ from services.api.mailings.schemas import (
     RouteCheck,
     TextCheck,
 )
-from shared.domain.opt_out import opted_out_sql
+from shared.domain.filters import RecipientsSql
 from shared.domain.send_estimate import can_finish, finishes_at
 from shared.domain.send_window import SendWindow
 from shared.domain.text import segment_text
@@ -66,13 +66,20 @@ class Draft:
         )
 
 
-def filter_condition(operator_codes: list[str], tags: list[str]) -> ColumnElement[bool]:
-    """The client filter in SQL: both lists must match, an empty list matches anything
-    (the same rule as `shared.domain.filters.matches_filter`)."""
-    return and_(
-        Client.operator_code.in_(operator_codes) if operator_codes else true(),
-        Client.tag.in_(tags) if tags else true(),
+def recipients_sql(mailing_filter: MailingFilter) -> tuple[RecipientsSql, dict[str, list[str]]]:
+    """The fan-out's recipients rule over the `client` table, and its parameters."""
+    codes, tags = list(mailing_filter.operator_codes), list(mailing_filter.tags)
+    recipients = RecipientsSql(
+        "client",
+        codes="CAST(:codes AS text[])" if codes else None,
+        tags="CAST(:tags AS text[])" if tags else None,
     )
+    return recipients, {name: value for name, value in (("codes", codes), ("tags", tags)) if value}
+
+
+def where(conditions: list[str], params: dict[str, list[str]]) -> TextClause:
+    """SQL conditions ANDed together, with their parameters bound."""
+    return text(" AND ".join(conditions)).bindparams(**params)
 
 
 def needs_approval(recipients: int, threshold: int | None) -> bool:
@@ -82,13 +89,13 @@ def needs_approval(recipients: int, threshold: int | None) -> bool:
 
 async def count_recipients(session: AsyncSession, mailing_filter: MailingFilter) -> RecipientsCheck:
     """Live clients the filter matches, and how many of them get nothing and why."""
-    opted_out = literal_column(opted_out_sql("client"), Boolean)
+    recipients, params = recipients_sql(mailing_filter)
+    opted_out = literal_column(recipients.opted_out(), Boolean)
     row = (
         await session.execute(
-            select(func.count(), func.count().filter(opted_out)).where(
-                Client.deleted_at.is_(None),
-                filter_condition(mailing_filter.operator_codes, mailing_filter.tags),
-            )
+            select(func.count(), func.count().filter(opted_out))
+            .select_from(Client)
+            .where(where(recipients.matching(), params))
         )
     ).one()
     matching, opted = int(row[0]), int(row[1])

@@ -19,7 +19,9 @@ from services.api.mailings.service import get_mailing
 from services.api.openapi import api_router
 from services.api.pagination import ResourceId
 from services.api.principal import Actor
+from shared.db import database_now
 from shared.domain.lifecycle import S, sql
+from shared.domain.mailing_times import broken_time_rule
 from shared.domain.statuses import MailingStatus
 
 log = structlog.get_logger("api.mailings")
@@ -41,10 +43,7 @@ async def retry_failed(session: AsyncSession, mailing_id: int, *, actor: Actor) 
     mailing = await get_mailing(session, mailing_id, lock=True)
     if mailing.status == MailingStatus.CANCELLED:
         raise Conflict(f"mailing {mailing_id} is cancelled; its messages are not sent again")
-    ends = await session.scalar(
-        text("SELECT CAST(:end_at AS timestamptz) <= now()"), {"end_at": mailing.end_at}
-    )
-    if ends:
+    if broken_time_rule(end_at=mailing.end_at, now=await database_now(session)):
         raise Conflict(
             f"mailing {mailing_id} has reached its end time; extend end_at to send again"
         )

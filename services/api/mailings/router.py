@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Header, Query, Response, status
+from fastapi import Query, Response, status
 
 from services.api.deps import AdminActorDep, EventsDep, SessionDep, SettingsDep
+from services.api.idempotency import key_header
 from services.api.mailings import check, service, stats
 from services.api.mailings.schemas import (
     MailingCheck,
@@ -28,12 +29,7 @@ router = api_router(prefix="/mailings", tags=["mailings"])
 
 IdempotencyKey = Annotated[
     str | None,
-    Header(
-        min_length=1,
-        max_length=255,
-        pattern=r"^[^\x00]+$",
-        description="Retrying a create with the same key returns the first mailing, never a second",
-    ),
+    key_header("Retrying a create with the same key returns the first mailing, never a second"),
 ]
 
 

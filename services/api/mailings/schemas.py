@@ -4,9 +4,11 @@ from datetime import UTC, datetime, time
 from typing import Annotated, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from services.api.clients.schemas import OperatorCode, Tag
 from services.api.schemas import InputModel, no_nul
+from shared.domain.mailing_times import broken_time_rule
 from shared.domain.send_window import SendWindow, parse_send_window
 from shared.domain.statuses import MailingStatus, MessageStatus
 from shared.domain.text import MAX_TEXT_LENGTH, segment_text
@@ -78,32 +80,38 @@ class SendWindowModel(InputModel):
         return parse_send_window(self.start, self.end)
 
 
-class MailingCreate(InputModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "start_at": "2030-03-01T09:00:00+03:00",
-                    "end_at": "2030-03-02T21:00:00+03:00",
-                    "text": "Скидка 20% до воскресенья",
-                    "filter": {"operator_codes": ["912"], "tags": ["vip"]},
-                    "send_window": {"start": "09:00", "end": "21:00"},
-                }
-            ]
-        }
-    )
+class TimesInOrder(InputModel):
+    """A body whose `end_at`, when given with `start_at`, must come after it (the rest of the
+    time rules needs the database's clock: `shared.domain.mailing_times`)."""
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Self:
+        start_at, end_at = getattr(self, "start_at", None), getattr(self, "end_at", None)
+        if start_at is not None and end_at is not None:
+            rule = broken_time_rule(start_at=start_at, end_at=end_at)
+            if rule is not None:
+                raise ValueError(rule.value)
+        return self
+
+
+# A create body, the example of the create and of the check.
+CREATE_EXAMPLE: JsonDict = {
+    "start_at": "2030-03-01T09:00:00+03:00",
+    "end_at": "2030-03-02T21:00:00+03:00",
+    "text": "Скидка 20% до воскресенья",
+    "filter": {"operator_codes": ["912"], "tags": ["vip"]},
+    "send_window": {"start": "09:00", "end": "21:00"},
+}
+
+
+class MailingCreate(TimesInOrder):
+    model_config = ConfigDict(json_schema_extra={"examples": [CREATE_EXAMPLE]})
 
     start_at: Moment = Field(description="ISO 8601 with an offset")
     end_at: Moment = Field(description="ISO 8601 with an offset; after start_at, in future")
     text: MailingText
     filter: MailingFilter = Field(default_factory=MailingFilter)
     send_window: SendWindowModel | None = None
-
-    @model_validator(mode="after")
-    def _end_after_start(self) -> Self:
-        if self.end_at <= self.start_at:
-            raise ValueError("end_at must be after start_at")
-        return self
 
 
 class MailingPatch(InputModel):
@@ -123,7 +131,7 @@ class MailingPatch(InputModel):
     )
 
 
-class MailingClone(InputModel):
+class MailingClone(TimesInOrder):
     """When the copy runs; its text, filter and send window are the original's."""
 
     model_config = ConfigDict(
@@ -137,27 +145,15 @@ class MailingClone(InputModel):
     start_at: Moment = Field(description="ISO 8601 with an offset")
     end_at: Moment = Field(description="ISO 8601 with an offset; after start_at, in future")
 
-    @model_validator(mode="after")
-    def _end_after_start(self) -> Self:
-        if self.end_at <= self.start_at:
-            raise ValueError("end_at must be after start_at")
-        return self
 
-
-class MailingCheckIn(InputModel):
+class MailingCheckIn(TimesInOrder):
     """The create body; every field but the filter may be left out (its part of the check is
     then left out too: no text, no text figures; no times, no finish estimate)."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {
-                    "start_at": "2030-03-01T09:00:00+03:00",
-                    "end_at": "2030-03-02T21:00:00+03:00",
-                    "text": "Скидка 20% до воскресенья",
-                    "filter": {"operator_codes": ["912"], "tags": ["vip"]},
-                    "send_window": {"start": "09:00", "end": "21:00"},
-                },
+                CREATE_EXAMPLE,
                 {"filter": {"operator_codes": ["912"], "tags": []}},
             ]
         }
@@ -168,12 +164,6 @@ class MailingCheckIn(InputModel):
     text: MailingText | None = None
     filter: MailingFilter = Field(default_factory=MailingFilter)
     send_window: SendWindowModel | None = None
-
-    @model_validator(mode="after")
-    def _end_after_start(self) -> Self:
-        if self.start_at and self.end_at and self.end_at <= self.start_at:
-            raise ValueError("end_at must be after start_at")
-        return self
 
 
 # The old name of the check's body (`POST /mailings/preview`).

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
-from sqlalchemy import Boolean, func, literal_column, not_, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import audit
+from services.api import audit, idempotency
 from services.api.auth import Forbidden
 from services.api.errors import Conflict, NotFound, Unprocessable
-from services.api.mailings.check import Draft, filter_condition, presend_check
+from services.api.mailings.check import Draft, count_recipients, presend_check
 from services.api.mailings.schemas import (
     MailingCheck,
     MailingClone,
@@ -22,9 +22,10 @@ from services.api.mailings.schemas import (
     MailingPatch,
 )
 from services.api.principal import Actor
-from shared.domain.opt_out import opted_out_sql
+from shared.db import database_now
+from shared.domain.mailing_times import TimeRule, broken_time_rule
 from shared.domain.statuses import MAILING_FINAL_STATUSES, MailingStatus
-from shared.models import Client, Mailing, Message
+from shared.models import Mailing, Message
 
 log = structlog.get_logger("api.mailings")
 
@@ -36,8 +37,10 @@ NEEDS_APPROVAL_AGAIN = ("start_at", "end_at", "text", "filter", "send_window")
 NOT_STARTED = (MailingStatus.SCHEDULED, MailingStatus.AWAITING_APPROVAL, MailingStatus.PAUSED)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+async def _end_in_future(session: AsyncSession, end_at: datetime) -> None:
+    rule = broken_time_rule(end_at=end_at, now=await database_now(session))
+    if rule is not None:
+        raise Unprocessable(rule)
 
 
 def _fingerprint(data: MailingCreate) -> str:
@@ -111,8 +114,7 @@ async def create_mailing(
 ) -> tuple[Mailing, bool, MailingCheck]:
     """Returns the mailing, whether it was created before under the same key, and its
     pre-send check. Over `approval_threshold` recipients it is created `awaiting_approval`."""
-    if data.end_at <= _now():
-        raise Unprocessable("end_at must be in the future")
+    await _end_in_future(session, data.end_at)
     fingerprint = _fingerprint(data) if idempotency_key else None
     if idempotency_key is not None:
         earlier = await _by_idempotency_key(session, idempotency_key, fingerprint)
@@ -186,11 +188,12 @@ def _approval_fields(mailing: Mailing, check: MailingCheck) -> dict[str, object]
 async def _by_idempotency_key(
     session: AsyncSession, key: str, fingerprint: str | None
 ) -> Mailing | None:
-    mailing = await session.scalar(select(Mailing).where(Mailing.idempotency_key == key))
+    mailing = await idempotency.by_key(session, Mailing, key)
     if mailing is None:
         return None
-    if mailing.idempotency_fingerprint != fingerprint:
-        raise Unprocessable("Idempotency-Key was already used with a different request body")
+    idempotency.replayed(
+        mailing, fingerprint, fingerprint_column="idempotency_fingerprint", what="request body"
+    )
     if mailing.deleted_at is not None:
         raise Conflict(f"Idempotency-Key belongs to mailing {mailing.id}, which was deleted")
     return mailing
@@ -215,6 +218,8 @@ async def patch_mailing(
     fixed = [name for name in FIXED_AFTER_START if name in changes]
     if mailing.started_at is not None and fixed:
         raise Conflict(f"mailing {mailing_id} has started: {', '.join(fixed)} can no longer change")
+    # Read before the changes: a read would flush them, and a broken rule with them.
+    now = await database_now(session) if "end_at" in changes else None
     for name in ("start_at", "end_at", "text"):
         if changes.get(name) is not None:
             setattr(mailing, name, getattr(data, name))
@@ -225,10 +230,11 @@ async def patch_mailing(
     if "send_window" in changes:
         start, end = data.send_window.as_times() if data.send_window else (None, None)
         mailing.send_window_start, mailing.send_window_end = start, end
-    if mailing.end_at <= mailing.start_at:
-        raise Unprocessable("end_at must be after start_at")
-    if "end_at" in changes and mailing.end_at <= _now():
-        raise Unprocessable("end_at must be in the future; to stop a mailing, pause or delete it")
+    rule = broken_time_rule(start_at=mailing.start_at, end_at=mailing.end_at, now=now)
+    if rule is TimeRule.END_IN_FUTURE:
+        raise Unprocessable(f"{rule}; to stop a mailing, pause or delete it")
+    if rule is not None:
+        raise Unprocessable(rule)
     mailing.updated_at = func.now()
     after = _audit_fields(mailing)
     changed: dict[str, object] = {
@@ -272,7 +278,7 @@ async def approve_mailing(session: AsyncSession, mailing_id: int, *, actor: Acto
         raise Forbidden(
             f"{actor.name!r} created mailing {mailing_id}: another admin must approve it"
         )
-    if mailing.end_at <= _now():
+    if broken_time_rule(end_at=mailing.end_at, now=await database_now(session)):
         raise Conflict(
             f"mailing {mailing_id}'s end time has passed: change start_at and end_at,"
             " then approve it"
@@ -350,8 +356,7 @@ async def clone_mailing(
     """A new scheduled mailing with the original's text, filter and send window (awaiting
     approval when over `approval_threshold` recipients, as a created one)."""
     original = await get_mailing(session, mailing_id)
-    if data.end_at <= _now():
-        raise Unprocessable("end_at must be in the future")
+    await _end_in_future(session, data.end_at)
     mailing = Mailing(
         start_at=data.start_at,
         end_at=data.end_at,
@@ -395,16 +400,8 @@ async def delete_mailing(session: AsyncSession, mailing_id: int, *, actor: Actor
 
 
 async def count_matching_clients(session: AsyncSession, mailing_filter: MailingFilter) -> int:
-    query = (
-        select(func.count())
-        .select_from(Client)
-        .where(
-            Client.deleted_at.is_(None),
-            not_(literal_column(opted_out_sql("client"), Boolean)),
-            filter_condition(mailing_filter.operator_codes, mailing_filter.tags),
-        )
-    )
-    return int(await session.scalar(query) or 0)
+    """The clients a mailing with this filter would reach (the check's `final`)."""
+    return (await count_recipients(session, mailing_filter)).final
 
 
 async def list_messages(
