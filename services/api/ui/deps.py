@@ -13,16 +13,21 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 
-import structlog
 from fastapi import Depends, Request
 
-from services.api.principal import Actor, Role
-from shared.settings import ApiSettings
+from services.api.ui.auth import store
+from services.api.ui.auth.recheck import still_vouched
+from services.api.ui.user import (
+    ConsoleUser,
+    NotAllowed,
+    NotSignedIn,
+    SsoNotConfigured,
+    settings_of,
+    utcnow,
+)
 
 SESSION_COOKIE = "mailing_console"
 CSRF_FIELD = "csrf_token"
@@ -30,71 +35,7 @@ CSRF_HEADER = "x-csrf-token"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-@dataclass(frozen=True, slots=True)
-class ConsoleUser:
-    session_id: str  # the session row's id (a hash of the cookie, never the cookie itself)
-    subject: str  # the provider's `sub`
-    login: str
-    name: str
-    email: str
-    role: Role
-    csrf_token: str
-    groups_checked_at: datetime | None = None  # when the provider last said the groups
-
-    @property
-    def may_change(self) -> bool:
-        return self.role is Role.ADMIN
-
-    @property
-    def shown_name(self) -> str:
-        return self.name or self.login or self.email
-
-    def actor(self, request: Request) -> Actor:
-        request_id = structlog.contextvars.get_contextvars().get("request_id")
-        return Actor(
-            name=self.login,
-            role=self.role,
-            kind="user",
-            request_id=request_id,
-            source=request.client.host if request.client else None,
-            subject=self.subject,
-            issuer=settings_of(request).oidc_issuer,
-        )
-
-
-class SsoNotConfigured(Exception):
-    """OIDC_ISSUER (or OIDC_CLIENT_ID) is not set: the console cannot sign anyone in."""
-
-
-class NotSignedIn(Exception):
-    """No live session: answered by sending the browser to sign in (a polled fragment is told
-    the session ended instead: following its redirect would sign in again without a person)."""
-
-    def __init__(self, *, polled: bool = False) -> None:
-        super().__init__()
-        self.polled = polled
-
-
-class NotAllowed(Exception):
-    """Signed in, but the request is refused (a viewer's change, a forged or cross-site POST)."""
-
-    def __init__(self, reason: str, user: ConsoleUser | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason  # "viewer" | "csrf" | "origin"
-        self.user = user
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def settings_of(request: Request) -> ApiSettings:
-    return request.app.state.settings
-
-
 async def _signed_in(request: Request, *, by_person: bool) -> ConsoleUser:
-    from services.api.ui.auth import store  # the store imports this module's ConsoleUser
-
     settings = settings_of(request)
     if not settings.sso_configured:
         raise SsoNotConfigured
@@ -109,8 +50,6 @@ async def _signed_in(request: Request, *, by_person: bool) -> ConsoleUser:
     if user is None:
         raise NotSignedIn(polled=not by_person)
     if by_person:
-        from services.api.ui.auth.recheck import still_vouched
-
         if not await still_vouched(request, token, user):
             raise NotSignedIn
     request.state.user = user

@@ -23,7 +23,7 @@ from sqlalchemy import update
 
 from services.api.ui.auth import store
 from services.api.ui.auth.oidc import Provider, SignInError, failure, role_for
-from services.api.ui.deps import ConsoleUser, settings_of, utcnow
+from services.api.ui.user import ConsoleUser, settings_of, utcnow
 from shared.models import ConsoleSession
 
 log = structlog.get_logger("console")

@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.principal import Role
-from services.api.ui.deps import ConsoleUser
+from services.api.ui.user import ConsoleUser
 from shared.models import ConsoleSession
 
 # last_seen_at is written at most this often per session (not on every request or poll).
