@@ -131,7 +131,7 @@ def cap_rules_sql(caps: str) -> str:
     `(cap_limit, cap_seconds)`: a FROM item."""
     seconds = " ".join(f"WHEN '{unit}' THEN {s}" for unit, s in PERIOD_SECONDS.items())
     return (
-        "(SELECT CAST(r.p[1] AS int) AS cap_limit,"
+        "(SELECT CAST(r.p[1] AS int) AS cap_limit,"  # noqa: S608 (constant fragments)
         f" CAST(r.p[2] AS int) * CASE r.p[3] {seconds} END AS cap_seconds"
         f" FROM regexp_matches(coalesce({caps}, ''), '{_SQL_RULE_PATTERN}', 'g') AS r(p))"
     )
@@ -142,7 +142,7 @@ def over_cap_sql(client_id: str, rules: str, *, own: str = "0", now: str = "now(
     (`cap_rules_sql`, or a CTE of it), `client_id` the client's id; reads `client_contact`
     by its key, one probe per rule."""
     return (
-        f"EXISTS (SELECT 1 FROM {rules} AS cr WHERE"
+        f"EXISTS (SELECT 1 FROM {rules} AS cr WHERE"  # noqa: S608 (constant fragments)
         " (SELECT coalesce(sum(cc.count), 0) FROM client_contact cc"
         f" WHERE cc.client_id = {client_id}"
         f" AND cc.bucket > {now} - make_interval(secs => cr.cap_seconds) - interval '1 minute')"
