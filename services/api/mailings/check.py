@@ -10,7 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, ColumnElement, and_, func, literal_column, select, true
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    and_,
+    func,
+    literal_column,
+    not_,
+    select,
+    true,
+)
+from sqlalchemy import text as sql_text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.mailings.schemas import (
@@ -20,6 +30,12 @@ from services.api.mailings.schemas import (
     RecipientsCheck,
     RouteCheck,
     TextCheck,
+)
+from shared.domain.frequency_cap import (
+    cap_rules_sql,
+    effective_caps,
+    format_caps,
+    over_cap_sql,
 )
 from shared.domain.opt_out import opted_out_sql
 from shared.domain.send_estimate import can_finish, finishes_at
@@ -49,6 +65,8 @@ class Draft:
     start_at: datetime | None = None
     end_at: datetime | None = None
     window: SendWindow | None = None
+    transactional: bool = False
+    frequency_cap: str | None = None  # its own cap; None: FREQUENCY_CAP
 
     @classmethod
     def of(cls, mailing: Mailing) -> Draft:
@@ -63,6 +81,8 @@ class Draft:
             start_at=mailing.start_at,
             end_at=mailing.end_at,
             window=window,
+            transactional=bool(mailing.transactional),
+            frequency_cap=mailing.frequency_cap,
         )
 
 
@@ -80,19 +100,28 @@ def needs_approval(recipients: int, threshold: int | None) -> bool:
     return threshold is not None and recipients > threshold
 
 
-async def count_recipients(session: AsyncSession, mailing_filter: MailingFilter) -> RecipientsCheck:
-    """Live clients the filter matches, and how many of them get nothing and why."""
+async def count_recipients(
+    session: AsyncSession, mailing_filter: MailingFilter, caps: str = ""
+) -> RecipientsCheck:
+    """Live clients the filter matches, and how many of them get nothing and why: opted out,
+    or (not opted out and) at the frequency cap `caps` (canonical form; empty: none)."""
     opted_out = literal_column(opted_out_sql("client"), Boolean)
+    at_cap = sql_text(over_cap_sql("client.id", cap_rules_sql("CAST(:caps AS text)"))).bindparams(
+        caps=caps
+    )
     row = (
         await session.execute(
-            select(func.count(), func.count().filter(opted_out)).where(
+            select(
+                func.count(),
+                func.count().filter(opted_out),
+                func.count().filter(not_(opted_out), at_cap) if caps else literal_column("0"),
+            ).where(
                 Client.deleted_at.is_(None),
                 filter_condition(mailing_filter.operator_codes, mailing_filter.tags),
             )
         )
     ).one()
-    matching, opted = int(row[0]), int(row[1])
-    over_cap = 0  # no frequency caps yet
+    matching, opted, over_cap = int(row[0]), int(row[1]), int(row[2])
     return RecipientsCheck(
         matching=matching, opted_out=opted, over_cap=over_cap, final=matching - opted - over_cap
     )
@@ -103,10 +132,13 @@ async def presend_check(
     draft: Draft,
     *,
     threshold: int | None,
+    frequency_cap: str | None = None,
     routes: tuple[Route, ...] = DEFAULT_ROUTES,
     now: datetime | None = None,
 ) -> MailingCheck:
-    recipients = await count_recipients(session, draft.filter)
+    """`frequency_cap`: FREQUENCY_CAP, for a draft without a cap of its own."""
+    caps = effective_caps(draft.frequency_cap, frequency_cap, transactional=draft.transactional)
+    recipients = await count_recipients(session, draft.filter, format_caps(caps))
     text = None
     if draft.text is not None:
         seg = segment_text(draft.text)

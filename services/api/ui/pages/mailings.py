@@ -208,7 +208,10 @@ async def mailing_page(
     context = await _detail_context(request, session, mailing_id, msg_status, msg_after)
     if context["mailing"].status == MailingStatus.AWAITING_APPROVAL:
         context["check"] = await check.presend_check(
-            session, check.Draft.of(context["mailing"]), threshold=settings.approval_threshold
+            session,
+            check.Draft.of(context["mailing"]),
+            threshold=settings.approval_threshold,
+            frequency_cap=settings.frequency_cap,
         )
     messages, next_after = await _messages(session, context["mailing"], msg_status, msg_after)
     return render(
@@ -291,7 +294,9 @@ async def mailing_check(
         end_at=data.end_at,
         window=data.send_window.window() if data.send_window else None,
     )
-    result = await check.presend_check(session, draft, threshold=settings.approval_threshold)
+    result = await check.presend_check(
+        session, draft, threshold=settings.approval_threshold, frequency_cap=settings.frequency_cap
+    )
     return render(request, "partials/check.html", {"user": user, "check": result})
 
 
@@ -447,6 +452,7 @@ async def mailing_create(
             key,
             actor=user.actor(request),
             approval_threshold=settings.approval_threshold,
+            frequency_cap=settings.frequency_cap,
         )
     except ValidationError as exc:
         return _form(request, user, None, values, _validation_errors(exc), 422)
@@ -493,6 +499,7 @@ async def mailing_save(
             patch,
             actor=user.actor(request),
             approval_threshold=settings.approval_threshold,
+            frequency_cap=settings.frequency_cap,
         )
     except ValidationError as exc:
         return _form(request, user, mailing, values, _validation_errors(exc), 422)
@@ -673,6 +680,7 @@ async def mailing_clone(
             data,
             actor=user.actor(request),
             approval_threshold=settings.approval_threshold,
+            frequency_cap=settings.frequency_cap,
         )
     except ValidationError as exc:
         message = "; ".join(field_errors(exc).values())
