@@ -76,7 +76,8 @@ class Db:
     def sent(self, mailing_id: int, client_ids: list[int], ago: str = "1 hour") -> None:
         self.q(
             "INSERT INTO message (mailing_id, client_id, status, sent_at)"
-            " SELECT %s, c, 'sent', now() - CAST(%s AS interval) FROM unnest(CAST(%s AS bigint[])) c",
+            " SELECT %s, c, 'sent', now() - CAST(%s AS interval)"
+            " FROM unnest(CAST(%s AS bigint[])) c",
             [mailing_id, ago, client_ids],
         )
 
@@ -226,7 +227,8 @@ async def test_a_fanout_waits_for_one_over_the_same_clients_and_sees_its_reserva
         other.execute("BEGIN")
         other.execute(fanout.LOCK_CLIENT_BLOCKS.text.replace(":low", "1").replace(":high", "50"))
         other.execute(
-            "INSERT INTO message (mailing_id, client_id) SELECT %s, g FROM generate_series(1, 50) g",
+            "INSERT INTO message (mailing_id, client_id)"
+            " SELECT %s, g FROM generate_series(1, 50) g",
             [first],
         )
         other.execute(
