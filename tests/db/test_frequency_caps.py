@@ -283,3 +283,36 @@ def test_the_lock_statement_is_its_own(db: Db) -> None:
             fanout.LOCK_CLIENT_BLOCKS.text.replace(":low", "1").replace(":high", "200000")
         )
         assert cur.fetchone() == (4,)
+
+
+async def test_retention_prunes_contacts_no_cap_counts(db: Db, database_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from services.scheduler.retention import Retention
+
+    db.clients(3)
+    earlier = db.mailing(fanned_out=True)
+    db.sent(earlier, [1], ago="20 days")
+    db.sent(earlier, [2], ago="8 days")
+    db.sent(earlier, [3], ago="1 hour")
+    other = db.mailing(fanned_out=True)
+    db.q("INSERT INTO message (mailing_id, client_id, status) VALUES (%s, 1, 'pending')", [other])
+    db.q("UPDATE message SET status = 'cancelled' WHERE status = 'pending'")  # a zero row left
+    engine = create_engine(BaseServiceSettings(database_url=database_url, db_pool_size=1))
+    try:
+        # FREQUENCY_CAP's longest window is 10 days: the 20-day-old one goes, and the zero.
+        run = await Retention(
+            engine, retention_days=None, frequency_cap="5/10d", clock=lambda: datetime.now(UTC)
+        ).run()
+        assert run.contact_rows_pruned == 2
+        assert db.contacts() == {2: {"open": 0, "sent": 1}, 3: {"open": 0, "sent": 1}}
+        # Without caps, a week is kept; a running mailing's own cap keeps its window.
+        db.mailing(cap="1/30d")
+        db.sent(other, [2], ago="20 days")
+        run = await Retention(engine, retention_days=None).run()
+        assert run.contact_rows_pruned == 0
+        db.q("UPDATE mailing SET frequency_cap = NULL")
+        run = await Retention(engine, retention_days=None).run()
+        assert run.contact_rows_pruned == 2 and set(db.contacts()) == {3}  # 8 and 20 days old
+    finally:
+        await engine.dispose()
