@@ -137,6 +137,32 @@ def cap_rules_sql(caps: str) -> str:
     )
 
 
+def clients_at_cap_sql(
+    clients: str,
+    rules: str,
+    *,
+    low: str | None = None,
+    high: str | None = None,
+    now: str = "now()",
+) -> str:
+    """Set-based twin of `over_cap` (own = 0) for many clients at once: a SELECT of the
+    distinct ids of `clients` (a FROM item with a column `id`) at the cap of `rules`. With
+    `low` < id <= `high` bounds (the fan-out's chunk range) `client_contact` is read by a
+    range of its key, not whole: one join instead of a probe per client and rule."""
+    where = ""
+    if low is not None and high is not None:
+        where = f" WHERE cc.client_id > {low} AND cc.client_id <= {high}"
+    return (
+        "SELECT DISTINCT cc.client_id FROM ("  # noqa: S608 (fragments of the caller's SQL)
+        f"SELECT cc.client_id FROM {clients} AS k"
+        " JOIN client_contact cc ON cc.client_id = k.id"
+        f" JOIN {rules} AS cr ON cc.bucket > {now} - make_interval(secs => cr.cap_seconds)"
+        f" - interval '1 minute'{where}"
+        " GROUP BY cc.client_id, cr.cap_limit, cr.cap_seconds"
+        " HAVING sum(cc.count) >= cr.cap_limit) AS cc"
+    )
+
+
 def over_cap_sql(client_id: str, rules: str, *, own: str = "0", now: str = "now()") -> str:
     """SQL twin of `over_cap`: `rules` is a FROM item of `(cap_limit, cap_seconds)` rows
     (`cap_rules_sql`, or a CTE of it), `client_id` the client's id; reads `client_contact`

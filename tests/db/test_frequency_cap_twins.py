@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from shared.domain.frequency_cap import (
     CapRule,
     cap_rules_sql,
+    clients_at_cap_sql,
     format_caps,
     over_cap,
     over_cap_sql,
@@ -65,10 +66,18 @@ def sql_over_cap(
             own="CAST(%(own)s AS int)",
             now="CAST(%(now)s AS timestamptz)",
         )
+        # The set-based twin (fan-out, check) for the same client, when `own` is 0.
+        one = "(SELECT CAST(%(client)s AS bigint) AS id)"
+        in_set = clients_at_cap_sql(
+            one, cap_rules_sql("CAST(%(caps)s AS text)"), now="CAST(%(now)s AS timestamptz)"
+        )
         row = conn.execute(
-            f"SELECT {sql}", {"client": client_id, "caps": caps, "own": own, "now": NOW}
+            f"SELECT {sql}, CAST(%(client)s AS bigint) IN ({in_set})",
+            {"client": client_id, "caps": caps, "own": own, "now": NOW},
         ).fetchone()
     assert row is not None
+    if own == 0:
+        assert row[1] is row[0]
     return bool(row[0])
 
 

@@ -33,9 +33,9 @@ from services.api.mailings.schemas import (
 )
 from shared.domain.frequency_cap import (
     cap_rules_sql,
+    clients_at_cap_sql,
     effective_caps,
     format_caps,
-    over_cap_sql,
 )
 from shared.domain.opt_out import opted_out_sql
 from shared.domain.send_estimate import can_finish, finishes_at
@@ -106,9 +106,10 @@ async def count_recipients(
     """Live clients the filter matches, and how many of them get nothing and why: opted out,
     or (not opted out and) at the frequency cap `caps` (canonical form; empty: none)."""
     opted_out = literal_column(opted_out_sql("client"), Boolean)
-    at_cap = sql_text(over_cap_sql("client.id", cap_rules_sql("CAST(:caps AS text)"))).bindparams(
-        caps=caps
-    )
+    # One hashed set of the clients at the cap (a join of `client_contact`), not a probe per
+    # client and rule: a check of a million-client filter stays within a second or so.
+    at_cap_ids = clients_at_cap_sql("client", cap_rules_sql("CAST(:caps AS text)"))
+    at_cap = sql_text(f"client.id IN ({at_cap_ids})").bindparams(caps=caps)
     row = (
         await session.execute(
             select(
