@@ -41,6 +41,7 @@ from shared.domain.frequency_cap import (
     clients_at_cap_sql,
     effective_caps,
     format_caps,
+    reservations_sql,
 )
 from shared.domain.lifecycle import S, sql, sql_in
 from shared.domain.opt_out import opted_out_sql
@@ -94,8 +95,8 @@ ADVANCE = text("""
 # Frequency caps: a chunk of a counted (not transactional) mailing first takes one advisory
 # lock per block of 2^16 client ids its range covers, ascending, in its own statement; the
 # chunk's INSERT, a statement later, sees every other chunk over those clients that committed
-# (READ COMMITTED), and its reservations (client_contact, by trigger) are committed before the
-# next one over them counts. So two mailings fanning out over the same clients at once never
+# (READ COMMITTED), and its own messages (reservations) are committed before the next one
+# over them counts. So two mailings fanning out over the same clients at once never
 # give a client more messages than the cap (docs/GUARDRAILS.md).
 CAP_BLOCK_BITS = 16
 LOCK_CLIENT_BLOCKS = text(f"""
@@ -125,13 +126,15 @@ def insert_chunk(*, by_operator_code: bool, by_tag: bool, capped: bool = False) 
         ),
     ]
     not_before = next_window_open_sql("p.timezone", "CAST(:ws AS time)", "CAST(:we AS time)")
-    # Capped: the chunk's clients at the cap in one join with `client_contact` over the
-    # chunk's id range (a probe per client and rule cost three times as much).
+    # Capped: the chunk's clients at the cap in one pass over the chunk's id range of
+    # `client_contact` and of the counted mailings' keys in `message` (a probe per client and
+    # rule cost three times as much).
     rules, at_cap, join, capped_if = "", "", "", "false"
     if capped:
         rules = f"cap_rule AS MATERIALIZED {cap_rules_sql('CAST(:caps AS text)')},"
+        low, high = "CAST(:cursor AS bigint)", "(SELECT max(id) FROM picked)"
         clients = clients_at_cap_sql(
-            "picked", "cap_rule", low="CAST(:cursor AS bigint)", high="(SELECT max(id) FROM picked)"
+            "cap_rule", reservations_sql(low=low, high=high), low=low, high=high
         )
         at_cap = f"at_cap AS MATERIALIZED ({clients}),"
         join = "LEFT JOIN at_cap a ON a.client_id = p.id"

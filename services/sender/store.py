@@ -17,7 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
 from shared.domain.end_time import END_REACHED, seconds_to_end_sql, too_late_to_start_sql
-from shared.domain.frequency_cap import FREQUENCY_CAP_REASON, cap_rules_sql, over_cap_sql
+from shared.domain.frequency_cap import (
+    FREQUENCY_CAP_REASON,
+    cap_rules_sql,
+    open_reservations_sql,
+    over_cap_sql,
+)
 from shared.domain.lifecycle import CLAIMABLE, DELIVERY_LANDS_ON, OPEN, S, sql, sql_in
 from shared.domain.opt_out import OPTED_OUT_REASON, opted_out_sql
 from shared.domain.send_window import next_window_open_sql, window_open_sql
@@ -54,7 +59,9 @@ _CAPS = (
     "CASE WHEN mg.transactional THEN NULL"
     " ELSE coalesce(mg.frequency_cap, CAST(:frequency_cap AS text)) END"
 )
-_AT_CAP = over_cap_sql("m.client_id", cap_rules_sql(_CAPS), own="1")
+_AT_CAP = over_cap_sql(
+    "m.client_id", cap_rules_sql(_CAPS), reserved=open_reservations_sql("m.client_id"), own="1"
+)
 
 # `message` is partitioned by mailing id (migration 0007): every statement below names its
 # messages' mailings as a constant list too, so PostgreSQL plans only their partitions (an id

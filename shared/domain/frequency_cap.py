@@ -5,20 +5,23 @@ A cap is written `N/<period>`, several comma-separated (`2/24h,5/7d`); periods i
 own `frequency_cap` overrides it, and a `transactional` mailing is neither capped nor counted,
 nor is a test send.
 
-What is counted is kept per client in `client_contact (client_id, bucket, count)` by triggers
-on `message` (migration 0014), never by scanning `message`:
-- a message of a counted mailing that is open (pending, queued, sending, retrying) is a
-  reservation, in the bucket `infinity`: it will go out, so it counts for any window;
-- a sent one counts in the bucket of the minute it was sent (`sent_at`);
-- cancelled, expired or failed ones count nothing (the reservation is given back).
+What a client has against a cap is counted without scanning `message` partitions:
+- a sent message counts in `client_contact (client_id, bucket, count)`, kept by triggers on
+  `message` (migration 0014), in the bucket of the UTC minute it was sent (`sent_at`);
+- a message not yet sent (pending, queued, sending, retrying) of a counted mailing (running or
+  paused, not deleted, not transactional) is a reservation: it will go out, so it counts for
+  any window. Reservations are read from `message` by its (mailing_id, client_id) key, one
+  range or probe per counted mailing (`open_reservations_sql`, `reservations_sql`);
+- cancelled, expired and failed messages count nothing.
 
-A client is at the cap of a rule `N/W` when the messages sent in the last W, plus its open
+A client is at the cap of a rule `N/W` when the messages sent in the last W, plus its
 reservations, come to N. Sent messages are counted by whole minutes, so the window is W
 rounded up to the minute: a minute longer at most, never shorter (`bucket_counts`). The
 fan-out (services/scheduler/fanout.py) creates the message of a client at the cap as
 `cancelled` with the reason `frequency cap`; the sender's claim checks again, not counting
 the message's own reservation, so a cap set or lowered mid-mailing holds for messages not yet
-sent. `over_cap` and `over_cap_sql` are twins (tests/db/test_frequency_cap_twins.py).
+sent. `over_cap` and its SQL forms `over_cap_sql`, `clients_at_cap_sql` are twins
+(tests/db/test_frequency_cap_twins.py).
 """
 
 from __future__ import annotations
@@ -137,40 +140,75 @@ def cap_rules_sql(caps: str) -> str:
     )
 
 
+# The mailings whose unsent messages are reservations, as an array (an InitPlan: PostgreSQL
+# prunes `message` to their partitions when the statement starts).
+COUNTED_MAILINGS_SQL = (
+    "ARRAY(SELECT id FROM mailing WHERE status IN ('running', 'paused')"
+    " AND deleted_at IS NULL AND NOT transactional)"
+)
+_OPEN = "('pending', 'queued', 'sending', 'retrying')"
+
+
+def open_reservations_sql(client_id: str) -> str:
+    """How many messages not yet sent the client has in counted mailings: an SQL scalar, one
+    probe of the (mailing_id, client_id) key per counted mailing."""
+    return (
+        f"(SELECT count(*) FROM message o WHERE o.client_id = {client_id}"  # noqa: S608 (fragments of the caller's SQL)
+        f" AND o.mailing_id = ANY({COUNTED_MAILINGS_SQL})"
+        f" AND o.status IN {_OPEN} AND NOT o.is_test)"
+    )
+
+
+def reservations_sql(*, low: str | None = None, high: str | None = None) -> str:
+    """Reservations per client, `(client_id, n)` rows: a FROM item; with `low` < id <= `high`
+    (the fan-out's chunk range) a range of each counted mailing's key."""
+    where = f" AND o.client_id > {low} AND o.client_id <= {high}" if low and high else ""
+    return (
+        "(SELECT o.client_id, count(*) AS n FROM message o"  # noqa: S608 (fragments of the caller's SQL)
+        f" WHERE o.mailing_id = ANY({COUNTED_MAILINGS_SQL})"
+        f" AND o.status IN {_OPEN} AND NOT o.is_test{where}"
+        " GROUP BY o.client_id)"
+    )
+
+
 def clients_at_cap_sql(
-    clients: str,
     rules: str,
+    reserved: str,
     *,
     low: str | None = None,
     high: str | None = None,
     now: str = "now()",
 ) -> str:
     """Set-based twin of `over_cap` (own = 0) for many clients at once: a SELECT of the
-    distinct ids of `clients` (a FROM item with a column `id`) at the cap of `rules`. With
-    `low` < id <= `high` bounds (the fan-out's chunk range) `client_contact` is read by a
-    range of its key, not whole: one join instead of a probe per client and rule."""
-    where = ""
-    if low is not None and high is not None:
-        where = f" WHERE cc.client_id > {low} AND cc.client_id <= {high}"
+    distinct ids at the cap of `rules`, from `client_contact` and `reserved` (a FROM item of
+    `(client_id, n)` rows, `reservations_sql`). With `low` < id <= `high` bounds (the
+    fan-out's chunk range) `client_contact` is read by a range of its key, not whole."""
+    where = f" AND cc.client_id > {low} AND cc.client_id <= {high}" if low and high else ""
     return (
-        "SELECT DISTINCT cc.client_id FROM ("  # noqa: S608 (fragments of the caller's SQL)
-        f"SELECT cc.client_id FROM {clients} AS k"
-        " JOIN client_contact cc ON cc.client_id = k.id"
-        f" JOIN {rules} AS cr ON cc.bucket > {now} - make_interval(secs => cr.cap_seconds)"
-        f" - interval '1 minute'{where}"
-        " GROUP BY cc.client_id, cr.cap_limit, cr.cap_seconds"
-        " HAVING sum(cc.count) >= cr.cap_limit) AS cc"
+        "SELECT DISTINCT t.client_id FROM ("  # noqa: S608 (fragments of the caller's SQL)
+        "SELECT u.client_id FROM ("
+        "SELECT cc.client_id, cr.cap_limit, cr.cap_seconds, cc.count AS n"
+        f" FROM client_contact cc JOIN {rules} AS cr"
+        f" ON cc.bucket > {now} - make_interval(secs => cr.cap_seconds) - interval '1 minute'"
+        f" WHERE true{where}"
+        " UNION ALL"
+        f" SELECT r.client_id, cr.cap_limit, cr.cap_seconds, r.n FROM {reserved} AS r"
+        f" CROSS JOIN {rules} AS cr) AS u"
+        " GROUP BY u.client_id, u.cap_limit, u.cap_seconds"
+        " HAVING sum(u.n) >= u.cap_limit) AS t"
     )
 
 
-def over_cap_sql(client_id: str, rules: str, *, own: str = "0", now: str = "now()") -> str:
-    """SQL twin of `over_cap`: `rules` is a FROM item of `(cap_limit, cap_seconds)` rows
-    (`cap_rules_sql`, or a CTE of it), `client_id` the client's id; reads `client_contact`
-    by its key, one probe per rule."""
+def over_cap_sql(
+    client_id: str, rules: str, *, reserved: str, own: str = "0", now: str = "now()"
+) -> str:
+    """SQL twin of `over_cap` for one client: `rules` is a FROM item of
+    `(cap_limit, cap_seconds)` rows (`cap_rules_sql`), `reserved` an SQL scalar of the
+    client's reservations (`open_reservations_sql`); reads `client_contact` by its key."""
     return (
-        f"EXISTS (SELECT 1 FROM {rules} AS cr WHERE"  # noqa: S608 (constant fragments)
+        f"EXISTS (SELECT 1 FROM {rules} AS cr WHERE"  # noqa: S608 (fragments of the caller's SQL)
         " (SELECT coalesce(sum(cc.count), 0) FROM client_contact cc"
         f" WHERE cc.client_id = {client_id}"
         f" AND cc.bucket > {now} - make_interval(secs => cr.cap_seconds) - interval '1 minute')"
-        f" - {own} >= cr.cap_limit)"
+        f" + {reserved} - {own} >= cr.cap_limit)"
     )

@@ -55,25 +55,26 @@ def sql_over_cap(
                 " ON CONFLICT (client_id, bucket) DO UPDATE SET count = cc.count + 1",
                 [client_id, moment],
             )
-        if reserved:
-            conn.execute(
-                "INSERT INTO client_contact (client_id, bucket, count) VALUES (%s, 'infinity', %s)",
-                [client_id, reserved],
-            )
         sql = over_cap_sql(
             "CAST(%(client)s AS bigint)",
             cap_rules_sql("CAST(%(caps)s AS text)"),
+            reserved="CAST(%(reserved)s AS bigint)",
             own="CAST(%(own)s AS int)",
             now="CAST(%(now)s AS timestamptz)",
         )
         # The set-based twin (fan-out, check) for the same client, when `own` is 0.
-        one = "(SELECT CAST(%(client)s AS bigint) AS id)"
+        reservations = (
+            "(SELECT CAST(%(client)s AS bigint) AS client_id, CAST(%(reserved)s AS bigint) AS n"
+            " WHERE CAST(%(reserved)s AS bigint) > 0)"
+        )
         in_set = clients_at_cap_sql(
-            one, cap_rules_sql("CAST(%(caps)s AS text)"), now="CAST(%(now)s AS timestamptz)"
+            cap_rules_sql("CAST(%(caps)s AS text)"),
+            reservations,
+            now="CAST(%(now)s AS timestamptz)",
         )
         row = conn.execute(
             f"SELECT {sql}, CAST(%(client)s AS bigint) IN ({in_set})",
-            {"client": client_id, "caps": caps, "own": own, "now": NOW},
+            {"client": client_id, "caps": caps, "own": own, "now": NOW, "reserved": reserved},
         ).fetchone()
     assert row is not None
     if own == 0:

@@ -1,8 +1,8 @@
 """Frequency caps on real PostgreSQL (shared/domain/frequency_cap.py, migration 0014):
 
-- the triggers keep `client_contact`: open messages are reservations, sent ones count in their
-  minute, cancelled/failed/expired ones give theirs back; test sends and transactional
-  mailings count nothing;
+- the triggers keep `client_contact`: sent messages count in their minute (a fan-out, a lease,
+  a cancel write nothing); test sends and transactional mailings count nothing; unsent
+  messages of running mailings are reservations, read from `message`;
 - the fan-out creates a capped client's message `cancelled` with `frequency cap` (counted in
   the statistics), with the mailing's own cap or FREQUENCY_CAP;
 - the claim cancels a message whose client reached a cap set or lowered since the fan-out;
@@ -81,17 +81,27 @@ class Db:
             [mailing_id, ago, client_ids],
         )
 
-    def contacts(self) -> dict[int, dict[str, int]]:
-        """client -> {'open': reservations, 'sent': sent messages counted}."""
-        out: dict[int, dict[str, int]] = {}
-        for client_id, is_open, count in self.q(
-            "SELECT client_id, bucket = 'infinity', sum(count) FROM client_contact"
-            " GROUP BY 1, 2 HAVING sum(count) <> 0"
-        ):
-            out.setdefault(client_id, {"open": 0, "sent": 0})["open" if is_open else "sent"] = int(
-                count
+    def contacts(self) -> dict[int, int]:
+        """client -> sent messages counted in `client_contact`."""
+        return {
+            int(client_id): int(count)
+            for client_id, count in self.q(
+                "SELECT client_id, sum(count) FROM client_contact GROUP BY 1 HAVING sum(count) <> 0"
             )
-        return out
+        }
+
+    def counted(self) -> dict[int, int]:
+        """client -> its messages sent or not yet sent in mailings that count (the cap's)."""
+        return {
+            int(client_id): int(n)
+            for client_id, n in self.q(
+                "SELECT m.client_id, count(*) FROM message m"
+                " JOIN mailing mg ON mg.id = m.mailing_id"
+                " WHERE NOT m.is_test AND NOT mg.transactional"
+                " AND m.status IN ('pending', 'queued', 'sending', 'retrying', 'sent')"
+                " GROUP BY 1"
+            )
+        }
 
     def messages(self, mailing_id: int) -> dict[int, tuple[str, str | None]]:
         return {
@@ -131,7 +141,7 @@ def test_the_triggers_keep_the_contact_summary(db: Db) -> None:
         "INSERT INTO message (mailing_id, is_test, phone) VALUES (%s, true, '79120000001')",
         [marketing],
     )
-    assert db.contacts() == {c: {"open": 1, "sent": 0} for c in (1, 2, 3)}
+    assert db.contacts() == {}  # nothing sent yet: a fan-out writes no summary row
 
     def move(client_id: int, status: str, mailing_id: int = marketing) -> None:
         db.q(
@@ -141,19 +151,20 @@ def test_the_triggers_keep_the_contact_summary(db: Db) -> None:
             [status, status, mailing_id, client_id],
         )
 
-    move(1, "queued")  # a lease changes nothing
-    assert db.contacts()[1] == {"open": 1, "sent": 0}
+    move(1, "queued")
+    move(2, "cancelled")
+    assert db.contacts() == {}
     move(1, "sent")
     move(1, "sent", transactional)
-    move(2, "cancelled")
     move(3, "failed")
     db.q("UPDATE message SET status = 'sent', sent_at = now() WHERE is_test")
-    assert db.contacts() == {1: {"open": 0, "sent": 1}}
-    move(3, "pending")  # an admin's resend: a reservation again
-    assert db.contacts() == {1: {"open": 0, "sent": 1}, 3: {"open": 1, "sent": 0}}
+    assert db.contacts() == {1: 1}
+    minute = db.q("SELECT bucket = date_trunc('minute', now(), 'UTC') FROM client_contact")
+    assert minute == [(True,)]
+    move(3, "pending")  # an admin's resend: a reservation again, read from `message`
+    assert db.counted() == {1: 1, 3: 1}
     db.q("DELETE FROM message WHERE mailing_id = %s", [marketing])
-    # A deleted open message gives its reservation back; a sent one was sent all the same.
-    assert db.contacts() == {1: {"open": 0, "sent": 1}}
+    assert db.contacts() == {1: 1}  # a deleted sent message was sent all the same
 
 
 async def test_the_fanout_cancels_the_messages_of_clients_at_the_cap(
@@ -180,7 +191,7 @@ async def test_the_fanout_cancels_the_messages_of_clients_at_the_cap(
     await fan_out_all(sessions, cap="2/24h")
     assert set(db.messages(third).values()) == {("cancelled", FREQUENCY_CAP_REASON)}
     assert {s for s, _ in db.messages(receipt).values()} == {"pending"}
-    assert max(v["open"] + v["sent"] for v in db.contacts().values()) == 2
+    assert max(db.counted().values()) == 2
 
 
 async def test_the_claim_holds_a_cap_lowered_mid_mailing(
@@ -273,7 +284,7 @@ async def test_two_mailings_fanning_out_at_once_keep_every_client_under_the_cap(
     assert len(per_client) == 3000
     assert {(pending, capped) for _, pending, capped in per_client} == {(2, 2)}
     assert len(db.q("SELECT 1 FROM message WHERE mailing_id = ANY(%s)", [mailings])) == 12000
-    assert all(v == {"open": 2, "sent": 0} for v in db.contacts().values())
+    assert set(db.counted().values()) == {2}
 
 
 def test_the_lock_statement_is_its_own(db: Db) -> None:
@@ -296,16 +307,14 @@ async def test_retention_prunes_contacts_no_cap_counts(db: Db, database_url: str
     db.sent(earlier, [2], ago="8 days")
     db.sent(earlier, [3], ago="1 hour")
     other = db.mailing(fanned_out=True)
-    db.q("INSERT INTO message (mailing_id, client_id, status) VALUES (%s, 1, 'pending')", [other])
-    db.q("UPDATE message SET status = 'cancelled' WHERE status = 'pending'")  # a zero row left
     engine = create_engine(BaseServiceSettings(database_url=database_url, db_pool_size=1))
     try:
-        # FREQUENCY_CAP's longest window is 10 days: the 20-day-old one goes, and the zero.
+        # FREQUENCY_CAP's longest window is 10 days: the 20-day-old one goes.
         run = await Retention(
             engine, retention_days=None, frequency_cap="5/10d", clock=lambda: datetime.now(UTC)
         ).run()
-        assert run.contact_rows_pruned == 2
-        assert db.contacts() == {2: {"open": 0, "sent": 1}, 3: {"open": 0, "sent": 1}}
+        assert run.contact_rows_pruned == 1
+        assert db.contacts() == {2: 1, 3: 1}
         # Without caps, a week is kept; a running mailing's own cap keeps its window.
         db.mailing(cap="1/30d")
         db.sent(other, [2], ago="20 days")

@@ -36,6 +36,7 @@ from shared.domain.frequency_cap import (
     clients_at_cap_sql,
     effective_caps,
     format_caps,
+    reservations_sql,
 )
 from shared.domain.opt_out import opted_out_sql
 from shared.domain.send_estimate import can_finish, finishes_at
@@ -106,9 +107,9 @@ async def count_recipients(
     """Live clients the filter matches, and how many of them get nothing and why: opted out,
     or (not opted out and) at the frequency cap `caps` (canonical form; empty: none)."""
     opted_out = literal_column(opted_out_sql("client"), Boolean)
-    # One hashed set of the clients at the cap (a join of `client_contact`), not a probe per
-    # client and rule: a check of a million-client filter stays within a second or so.
-    at_cap_ids = clients_at_cap_sql("client", cap_rules_sql("CAST(:caps AS text)"))
+    # One hashed set of the clients at the cap (`client_contact` and the counted mailings'
+    # unsent messages, grouped), not a probe per client and rule.
+    at_cap_ids = clients_at_cap_sql(cap_rules_sql("CAST(:caps AS text)"), reservations_sql())
     at_cap = sql_text(f"client.id IN ({at_cap_ids})").bindparams(caps=caps)
     row = (
         await session.execute(

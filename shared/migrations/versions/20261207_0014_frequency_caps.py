@@ -1,17 +1,18 @@
-"""frequency caps: a per-client contact summary kept by triggers; transactional mailings
+"""frequency caps: a per-client summary of sent messages kept by triggers; transactional
 
 Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-07 23:00:00.000000
 
-`client_contact (client_id, bucket, count)` says what each client has against a frequency cap
-(shared/domain/frequency_cap.py) without scanning `message`: an open message of a counted
-mailing is a reservation in the bucket `infinity`; a sent one counts in the UTC minute of its
-`sent_at`; cancelled, expired and failed ones count nothing. Statement-level triggers on
-`message` keep it, one upsert per (client, bucket) a statement changes on balance (a lease,
-pending -> queued, changes none). Test sends and `transactional` mailings are not counted.
-Existing open messages and those sent in the last 366 days (the longest cap window) are
-counted here once.
+`client_contact (client_id, bucket, count)` counts each client's sent messages by the UTC
+minute of their `sent_at`, so a frequency cap (shared/domain/frequency_cap.py) reads a few rows
+by key instead of scanning `message`. Statement-level triggers on `message` keep it: a
+statement that makes messages `sent` (or, rarely, takes a `sent` one back: an admin's resend
+works on failed ones only) adds one upsert per (client, minute); any other statement (a
+fan-out, a lease, a claim) finds no sent row in its transition tables and writes nothing.
+Test sends and `transactional` mailings are not counted. Messages sent in the last 366 days
+(the longest cap period) are counted here once. Messages not yet sent are reservations, read
+from `message` by its (mailing_id, client_id) key where a cap is checked.
 
 `mailing.transactional` (default false) and `mailing.frequency_cap` (the mailing's own cap in
 the canonical `N/<period>` form; NULL: FREQUENCY_CAP) are catalogue-only column additions.
@@ -27,16 +28,10 @@ down_revision = "0013"
 branch_labels = None
 depends_on = None
 
-OPEN = "('pending', 'queued', 'sending', 'retrying')"
-# Where a message counts: its reservation while open, the minute it was sent once sent.
-_BUCKET = (
-    "CASE WHEN {r}.status = 'sent'"
-    " THEN date_trunc('minute', coalesce({r}.sent_at, now()), 'UTC')"
-    " ELSE timestamptz 'infinity' END"
-)
+# A sent message of a counted mailing counts in the UTC minute it was sent.
+_BUCKET = "date_trunc('minute', coalesce({r}.sent_at, now()), 'UTC')"
 _COUNTED = (
-    "NOT {r}.is_test AND {r}.client_id IS NOT NULL"  # noqa: S608 (constant fragments)
-    f" AND ({{r}}.status IN {OPEN} OR {{r}}.status = 'sent')"
+    "{r}.status = 'sent' AND NOT {r}.is_test AND {r}.client_id IS NOT NULL"
     " AND {r}.mailing_id NOT IN (SELECT id FROM mailing WHERE transactional)"
 )
 
@@ -57,18 +52,12 @@ _APPLY = """
     ON CONFLICT (client_id, bucket) DO UPDATE SET count = cc.count + EXCLUDED.count;
 """
 
-# A deleted message gives back its reservation; a sent one stays counted (it was sent).
-_DELETED_OPEN = (
-    "SELECT r.client_id, timestamptz 'infinity' AS bucket, -1 AS delta FROM old_rows r"  # noqa: S608 (constant fragments)
-    f" WHERE r.status IN {OPEN} AND {_COUNTED.format(r='r')}"
-)
 
 FUNCTIONS = {
     "client_contact_on_insert": _APPLY.format(deltas=_rows("new_rows", 1)),
     "client_contact_on_update": _APPLY.format(
         deltas=_rows("new_rows", 1) + " UNION ALL " + _rows("old_rows", -1)
     ),
-    "client_contact_on_delete": _APPLY.format(deltas=_DELETED_OPEN),
 }
 TRIGGERS = {
     "client_contact_insert": ("INSERT", "NEW TABLE AS new_rows", "client_contact_on_insert"),
@@ -77,15 +66,14 @@ TRIGGERS = {
         "OLD TABLE AS old_rows NEW TABLE AS new_rows",
         "client_contact_on_update",
     ),
-    "client_contact_delete": ("DELETE", "OLD TABLE AS old_rows", "client_contact_on_delete"),
 }
 
 BACKFILL = f"""
     INSERT INTO client_contact (client_id, bucket, count)
     SELECT m.client_id, {_BUCKET.format(r="m")}, count(*) FROM message m
-    WHERE NOT m.is_test AND m.client_id IS NOT NULL
-      AND (m.status IN {OPEN}
-           OR (m.status = 'sent' AND m.sent_at > now() - interval '366 days'))
+    WHERE m.status = 'sent' AND NOT m.is_test AND m.client_id IS NOT NULL
+      AND m.sent_at > now() - interval '366 days'
+      AND m.mailing_id NOT IN (SELECT id FROM mailing WHERE transactional)
     GROUP BY 1, 2
 """  # noqa: S608 (constant fragments)
 
