@@ -236,9 +236,8 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
 
 
 class ClientContact(Base):
-    """What a client has against a frequency cap (shared/domain/frequency_cap.py), kept by
-    triggers on `message` (migration 0014): open reservations in the bucket `infinity`, sent
-    messages in the UTC minute they were sent."""
+    """A client's sent messages per UTC minute of sending, for the frequency caps
+    (shared/domain/frequency_cap.py), kept by triggers on `message` (migration 0014)."""
 
     __tablename__ = "client_contact"
 

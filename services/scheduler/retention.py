@@ -17,8 +17,7 @@ mailing ids. At start and every RETENTION_INTERVAL_S the scheduler:
    hour);
 4. deletes the frequency caps' `client_contact` rows no cap can count any more: sent
    minutes older than the longest window of FREQUENCY_CAP and of the caps of mailings not
-   finished (at least `CONTACT_KEEP_MIN`), and reservations given back (count 0), in
-   batches of `CONTACT_PRUNE_BATCH`.
+   finished (at least `CONTACT_KEEP_MIN`), and rows at 0, in batches of `CONTACT_PRUNE_BATCH`.
 
 Several schedulers: one runs it at a time (a session advisory lock); the others skip.
 """
@@ -99,7 +98,7 @@ OPEN_MAILING_CAPS = text(f"""
 PRUNE_CONTACTS = text("""
     DELETE FROM client_contact WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM client_contact
-        WHERE count = 0 OR (bucket < :before AND bucket <> 'infinity')
+        WHERE count = 0 OR bucket < :before
         LIMIT :batch))
 """)
 
