@@ -146,3 +146,15 @@ async def test_the_messages_list_says_a_message_was_capped(
     assert [(m["status"], m["last_error"]) for m in listed["items"]] == [
         ("cancelled", "frequency cap")
     ]
+
+
+async def test_an_idempotency_key_tells_bodies_apart_by_their_cap(
+    admin: httpx.AsyncClient, db: psycopg.Connection
+) -> None:
+    body = mailing_body(frequency_cap="2/24h")
+    key = {"Idempotency-Key": "caps-1"}
+    first = await admin.post("/mailings", json=body, headers=key)
+    again = await admin.post("/mailings", json=body, headers=key)
+    assert first.status_code == 201 and again.json()["id"] == first.json()["id"]
+    other = await admin.post("/mailings", json={**body, "frequency_cap": "1/24h"}, headers=key)
+    assert_error(other, 422, "Idempotency-Key")

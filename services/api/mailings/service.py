@@ -50,7 +50,10 @@ def _now() -> datetime:
 
 
 def _fingerprint(data: MailingCreate) -> str:
-    return hashlib.sha256(data.model_dump_json().encode()).hexdigest()
+    # Fields added later (frequency caps) count only when set, so a retry of a request made
+    # before they existed still matches its fingerprint.
+    later = {name for name in ("transactional", "frequency_cap") if not getattr(data, name)}
+    return hashlib.sha256(data.model_dump_json(exclude=later).encode()).hexdigest()
 
 
 async def get_mailing(session: AsyncSession, mailing_id: int, *, lock: bool = False) -> Mailing:
