@@ -112,7 +112,8 @@ def insert_chunk(*, by_operator_code: bool, by_tag: bool, capped: bool = False) 
     for a filter shape: a sparse tag filter rides `ix_client_operator_code_tag`.
     Who may receive a mailing (the filter, a deleted client) is decided here and only here.
     `capped`: a client at the frequency cap (`:caps`) gets its message `cancelled` with the
-    reason `frequency cap` (statistics count it), read from `client_contact` by key."""
+    reason `frequency cap` (statistics count it): its sent messages from `client_contact`, its
+    unsent ones from the counted mailings' keys, both over the chunk's id range."""
     recipient = [
         "c.id > :cursor",
         "c.id <= :high",
