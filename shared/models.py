@@ -122,6 +122,10 @@ class Mailing(Base):
     created_by: Mapped[str | None] = mapped_column(Text)
     approved_by: Mapped[str | None] = mapped_column(Text)
     approved_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
+    # Frequency caps (migration 0014): a transactional mailing is neither capped nor counted;
+    # `frequency_cap` is its own cap (canonical `N/<period>,...`), None: FREQUENCY_CAP.
+    transactional: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    frequency_cap: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint("end_at > start_at", name="end_after_start"),
@@ -229,6 +233,17 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     if type_ == "table" and name is not None:
         return MESSAGE_PARTITION_NAME.match(name) is None
     return True
+
+
+class ClientContact(Base):
+    """A client's sent messages per UTC minute of sending, for the frequency caps
+    (shared/domain/frequency_cap.py), kept by triggers on `message` (migration 0014)."""
+
+    __tablename__ = "client_contact"
+
+    client_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(TimestampTZ, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class MessageCountFolded(Base):

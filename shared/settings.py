@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.domain.frequency_cap import normalize_caps
 from shared.domain.retry import DEFAULT_RETRY_DELAYS_S
 
 
@@ -30,6 +31,17 @@ class BaseServiceSettings(BaseSettings):
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
     # Port of the /healthz, /readyz and /metrics endpoint for services that are not the API.
     metrics_port: int = Field(9100, ge=0, le=65535)
+    # Frequency caps over every mailing (docs/GUARDRAILS.md): `N/<period>`, comma-separated,
+    # periods in m, h, d (`2/24h,5/7d`); unset or empty: off. Read by the api (the pre-send
+    # check), the scheduler (fan-out) and the sender (the claim): set it alike for all three.
+    frequency_cap: str | None = None
+
+    @field_validator("frequency_cap", mode="before")
+    @classmethod
+    def _canonical_cap(cls, value: object) -> object:
+        if value is None or isinstance(value, str):
+            return normalize_caps(value)
+        return value
 
 
 class ApiSettings(BaseServiceSettings):

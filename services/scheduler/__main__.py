@@ -26,7 +26,11 @@ async def main() -> None:
     tracing.configure_tracing(tracing.SCHEDULER, settings.database_url, settings.amqp_namespace)
     engine = create_engine(settings)
     connection = await connect_broker(settings.amqp_url)
-    retention = Retention(engine, retention_days=settings.message_retention_days)
+    retention = Retention(
+        engine,
+        retention_days=settings.message_retention_days,
+        frequency_cap=settings.frequency_cap,
+    )
     scheduler = Scheduler(settings, create_session_factory(engine), connection, retention=retention)
     await scheduler.setup()
 

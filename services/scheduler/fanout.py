@@ -35,7 +35,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.domain.filters import RecipientsSql
-from shared.domain.lifecycle import sql_in
+from shared.domain.frequency_cap import (
+    FREQUENCY_CAP_REASON,
+    cap_rules_sql,
+    clients_at_cap_sql,
+    effective_caps,
+    format_caps,
+    reservations_sql,
+)
+from shared.domain.lifecycle import S, sql, sql_in
 from shared.domain.send_window import next_window_open_sql
 from shared.domain.statuses import MailingStatus
 
@@ -46,7 +54,8 @@ MAX_SCAN_IDS = 1_000_000
 
 PICK_MAILING = text(f"""
     SELECT id, fanout_cursor, fanout_max_client_id, fanout_advanced_at,
-           filter_operator_codes, filter_tags, send_window_start, send_window_end
+           filter_operator_codes, filter_tags, send_window_start, send_window_end,
+           transactional, frequency_cap
     FROM mailing
     WHERE status IN ({sql_in([MailingStatus.RUNNING, MailingStatus.PAUSED])})
       AND fanout_done_at IS NULL AND deleted_at IS NULL
@@ -82,11 +91,28 @@ ADVANCE = text("""
 """)
 
 
+# Frequency caps: a chunk of a counted (not transactional) mailing first takes one advisory
+# lock per block of 2^16 client ids its range covers, ascending, in its own statement; the
+# chunk's INSERT, a statement later, sees every other chunk over those clients that committed
+# (READ COMMITTED), and its own messages (reservations) are committed before the next one
+# over them counts. So two mailings fanning out over the same clients at once never
+# give a client more messages than the cap (docs/GUARDRAILS.md).
+CAP_BLOCK_BITS = 16
+LOCK_CLIENT_BLOCKS = text(f"""
+    SELECT count(pg_advisory_xact_lock(hashtext('frequency_cap'), CAST(b AS int)))
+    FROM generate_series(CAST(:low AS bigint) >> {CAP_BLOCK_BITS},
+                         CAST(:high AS bigint) >> {CAP_BLOCK_BITS}) AS b
+""")
+
+
 @cache
-def insert_chunk(*, by_operator_code: bool, by_tag: bool) -> TextClause:
+def insert_chunk(*, by_operator_code: bool, by_tag: bool, capped: bool = False) -> TextClause:
     """The fan-out's one statement (which clients get a message, and when it is first due),
     for a filter shape: a sparse tag filter rides `ix_client_operator_code_tag`.
-    Who may receive a mailing is `shared.domain.filters.RecipientsSql`, as in the check."""
+    Who may receive a mailing is `shared.domain.filters.RecipientsSql`, as in the check.
+    `capped`: a client at the frequency cap (`:caps`) gets its message `cancelled` with the
+    reason `frequency cap` (statistics count it): its sent messages from `client_contact`, its
+    unsent ones from the counted mailings' keys, both over the chunk's id range."""
     recipients = RecipientsSql(
         "c",
         codes="CAST(:codes AS text[])" if by_operator_code else None,
@@ -94,16 +120,34 @@ def insert_chunk(*, by_operator_code: bool, by_tag: bool) -> TextClause:
     )
     recipient = ["c.id > :cursor", "c.id <= :high", *recipients.conditions()]
     not_before = next_window_open_sql("p.timezone", "CAST(:ws AS time)", "CAST(:we AS time)")
+    # Capped: the chunk's clients at the cap in one pass over the chunk's id range of
+    # `client_contact` and of the counted mailings' keys in `message` (a probe per client and
+    # rule cost three times as much).
+    rules, at_cap, join, capped_if = "", "", "", "false"
+    if capped:
+        rules = f"cap_rule AS MATERIALIZED {cap_rules_sql('CAST(:caps AS text)')},"
+        low, high = "CAST(:cursor AS bigint)", "(SELECT max(id) FROM picked)"
+        clients = clients_at_cap_sql(
+            "cap_rule", reservations_sql(low=low, high=high), low=low, high=high
+        )
+        at_cap = f"at_cap AS MATERIALIZED ({clients}),"
+        join = "LEFT JOIN at_cap a ON a.client_id = p.id"
+        capped_if = "a.client_id IS NOT NULL"
     return text(f"""
-        WITH picked AS MATERIALIZED (
+        WITH {rules}
+        picked AS MATERIALIZED (
             SELECT c.id, c.timezone FROM client c
             WHERE {" AND ".join(recipient)}
             ORDER BY c.id
             LIMIT :limit
         ),
+        {at_cap}
         inserted AS (
-            INSERT INTO message (mailing_id, client_id, not_before)
-            SELECT :mailing_id, p.id, {not_before} FROM picked p
+            INSERT INTO message (mailing_id, client_id, not_before, status, last_error)
+            SELECT :mailing_id, p.id, {not_before},
+                   CASE WHEN {capped_if} THEN {sql(S.CANCELLED)} ELSE {sql(S.PENDING)} END,
+                   CASE WHEN {capped_if} THEN '{FREQUENCY_CAP_REASON}' END
+            FROM picked p {join}
             ON CONFLICT (mailing_id, client_id) DO NOTHING
             RETURNING 1
         )
@@ -145,8 +189,11 @@ def plan_chunk(
     return ChunkPlan(low, max(high, low), limit)
 
 
-async def fanout_chunk(session: AsyncSession, chunk_size: int) -> ChunkResult | None:
-    """Create the messages of the next chunk of one mailing; None when no fan-out is pending."""
+async def fanout_chunk(
+    session: AsyncSession, chunk_size: int, *, frequency_cap: str | None = None
+) -> ChunkResult | None:
+    """Create the messages of the next chunk of one mailing; None when no fan-out is pending.
+    `frequency_cap`: FREQUENCY_CAP, for mailings without a cap of their own."""
     row = (await session.execute(PICK_MAILING)).one_or_none()
     if row is None:
         await session.rollback()
@@ -164,7 +211,12 @@ async def fanout_chunk(session: AsyncSession, chunk_size: int) -> ChunkResult | 
     if plan.high > plan.cursor:
         codes = list(row.filter_operator_codes or [])
         tags = list(row.filter_tags or [])
-        statement = insert_chunk(by_operator_code=bool(codes), by_tag=bool(tags))
+        caps = effective_caps(
+            row.frequency_cap, frequency_cap, transactional=bool(row.transactional)
+        )
+        statement = insert_chunk(by_operator_code=bool(codes), by_tag=bool(tags), capped=bool(caps))
+        if not row.transactional:
+            await session.execute(LOCK_CLIENT_BLOCKS, {"low": plan.cursor + 1, "high": plan.high})
         result = (
             await session.execute(
                 statement,
@@ -177,6 +229,7 @@ async def fanout_chunk(session: AsyncSession, chunk_size: int) -> ChunkResult | 
                     "tags": tags,
                     "ws": row.send_window_start,
                     "we": row.send_window_end,
+                    "caps": format_caps(caps),
                 },
             )
         ).one()

@@ -14,7 +14,10 @@ mailing ids. At start and every RETENTION_INTERVAL_S the scheduler:
    lost), then DROP TABLE. A DROP fires no delete trigger: `message_count`, the mailing's
    statistics, stays as it was;
 3. deletes `message_minute` rows older than two days (the console reads today and the last
-   hour).
+   hour);
+4. deletes the frequency caps' `client_contact` rows no cap can count any more: sent
+   minutes older than the longest window of FREQUENCY_CAP and of the caps of mailings not
+   finished (at least `CONTACT_KEEP_MIN`), and rows at 0, in batches of `CONTACT_PRUNE_BATCH`.
 
 Several schedulers: one runs it at a time (a session advisory lock); the others skip.
 """
@@ -24,13 +27,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
+from shared.domain.frequency_cap import parse_caps
 from shared.domain.lifecycle import sql_in
 from shared.domain.retention import MESSAGE_MINUTE_KEEP, finished_at_sql, retention_cutoff
 from shared.domain.statuses import MAILING_FINAL_STATUSES
@@ -82,6 +86,22 @@ ENSURE_NEXT = text("SELECT message_partition_ensure(CAST(:id AS bigint))")
 
 PRUNE_MINUTES = text("DELETE FROM message_minute WHERE minute < :before")
 
+# Sent messages stay counted at least this long, whatever the caps (one turned on later
+# counts what was sent in the last week).
+CONTACT_KEEP_MIN = timedelta(days=7)
+CONTACT_PRUNE_BATCH = 50_000
+OPEN_MAILING_CAPS = text(f"""
+    SELECT DISTINCT frequency_cap FROM mailing
+    WHERE frequency_cap IS NOT NULL AND deleted_at IS NULL
+      AND status NOT IN ({sql_in(MAILING_FINAL_STATUSES)})
+""")
+PRUNE_CONTACTS = text("""
+    DELETE FROM client_contact WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM client_contact
+        WHERE count = 0 OR bucket < :before
+        LIMIT :batch))
+""")
+
 _BOUND = re.compile(r"FROM \((MINVALUE|'?(-?\d+)'?)\) TO \((MAXVALUE|'?(-?\d+)'?)\)")
 
 
@@ -117,6 +137,7 @@ class RetentionRun:
     dropped: list[str] | None = None
     messages_dropped: int = 0
     minute_rows_pruned: int = 0
+    contact_rows_pruned: int = 0
     skipped: bool = False  # another scheduler holds the lock
 
 
@@ -126,10 +147,12 @@ class Retention:
         engine: AsyncEngine,
         *,
         retention_days: float | None,
+        frequency_cap: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.engine = engine
         self.retention_days = retention_days
+        self.frequency_cap = frequency_cap
         self.clock = clock
 
     async def run(self) -> RetentionRun:
@@ -163,6 +186,7 @@ class Retention:
                     await self._drop(conn, partition, cutoff, result)
         pruned = await conn.execute(PRUNE_MINUTES, {"before": now - MESSAGE_MINUTE_KEEP})
         result.minute_rows_pruned = int(pruned.rowcount or 0)
+        result.contact_rows_pruned = await self._prune_contacts(conn, now)
         remaining = await partitions(conn)
         result.partitions = len(remaining)
         result.rows = sum(p.rows for p in remaining)
@@ -178,8 +202,24 @@ class Retention:
             partitions_dropped=len(result.dropped or []),
             messages_dropped=result.messages_dropped,
             minute_rows_pruned=result.minute_rows_pruned,
+            contact_rows_pruned=result.contact_rows_pruned,
         )
         return result
+
+    async def _prune_contacts(self, conn: AsyncConnection, now: datetime) -> int:
+        """Frequency caps' summary rows no cap counts any more (see the module's step 4)."""
+        caps = [self.frequency_cap or ""]
+        caps += [row[0] for row in await conn.execute(OPEN_MAILING_CAPS)]
+        windows = [rule.window for cap in caps for rule in parse_caps(cap)]
+        keep = max([CONTACT_KEEP_MIN, *windows]) + timedelta(minutes=1)
+        pruned = 0
+        while True:
+            batch = await conn.execute(
+                PRUNE_CONTACTS, {"before": now - keep, "batch": CONTACT_PRUNE_BATCH}
+            )
+            pruned += int(batch.rowcount or 0)
+            if (batch.rowcount or 0) < CONTACT_PRUNE_BATCH:
+                return pruned
 
     @staticmethod
     async def ensure_partitions(conn: AsyncConnection) -> None:

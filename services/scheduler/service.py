@@ -200,7 +200,11 @@ class Scheduler:
         """One fan-out chunk; None when no fan-out is pending."""
         started = tracing.now_ns()
         async with self.sessions() as session:
-            chunk = await fanout.fanout_chunk(session, self.settings.fanout_chunk_size)
+            chunk = await fanout.fanout_chunk(
+                session,
+                self.settings.fanout_chunk_size,
+                frequency_cap=self.settings.frequency_cap,
+            )
         if chunk is not None:
             tracing.record_mailing_span(
                 tracing.FANOUT,

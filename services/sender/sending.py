@@ -152,6 +152,7 @@ class ClaimAndSend:
                 [m.job for m in batch],
                 margin_s=self.settings.end_safety_margin_s,
                 lease_s=self.settings.sending_lease_s,
+                frequency_cap=self.settings.frequency_cap,
             ),
             "claim",
         )

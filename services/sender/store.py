@@ -17,6 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
 from shared.domain.end_time import END_REACHED, seconds_to_end_sql, too_late_to_start_sql
+from shared.domain.frequency_cap import (
+    FREQUENCY_CAP_REASON,
+    cap_rules_sql,
+    open_reservations_sql,
+    over_cap_sql,
+)
 from shared.domain.lifecycle import (
     CLAIMABLE,
     DELIVERY_LANDS_ON,
@@ -51,6 +57,17 @@ _OPTED_OUT_ANY = f"CASE WHEN m.is_test THEN {_TEST_OPTED_OUT} ELSE {_OPTED_OUT} 
 # A deleted mailing or client, or a client that opted out: whatever was not sent is cancelled.
 _CANCELLED = f"{mailing_stopped_sql('mg')} OR c.deleted_at IS NOT NULL OR {_OPTED_OUT_ANY}"
 
+# A frequency cap set or lowered since the fan-out: the client is at the cap not counting this
+# message's own reservation (shared/domain/frequency_cap.py). A transactional mailing has none;
+# a mailing's own cap overrides FREQUENCY_CAP (`:frequency_cap`). Test sends never get here.
+_CAPS = (
+    "CASE WHEN mg.transactional THEN NULL"
+    " ELSE coalesce(mg.frequency_cap, CAST(:frequency_cap AS text)) END"
+)
+_AT_CAP = over_cap_sql(
+    "m.client_id", cap_rules_sql(_CAPS), reserved=open_reservations_sql("m.client_id"), own="1"
+)
+
 # `message` is partitioned by mailing id (migration 0007): every statement below names its
 # messages' mailings as a constant list too, so PostgreSQL plans only their partitions (an id
 # alone would make it visit every partition's key index).
@@ -76,9 +93,10 @@ CLAIM = text(f"""
                 WHEN m.is_test THEN {sql(S.SENDING)}
                 WHEN mg.status <> {sql(MailingStatus.RUNNING)} THEN {sql(S.PENDING)}
                 WHEN NOT {_WINDOW_OPEN} THEN {sql(S.PENDING)}
+                WHEN {_AT_CAP} THEN {sql(S.CANCELLED)}
                 ELSE {sql(S.SENDING)}
             END AS next_status,
-            {_NEXT_OPEN} AS next_open, {_OPTED_OUT_ANY} AS opted_out,
+            {_NEXT_OPEN} AS next_open, {_OPTED_OUT_ANY} AS opted_out, {_CANCELLED} AS stopped,
             coalesce(m.phone, c.phone) AS phone, mg.text,
             {seconds_to_end_sql(_END_AT)} AS seconds_to_end
         FROM message m
@@ -99,6 +117,8 @@ CLAIM = text(f"""
         last_error = CASE WHEN t.next_status = {sql(S.EXPIRED)} THEN '{END_REACHED}'
                           WHEN t.next_status = {sql(S.CANCELLED)} AND t.opted_out
                           THEN '{OPTED_OUT_REASON}'
+                          WHEN t.next_status = {sql(S.CANCELLED)} AND NOT t.stopped
+                          THEN '{FREQUENCY_CAP_REASON}'
                           ELSE m.last_error END,
         updated_at = now()
     FROM target t
@@ -232,7 +252,12 @@ async def _fetch(session: AsyncSession, sql: str, params: dict[str, Any]) -> lis
 
 
 async def claim(
-    session: AsyncSession, jobs: Sequence[Job], *, margin_s: float, lease_s: float
+    session: AsyncSession,
+    jobs: Sequence[Job],
+    *,
+    margin_s: float,
+    lease_s: float,
+    frequency_cap: str | None = None,
 ) -> list[Claimed]:
     # The time left and the lease are the database's, as of its now(): the start of this
     # transaction, which is no earlier than this moment. Counted from here, a slow claim (a
@@ -243,7 +268,7 @@ async def claim(
     rows = await _fetch(
         session,
         _CLAIM_SQL,
-        {**_keys(jobs), "margin": margin_s, "lease": lease_s},
+        {**_keys(jobs), "margin": margin_s, "lease": lease_s, "frequency_cap": frequency_cap},
     )
     claimed = [
         Claimed(

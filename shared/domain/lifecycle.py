@@ -1,6 +1,7 @@
 """The message lifecycle: which status may follow which, and who makes each move.
 
-    fan-out      (none)                      -> pending          scheduler.fanout
+    fan-out      (none)                      -> pending | cancelled (frequency cap)
+                                                                 scheduler.fanout
     lease        pending                     -> queued           scheduler.leasing
     reaper       queued|sending|retrying, lease lapsed -> queued scheduler.leasing
     claim        queued|retrying             -> sending | pending | expired | cancelled
@@ -89,7 +90,7 @@ OPEN = MESSAGE_OPEN_STATUSES
 DELIVERY_LANDS_ON = (*OPEN, S.EXPIRED, S.CANCELLED)
 
 MOVES: tuple[Move, ...] = (
-    _move(Mover.FANOUT, [None], [S.PENDING]),
+    _move(Mover.FANOUT, [None], [S.PENDING, S.CANCELLED]),
     _move(Mover.LEASE, [S.PENDING], [S.QUEUED]),
     _move(Mover.REAPER, REAPABLE, [S.QUEUED]),
     _move(Mover.CLAIM, CLAIMABLE, [S.SENDING, S.PENDING, S.EXPIRED, S.CANCELLED]),

@@ -25,6 +25,7 @@ APP_TABLES = {
     "message_minute",
     "console_session",
     "provider_status",
+    "client_contact",
 }
 
 
@@ -88,7 +89,7 @@ def test_upgrade_downgrade_upgrade(fresh_db: str) -> None:
     assert up["tables"] == APP_TABLES | {"alembic_version"}
     assert current_revision(fresh_db) == head_revision()
     assert "message_token_seq" in up["sequences"]
-    assert {"message_count_insert", "message_count_update", "message_count_delete"} <= up[
+    assert {"message_count_insert", "message_count_update", "client_contact_update"} <= up[
         "triggers"
     ]
     assert {"uq_client_phone_live", "uq_mailing_idempotency_key", "ix_message_due"} <= up["indexes"]

@@ -54,7 +54,9 @@ async def test_a_database_outage_is_retried_at_the_poll_interval() -> None:
 async def test_each_chunk_wakes_the_main_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     results = [fanout.ChunkResult(1, 1000, False), fanout.ChunkResult(1, 500, True), None]
 
-    async def fake_chunk(session: object, chunk_size: int) -> fanout.ChunkResult | None:
+    async def fake_chunk(
+        session: object, chunk_size: int, **_: object
+    ) -> fanout.ChunkResult | None:
         return results.pop(0) if results else None
 
     class Session:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, TextClause, func, literal_column, select, text
+from sqlalchemy import Boolean, TextClause, func, literal_column, not_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.mailings.schemas import (
@@ -22,6 +22,13 @@ from services.api.mailings.schemas import (
     TextCheck,
 )
 from shared.domain.filters import RecipientsSql
+from shared.domain.frequency_cap import (
+    cap_rules_sql,
+    clients_at_cap_sql,
+    effective_caps,
+    format_caps,
+    reservations_sql,
+)
 from shared.domain.send_estimate import can_finish, finishes_at
 from shared.domain.send_window import SendWindow
 from shared.domain.text import segment_text
@@ -49,6 +56,8 @@ class Draft:
     start_at: datetime | None = None
     end_at: datetime | None = None
     window: SendWindow | None = None
+    transactional: bool = False
+    frequency_cap: str | None = None  # its own cap; None: FREQUENCY_CAP
 
     @classmethod
     def of(cls, mailing: Mailing) -> Draft:
@@ -63,6 +72,8 @@ class Draft:
             start_at=mailing.start_at,
             end_at=mailing.end_at,
             window=window,
+            transactional=bool(mailing.transactional),
+            frequency_cap=mailing.frequency_cap,
         )
 
 
@@ -87,19 +98,29 @@ def needs_approval(recipients: int, threshold: int | None) -> bool:
     return threshold is not None and recipients > threshold
 
 
-async def count_recipients(session: AsyncSession, mailing_filter: MailingFilter) -> RecipientsCheck:
-    """Live clients the filter matches, and how many of them get nothing and why."""
+async def count_recipients(
+    session: AsyncSession, mailing_filter: MailingFilter, caps: str = ""
+) -> RecipientsCheck:
+    """Live clients the filter matches, and how many of them get nothing and why: opted out,
+    or (not opted out and) at the frequency cap `caps` (canonical form; empty: none)."""
     recipients, params = recipients_sql(mailing_filter)
     opted_out = literal_column(recipients.opted_out(), Boolean)
+    # One hashed set of the clients at the cap (`client_contact` and the counted mailings'
+    # unsent messages, grouped), not a probe per client and rule.
+    at_cap_ids = clients_at_cap_sql(cap_rules_sql("CAST(:caps AS text)"), reservations_sql())
+    at_cap = text(f"client.id IN ({at_cap_ids})").bindparams(caps=caps)
     row = (
         await session.execute(
-            select(func.count(), func.count().filter(opted_out))
+            select(
+                func.count(),
+                func.count().filter(opted_out),
+                func.count().filter(not_(opted_out), at_cap) if caps else literal_column("0"),
+            )
             .select_from(Client)
             .where(where(recipients.matching(), params))
         )
     ).one()
-    matching, opted = int(row[0]), int(row[1])
-    over_cap = 0  # no frequency caps yet
+    matching, opted, over_cap = int(row[0]), int(row[1]), int(row[2])
     return RecipientsCheck(
         matching=matching, opted_out=opted, over_cap=over_cap, final=matching - opted - over_cap
     )
@@ -110,10 +131,13 @@ async def presend_check(
     draft: Draft,
     *,
     threshold: int | None,
+    frequency_cap: str | None = None,
     routes: tuple[Route, ...] = DEFAULT_ROUTES,
     now: datetime | None = None,
 ) -> MailingCheck:
-    recipients = await count_recipients(session, draft.filter)
+    """`frequency_cap`: FREQUENCY_CAP, for a draft without a cap of its own."""
+    caps = effective_caps(draft.frequency_cap, frequency_cap, transactional=draft.transactional)
+    recipients = await count_recipients(session, draft.filter, format_caps(caps))
     text = None
     if draft.text is not None:
         seg = segment_text(draft.text)

@@ -53,6 +53,7 @@ async def create_mailing(
         idempotency_key,
         actor=actor,
         approval_threshold=settings.approval_threshold,
+        frequency_cap=settings.frequency_cap,
     )
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -98,8 +99,12 @@ async def _check(body: MailingCheckIn, session: SessionDep, settings: SettingsDe
         start_at=body.start_at,
         end_at=body.end_at,
         window=body.send_window.window() if body.send_window else None,
+        transactional=body.transactional,
+        frequency_cap=body.frequency_cap,
     )
-    return await check.presend_check(session, draft, threshold=settings.approval_threshold)
+    return await check.presend_check(
+        session, draft, threshold=settings.approval_threshold, frequency_cap=settings.frequency_cap
+    )
 
 
 @router.post(
@@ -167,7 +172,12 @@ async def patch_mailing(
     approval again: over APPROVAL_THRESHOLD recipients an approved mailing goes back to
     `awaiting_approval`."""
     mailing, checked = await service.patch_mailing(
-        session, mailing_id, body, actor=actor, approval_threshold=settings.approval_threshold
+        session,
+        mailing_id,
+        body,
+        actor=actor,
+        approval_threshold=settings.approval_threshold,
+        frequency_cap=settings.frequency_cap,
     )
     await events.mailing_changed("updated", mailing.id)
     return MailingChecked.with_check(mailing, checked)
@@ -267,7 +277,12 @@ async def clone_mailing(
     `start_at` to `end_at`. Any mailing can be cloned, a cancelled or completed one too. Over
     APPROVAL_THRESHOLD recipients the copy is `awaiting_approval`, as a created one."""
     mailing = await service.clone_mailing(
-        session, mailing_id, body, actor=actor, approval_threshold=settings.approval_threshold
+        session,
+        mailing_id,
+        body,
+        actor=actor,
+        approval_threshold=settings.approval_threshold,
+        frequency_cap=settings.frequency_cap,
     )
     response.headers["Location"] = f"/api/v1/mailings/{mailing.id}"
     await events.mailing_changed("created", mailing.id)

@@ -8,6 +8,7 @@ from pydantic.config import JsonDict
 
 from services.api.clients.schemas import OperatorCode, Tag
 from services.api.schemas import InputModel, no_nul
+from shared.domain.frequency_cap import normalize_caps
 from shared.domain.mailing_times import broken_time_rule
 from shared.domain.send_window import SendWindow, parse_send_window
 from shared.domain.statuses import MailingStatus, MessageStatus
@@ -49,6 +50,30 @@ MailingText = Annotated[
     AfterValidator(_no_blank),
     AfterValidator(no_nul),
 ]
+
+
+def _cap(value: str) -> str:
+    canonical = normalize_caps(value)
+    if canonical is None:
+        raise ValueError("frequency_cap must be N/<period>, e.g. 2/24h or 2/24h,5/7d")
+    return canonical
+
+
+FrequencyCap = Annotated[
+    str,
+    Field(
+        max_length=200,
+        description="This mailing's own frequency cap, overriding FREQUENCY_CAP: at most N"
+        " messages per client in a rolling window, over every mailing; `N/<period>` with"
+        " periods in m, h, d, comma-separated for several. null: FREQUENCY_CAP",
+        examples=["2/24h,5/7d"],
+    ),
+    AfterValidator(_cap),
+]
+TRANSACTIONAL_DESCRIPTION = (
+    "A transactional mailing (a code, a receipt) is neither held to frequency caps nor counted"
+    " against them; fixed once the mailing has started"
+)
 
 
 class MailingFilter(InputModel):
@@ -105,21 +130,45 @@ CREATE_EXAMPLE: JsonDict = {
 
 
 class MailingCreate(TimesInOrder):
-    model_config = ConfigDict(json_schema_extra={"examples": [CREATE_EXAMPLE]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                CREATE_EXAMPLE,
+                {
+                    "start_at": "2030-03-01T09:00:00+03:00",
+                    "end_at": "2030-03-02T21:00:00+03:00",
+                    "text": "Скидка 20% до воскресенья",
+                    "frequency_cap": "1/24h,3/7d",
+                },
+                {
+                    "start_at": "2030-03-01T09:00:00+03:00",
+                    "end_at": "2030-03-01T10:00:00+03:00",
+                    "text": "Заказ 1234 доставлен",
+                    "filter": {"tags": ["order-1234"]},
+                    "transactional": True,
+                },
+            ]
+        }
+    )
 
     start_at: Moment = Field(description="ISO 8601 with an offset")
     end_at: Moment = Field(description="ISO 8601 with an offset; after start_at, in future")
     text: MailingText
     filter: MailingFilter = Field(default_factory=MailingFilter)
     send_window: SendWindowModel | None = None
+    transactional: bool = Field(False, description=TRANSACTIONAL_DESCRIPTION)
+    frequency_cap: FrequencyCap | None = None
 
 
 class MailingPatch(InputModel):
-    """Only the fields given change. Once a mailing has started, start_at, filter and
-    send_window are fixed (409); text and end_at may change at any time."""
+    """Only the fields given change. Once a mailing has started, start_at, filter,
+    send_window and transactional are fixed (409); text, end_at and frequency_cap may change
+    at any time (a cap set or lowered holds for the messages not yet sent)."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"text": "Скидка 25% до воскресенья"}]}
+        json_schema_extra={
+            "examples": [{"text": "Скидка 25% до воскресенья"}, {"frequency_cap": "1/24h"}]
+        }
     )
 
     start_at: Moment | None = None
@@ -128,6 +177,10 @@ class MailingPatch(InputModel):
     filter: MailingFilter | None = None
     send_window: SendWindowModel | None = Field(
         None, description="null removes the window (only before the start)"
+    )
+    transactional: bool | None = Field(None, description=TRANSACTIONAL_DESCRIPTION)
+    frequency_cap: FrequencyCap | None = Field(
+        None, description="The mailing's own frequency cap; null: back to FREQUENCY_CAP"
     )
 
 
@@ -155,6 +208,7 @@ class MailingCheckIn(TimesInOrder):
             "examples": [
                 CREATE_EXAMPLE,
                 {"filter": {"operator_codes": ["912"], "tags": []}},
+                {"filter": {"tags": ["vip"]}, "frequency_cap": "2/24h"},
             ]
         }
     )
@@ -164,6 +218,8 @@ class MailingCheckIn(TimesInOrder):
     text: MailingText | None = None
     filter: MailingFilter = Field(default_factory=MailingFilter)
     send_window: SendWindowModel | None = None
+    transactional: bool = Field(False, description=TRANSACTIONAL_DESCRIPTION)
+    frequency_cap: FrequencyCap | None = None
 
 
 # The old name of the check's body (`POST /mailings/preview`).
@@ -174,7 +230,9 @@ class RecipientsCheck(BaseModel):
     matching: int = Field(description="Live clients the filter matches now", examples=[1250])
     opted_out: int = Field(description="Of those, opted out: they get nothing", examples=[12])
     over_cap: int = Field(
-        description="Of those, at the frequency cap (0 while no cap is configured)", examples=[0]
+        description="Of those not opted out, at the frequency cap now: their messages would be"
+        " cancelled with the reason `frequency cap` (0 with no cap, or a transactional mailing)",
+        examples=[0],
     )
     final: int = Field(description="Who would get the mailing now", examples=[1238])
 
@@ -251,6 +309,12 @@ class MailingOut(BaseModel):
     )
     approved_by: str | None = Field(None, description="Who approved it, if it needed approval")
     approved_at: datetime | None = None
+    transactional: bool = Field(False, description=TRANSACTIONAL_DESCRIPTION)
+    frequency_cap: str | None = Field(
+        None,
+        description="The mailing's own frequency cap (canonical form); null: FREQUENCY_CAP",
+        examples=["2/24h,5/7d"],
+    )
 
     @classmethod
     def of(cls, m: Mailing) -> MailingOut:
@@ -277,6 +341,8 @@ class MailingOut(BaseModel):
             created_by=m.created_by,
             approved_by=m.approved_by,
             approved_at=m.approved_at,
+            transactional=bool(m.transactional),
+            frequency_cap=m.frequency_cap,
         )
 
 

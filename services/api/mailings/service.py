@@ -29,10 +29,19 @@ from shared.models import Mailing, Message
 
 log = structlog.get_logger("api.mailings")
 
-# Fixed once a mailing has started: they decide who gets it and when.
-FIXED_AFTER_START = ("start_at", "filter", "send_window")
+# Fixed once a mailing has started: they decide who gets it and when (and, transactional,
+# whether its messages hold reservations against the frequency caps).
+FIXED_AFTER_START = ("start_at", "filter", "send_window", "transactional")
 # An edit to any of these before the start sends an approved mailing back for approval.
-NEEDS_APPROVAL_AGAIN = ("start_at", "end_at", "text", "filter", "send_window")
+NEEDS_APPROVAL_AGAIN = (
+    "start_at",
+    "end_at",
+    "text",
+    "filter",
+    "send_window",
+    "transactional",
+    "frequency_cap",
+)
 # Statuses a mailing that has not started may be in; approval decides between the first two.
 NOT_STARTED = (MailingStatus.SCHEDULED, MailingStatus.AWAITING_APPROVAL, MailingStatus.PAUSED)
 
@@ -44,7 +53,10 @@ async def _end_in_future(session: AsyncSession, end_at: datetime) -> None:
 
 
 def _fingerprint(data: MailingCreate) -> str:
-    return hashlib.sha256(data.model_dump_json().encode()).hexdigest()
+    # Fields added later (frequency caps) count only when set, so a retry of a request made
+    # before they existed still matches its fingerprint.
+    later = {name for name in ("transactional", "frequency_cap") if not getattr(data, name)}
+    return hashlib.sha256(data.model_dump_json(exclude=later).encode()).hexdigest()
 
 
 async def get_mailing(session: AsyncSession, mailing_id: int, *, lock: bool = False) -> Mailing:
@@ -92,6 +104,8 @@ def _audit_fields(mailing: Mailing) -> dict[str, object]:
         "text": mailing.text,
         "filter": {"operator_codes": mailing.filter_operator_codes, "tags": mailing.filter_tags},
         "send_window": _window(mailing),
+        "transactional": bool(mailing.transactional),
+        "frequency_cap": mailing.frequency_cap,
     }
 
 
@@ -111,6 +125,7 @@ async def create_mailing(
     *,
     actor: Actor,
     approval_threshold: int | None = None,
+    frequency_cap: str | None = None,
 ) -> tuple[Mailing, bool, MailingCheck]:
     """Returns the mailing, whether it was created before under the same key, and its
     pre-send check. Over `approval_threshold` recipients it is created `awaiting_approval`."""
@@ -119,7 +134,7 @@ async def create_mailing(
     if idempotency_key is not None:
         earlier = await _by_idempotency_key(session, idempotency_key, fingerprint)
         if earlier is not None:
-            return earlier, True, await _check(session, earlier, approval_threshold)
+            return earlier, True, await _check(session, earlier, approval_threshold, frequency_cap)
     window = data.send_window.as_times() if data.send_window else (None, None)
     mailing = Mailing(
         start_at=data.start_at,
@@ -132,8 +147,10 @@ async def create_mailing(
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint,
         created_by=actor.name,
+        transactional=data.transactional,
+        frequency_cap=data.frequency_cap,
     )
-    check = await _check(session, mailing, approval_threshold)
+    check = await _check(session, mailing, approval_threshold, frequency_cap)
     needed = check.approval.needed
     mailing.status = MailingStatus.AWAITING_APPROVAL if needed else MailingStatus.SCHEDULED
     session.add(mailing)
@@ -156,7 +173,7 @@ async def create_mailing(
         earlier = await _by_idempotency_key(session, idempotency_key, fingerprint)
         if earlier is None:
             raise
-        return earlier, True, await _check(session, earlier, approval_threshold)
+        return earlier, True, await _check(session, earlier, approval_threshold, frequency_cap)
     await session.refresh(mailing)
     log.info(
         "mailing created",
@@ -169,9 +186,14 @@ async def create_mailing(
 
 
 async def _check(
-    session: AsyncSession, mailing: Mailing, approval_threshold: int | None
+    session: AsyncSession,
+    mailing: Mailing,
+    approval_threshold: int | None,
+    frequency_cap: str | None = None,
 ) -> MailingCheck:
-    return await presend_check(session, Draft.of(mailing), threshold=approval_threshold)
+    return await presend_check(
+        session, Draft.of(mailing), threshold=approval_threshold, frequency_cap=frequency_cap
+    )
 
 
 def _approval_fields(mailing: Mailing, check: MailingCheck) -> dict[str, object]:
@@ -206,6 +228,7 @@ async def patch_mailing(
     *,
     actor: Actor,
     approval_threshold: int | None = None,
+    frequency_cap: str | None = None,
 ) -> tuple[Mailing, MailingCheck]:
     """The changed mailing and its pre-send check. Before the start, an edit of its text,
     filter or times decides approval again: over `approval_threshold` recipients it goes
@@ -230,6 +253,10 @@ async def patch_mailing(
     if "send_window" in changes:
         start, end = data.send_window.as_times() if data.send_window else (None, None)
         mailing.send_window_start, mailing.send_window_end = start, end
+    if changes.get("transactional") is not None:
+        mailing.transactional = bool(data.transactional)
+    if "frequency_cap" in changes:
+        mailing.frequency_cap = data.frequency_cap
     rule = broken_time_rule(start_at=mailing.start_at, end_at=mailing.end_at, now=now)
     if rule is TimeRule.END_IN_FUTURE:
         raise Unprocessable(f"{rule}; to stop a mailing, pause or delete it")
@@ -242,7 +269,7 @@ async def patch_mailing(
         for name in after
         if before[name] != after[name]
     }
-    check = await _check(session, mailing, approval_threshold)
+    check = await _check(session, mailing, approval_threshold, frequency_cap)
     if mailing.started_at is None and any(name in changed for name in NEEDS_APPROVAL_AGAIN):
         status = _status_after_edit(MailingStatus(mailing.status), check)
         if status != mailing.status:
@@ -352,8 +379,10 @@ async def clone_mailing(
     *,
     actor: Actor,
     approval_threshold: int | None = None,
+    frequency_cap: str | None = None,
 ) -> Mailing:
-    """A new scheduled mailing with the original's text, filter and send window (awaiting
+    """A new scheduled mailing with the original's text, filter, send window and frequency
+    settings (transactional, its own cap) (awaiting
     approval when over `approval_threshold` recipients, as a created one)."""
     original = await get_mailing(session, mailing_id)
     await _end_in_future(session, data.end_at)
@@ -366,8 +395,10 @@ async def clone_mailing(
         send_window_start=original.send_window_start,
         send_window_end=original.send_window_end,
         created_by=actor.name,
+        transactional=original.transactional,
+        frequency_cap=original.frequency_cap,
     )
-    check = await _check(session, mailing, approval_threshold)
+    check = await _check(session, mailing, approval_threshold, frequency_cap)
     needed = check.approval.needed
     mailing.status = MailingStatus.AWAITING_APPROVAL if needed else MailingStatus.SCHEDULED
     session.add(mailing)

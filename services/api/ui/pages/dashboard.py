@@ -53,7 +53,9 @@ async def live_mailings(session: AsyncSession) -> list[dict[str, Any]]:
 AWAITING_SHOWN = 10
 
 
-async def awaiting_approval(session: AsyncSession, threshold: int | None) -> list[dict[str, Any]]:
+async def awaiting_approval(
+    session: AsyncSession, threshold: int | None, *, frequency_cap: str | None = None
+) -> list[dict[str, Any]]:
     """Mailings waiting for an admin's approval, oldest start first, each with its check."""
     mailings = list(
         await session.scalars(
@@ -69,7 +71,9 @@ async def awaiting_approval(session: AsyncSession, threshold: int | None) -> lis
     return [
         {
             "mailing": m,
-            "check": await check.presend_check(session, check.Draft.of(m), threshold=threshold),
+            "check": await check.presend_check(
+                session, check.Draft.of(m), threshold=threshold, frequency_cap=frequency_cap
+            ),
         }
         for m in mailings
     ]
@@ -180,7 +184,9 @@ async def _context(request: Request, session: AsyncSession) -> dict[str, Any]:
 async def dashboard(request: Request, user: UserDep, session: SessionDep) -> HTMLResponse:
     # Counted once when the page loads, not on each refresh of its live part.
     threshold = request.app.state.settings.approval_threshold
-    awaiting = await awaiting_approval(session, threshold)
+    awaiting = await awaiting_approval(
+        session, threshold, frequency_cap=request.app.state.settings.frequency_cap
+    )
     return render(
         request,
         "dashboard.html",

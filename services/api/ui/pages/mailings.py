@@ -208,7 +208,10 @@ async def mailing_page(
     context = await _detail_context(request, session, mailing_id, msg_status, msg_after)
     if context["mailing"].status == MailingStatus.AWAITING_APPROVAL:
         context["check"] = await check.presend_check(
-            session, check.Draft.of(context["mailing"]), threshold=settings.approval_threshold
+            session,
+            check.Draft.of(context["mailing"]),
+            threshold=settings.approval_threshold,
+            frequency_cap=settings.frequency_cap,
         )
     messages, next_after = await _messages(session, context["mailing"], msg_status, msg_after)
     return render(
@@ -279,6 +282,7 @@ async def mailing_check(
             body["filter"] = draft.filter.model_dump()
             body["start_at"] = mailing.start_at
             body["send_window"] = _window_body(mailing)
+            body["transactional"] = mailing.transactional
     try:
         data = MailingCheckIn.model_validate(body)
     except ValidationError as exc:
@@ -290,8 +294,12 @@ async def mailing_check(
         start_at=data.start_at,
         end_at=data.end_at,
         window=data.send_window.window() if data.send_window else None,
+        transactional=data.transactional,
+        frequency_cap=data.frequency_cap,
     )
-    result = await check.presend_check(session, draft, threshold=settings.approval_threshold)
+    result = await check.presend_check(
+        session, draft, threshold=settings.approval_threshold, frequency_cap=settings.frequency_cap
+    )
     return render(request, "partials/check.html", {"user": user, "check": result})
 
 
@@ -304,6 +312,8 @@ CHECK_FIELDS = (
     "tags",
     "window_start",
     "window_end",
+    "transactional",
+    "frequency_cap",
 )
 
 
@@ -346,6 +356,8 @@ def _form(
             "window_end": mailing.send_window_end.strftime("%H:%M")
             if mailing.send_window_end
             else "",
+            "transactional": "on" if mailing.transactional else "",
+            "frequency_cap": mailing.frequency_cap or "",
         }
     started = mailing is not None and mailing.started_at is not None
     if mailing is None:
@@ -366,6 +378,7 @@ def _form(
             "started": started,
             "finished": mailing is not None and mailing.status in MAILING_FINAL_STATUSES,
             "seg": segment_text(values.get("text", "")),
+            "global_cap": request.app.state.settings.frequency_cap,
         },
         status_code=status_code,
     )
@@ -380,6 +393,8 @@ def _read_form(form: Any) -> dict[str, str]:
     values["window_start"] = form_text(form, "window_start")
     values["window_end"] = form_text(form, "window_end")
     values["form_key"] = form_text(form, "form_key")
+    values["transactional"] = "on" if form_text(form, "transactional") == "on" else ""
+    values["frequency_cap"] = form_text(form, "frequency_cap")
     return values
 
 
@@ -405,6 +420,8 @@ def _body(values: dict[str, str], _: Any) -> tuple[dict[str, Any], dict[str, str
         "send_window": {"start": values["window_start"], "end": values["window_end"]}
         if values["window_start"] or values["window_end"]
         else None,
+        "transactional": values.get("transactional") == "on",
+        "frequency_cap": values.get("frequency_cap") or None,
     }
     return body, errors
 
@@ -447,6 +464,7 @@ async def mailing_create(
             key,
             actor=user.actor(request),
             approval_threshold=settings.approval_threshold,
+            frequency_cap=settings.frequency_cap,
         )
     except ValidationError as exc:
         return _form(request, user, None, values, _validation_errors(exc), 422)
@@ -481,7 +499,11 @@ async def mailing_save(
     body, errors = _body(values, _)
     if mailing.started_at is not None:
         # Fixed once started: send only what may still change (the form disables the rest).
-        body = {"text": body["text"], "end_at": body["end_at"]}
+        body = {
+            "text": body["text"],
+            "end_at": body["end_at"],
+            "frequency_cap": body["frequency_cap"],
+        }
         errors = {name: msg for name, msg in errors.items() if name in body}
     if errors:
         return _form(request, user, mailing, values, errors, 422)
@@ -493,6 +515,7 @@ async def mailing_save(
             patch,
             actor=user.actor(request),
             approval_threshold=settings.approval_threshold,
+            frequency_cap=settings.frequency_cap,
         )
     except ValidationError as exc:
         return _form(request, user, mailing, values, _validation_errors(exc), 422)
@@ -673,6 +696,7 @@ async def mailing_clone(
             data,
             actor=user.actor(request),
             approval_threshold=settings.approval_threshold,
+            frequency_cap=settings.frequency_cap,
         )
     except ValidationError as exc:
         message = "; ".join(field_errors(exc).values())
