@@ -5,33 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from psycopg.errors import QueryCanceled
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scheduler import activation, fanout, leasing, sweep
+from services.scheduler import activation, fanout, leasing, publishing
 from services.scheduler.activation import Started
-from services.scheduler.duty import AdaptiveBatch, Backoff
+from services.scheduler.duty import Folder, Sweeper
 from services.scheduler.lease_cap import LeaseCap, cap_horizon_s
 from services.scheduler.retention import Retention
 from shared import metrics, tracing
 from shared.messaging import (
     RECONNECT_INTERVAL_S,
-    SEND_ROUTING_KEY,
     Topology,
     declare_topology,
-    jobs_message,
-    packed,
-    publish_many,
 )
 from shared.settings import SchedulerSettings
 
@@ -69,15 +61,9 @@ class Scheduler:
         self.wake = asyncio.Event()
         # Wakes the fan-out task: a mailing started.
         self.fanout_wake = asyncio.Event()
-        self.sweep_wake = asyncio.Event()
-        self.sweep_batches = (
-            AdaptiveBatch(settings.sweep_batch_size),
-            AdaptiveBatch(settings.sweep_batch_size),
-        )
-        self._sweep_timeout = text(
-            f"SET LOCAL statement_timeout = {int(settings.sweep_statement_timeout_s * 1000)}"
-        )
         self.stopping = asyncio.Event()
+        self.sweeper = Sweeper(settings, session_factory, self.stopping)
+        self.folder = Folder(settings, session_factory, self.stopping)
         self.last_round_ok = 0.0
         # The API request behind each mailing's latest event, passed on in job headers so one
         # request id leads from the API through the scheduler to the sender's log lines.
@@ -128,8 +114,8 @@ class Scheduler:
         slow or failing one never holds up the leasing (and so the sending) of the others."""
         duties: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
             "fanout": self._fanout_loop,
-            "sweep": self._sweep_loop,
-            "fold": self._fold_loop,
+            "sweep": self.sweeper.run,
+            "fold": self.folder.run,
         }
         if self.retention is not None:
             duties["retention"] = self._retention_loop
@@ -160,7 +146,7 @@ class Scheduler:
                     await self._idle()
         finally:
             self.fanout_wake.set()
-            self.sweep_wake.set()
+            self.sweeper.wake.set()
             await self._stop_fanout(tasks.pop("fanout"))
             for task in tasks.values():
                 # Interrupted, a partition's detach is finished by the next run (FINALIZE);
@@ -358,98 +344,21 @@ class Scheduler:
                 session, limit=room, ttl_s=self.settings.lease_ttl_s
             )
         if leases and tracing.enabled():
-            self._trace_leases(leases, started, tracing.now_ns())
+            publishing.trace_leases(leases, started, tracing.now_ns())
         if leases:
             self.lease_cap.leased(sum(not lease.reaped for lease in leases))
             await self._publish(leases)
         return len(leases) >= room
 
     async def _publish(self, leases: list[leasing.Lease]) -> None:
-        """One confirmed broker message per MESSAGES_PER_JOB leases of one mailing."""
         assert self.topology is not None
-        jobs = [
-            job
-            for _, job in packed(
-                leases, lambda lease: lease.mailing_id, self.settings.messages_per_job
-            )
-        ]
-        spans = tracing.PublishSpans(self.topology.names.send, (job[0].mailing_id for job in jobs))
-        errors = await publish_many(
-            self.topology.send_exchange,
-            (
-                (
-                    jobs_message(
-                        job[0].mailing_id,
-                        ((lease.message_id, lease.token) for lease in job),
-                        expiration_s=min(lease.seconds_left for lease in job),
-                        headers=self._job_headers(job[0].mailing_id)
-                        | spans.headers(job[0].mailing_id),
-                    ),
-                    SEND_ROUTING_KEY,
-                )
-                for job in jobs
-            ),
+        await publishing.publish_leases(
+            self.topology,
+            leases,
+            messages_per_job=self.settings.messages_per_job,
+            request_ids=self.request_ids,
+            sessions=self.sessions,
         )
-        spans.end(job[0].mailing_id for job, error in zip(jobs, errors, strict=True) if error)
-        for job, error in zip(jobs, errors, strict=True):
-            request_id = self.request_ids.get(job[0].mailing_id)
-            for lease in job:
-                log.info(
-                    "message queued" if error is None else "publish failed",
-                    message_id=lease.message_id,
-                    mailing_id=lease.mailing_id,
-                    reaped=lease.reaped,
-                    request_id=request_id,
-                )
-        reaped = sum(lease.reaped for lease in leases)
-        metrics.MESSAGES_QUEUED.labels("new").inc(len(leases) - reaped)
-        metrics.MESSAGES_QUEUED.labels("reaped").inc(reaped)
-        if reaped:
-            log.warning("re-published messages whose lease lapsed", count=reaped)
-        unpublished = [
-            lease for job, error in zip(jobs, errors, strict=True) if error for lease in job
-        ]
-        if unpublished:
-            first = next(error for error in errors if error is not None)
-            await self._return_unpublished(unpublished, first)
-
-    async def _return_unpublished(self, leases: list[leasing.Lease], error: BaseException) -> None:
-        """Jobs the broker refused: their messages are due again at once, so a broker restart
-        does not hold the lease cap full of dead leases until they lapse (LEASE_TTL_S)."""
-        try:
-            async with self.sessions() as session:
-                returned = await leasing.return_unpublished(session, leases)
-        except Exception:
-            returned = 0
-            log.warning("could not return unpublished leases; they lapse instead", exc_info=True)
-        metrics.MESSAGES_UNPUBLISHED.inc(returned)
-        log.warning(
-            "publish failed; messages due again",
-            failed=len(leases),
-            returned=returned,
-            error=repr(error)[:300],
-        )
-
-    @staticmethod
-    def _trace_leases(leases: list[leasing.Lease], started: int, ended: int) -> None:
-        """Each mailing's share of one lease transaction, as a span of its trace."""
-        leased: Counter[int] = Counter(lease.mailing_id for lease in leases)
-        reaped: Counter[int] = Counter(lease.mailing_id for lease in leases if lease.reaped)
-        for mailing_id, count in leased.items():
-            tracing.record_mailing_span(
-                tracing.LEASE,
-                mailing_id,
-                started,
-                ended,
-                {"mailing.messages.leased": count, "mailing.messages.reaped": reaped[mailing_id]},
-            )
-
-    def _job_headers(self, mailing_id: int) -> dict[str, object]:
-        request_id = self.request_ids.get(mailing_id)
-        headers: dict[str, object] = {"mailing_id": mailing_id}
-        if request_id is not None:
-            headers["request_id"] = request_id
-        return headers
 
     async def observe_queue(self) -> None:
         """Send-queue depth and consumers, every few seconds, for the dashboards."""
@@ -464,101 +373,6 @@ class Scheduler:
             metrics.SEND_QUEUE_CONSUMERS.set(result.consumer_count or 0)
         finally:
             await channel.close()
-
-    async def _sweep_loop(self) -> None:
-        """Sweep now and again at once while a chunk came back full; otherwise every poll
-        interval. A failure waits out a back-off of its own."""
-        backoff = Backoff(base=self.settings.poll_interval_s)
-        while not self.stopping.is_set():
-            self.sweep_wake.clear()
-            try:
-                busy = await self.sweep()
-                backoff.succeeded()
-            except Exception:
-                metrics.SCHEDULER_ERRORS.inc()
-                log.exception("sweep failed; retrying after a back-off")
-                await self._wait(self.stopping, backoff.failed())
-                continue
-            if not busy:
-                await self._wait(self.sweep_wake, self.settings.poll_interval_s)
-
-    async def _sweep_step(self, name: str, batch: AdaptiveBatch, step: SweepStep) -> int:
-        """One chunk of `step` at the batch's size; a statement timeout halves the batch
-        (counted, logged, and tried again at the smaller size on the next pass)."""
-        started = time.monotonic()
-        try:
-            async with self.sessions() as session:
-                await session.execute(self._sweep_timeout)
-                rows = await step(session, batch.size)
-        except DBAPIError as error:
-            if not isinstance(error.orig, QueryCanceled):
-                raise
-            batch.timed_out()
-            metrics.SWEEP_TIMEOUTS.labels(name).inc()
-            log.warning("sweep chunk timed out; smaller next time", step=name, size=batch.size)
-            return batch.size  # as busy as a full chunk: go again at once
-        seconds = time.monotonic() - started
-        metrics.SWEEP_SECONDS.labels(name).observe(seconds)
-        batch.finished(rows, seconds)
-        return rows
-
-    async def sweep(self) -> bool:
-        """One pass; True when a chunk came back full (more to sweep right away)."""
-        cancel, expire = self.sweep_batches
-        cancel_limit, expire_limit = cancel.size, expire.size
-        cancelled = await self._sweep_step("cancel", cancel, sweep.cancel_chunk)
-        expired = await self._sweep_step("expire", expire, sweep.expire_chunk)
-        expired += await self._sweep_step("expire_tests", expire, sweep.expire_test_sends)
-        async with self.sessions() as session:
-            completed = await sweep.complete_mailings(session)
-            metrics.BACKLOG.set(await sweep.backlog(session))
-        metrics.MESSAGES_SWEPT.labels("cancelled").inc(cancelled)
-        metrics.MESSAGES_SWEPT.labels("expired").inc(expired)
-        if expired:
-            log.info("expired messages past their mailing's end time", count=expired)
-        for mailing_id in completed:
-            metrics.MAILINGS_COMPLETED.inc()
-            log.info("mailing completed", mailing_id=mailing_id)
-        return cancelled >= cancel_limit or expired >= expire_limit
-
-    async def _fold_loop(self) -> None:
-        """Fold the status counters' deltas every FOLD_INTERVAL_S, and vacuum the small tables
-        that churn with them every VACUUM_INTERVAL_S, so neither grows when autovacuum lags."""
-        backoff = Backoff(base=self.settings.fold_interval_s)
-        vacuumed_at = time.monotonic()
-        while not self.stopping.is_set():
-            try:
-                async with self.sessions() as session:
-                    folded = int(await session.scalar(FOLD) or 0)
-                    await session.commit()
-                metrics.COUNTER_DELTAS_FOLDED.inc(folded)
-                if time.monotonic() - vacuumed_at >= self.settings.vacuum_interval_s:
-                    vacuumed_at = time.monotonic()
-                    await self._vacuum_counters()
-                backoff.succeeded()
-                wait = self.settings.fold_interval_s
-            except Exception:
-                metrics.SCHEDULER_ERRORS.inc()
-                log.exception("folding the status counters failed; retrying after a back-off")
-                wait = backoff.failed()
-            await self._wait(self.stopping, wait)
-
-    async def _vacuum_counters(self) -> None:
-        try:
-            async with self.sessions() as session:
-                conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-                await conn.execute(VACUUM_COUNTERS)
-        except Exception:
-            # Not the owner, say: autovacuum (or the operator) has to do it.
-            log.warning("vacuuming the counter tables failed", exc_info=True)
-
-
-# The sweep's statements, each given SWEEP_STATEMENT_TIMEOUT_S at most.
-SweepStep = Callable[[AsyncSession, int], Awaitable[int]]
-FOLD = text("SELECT message_count_fold()")
-VACUUM_COUNTERS = text(
-    "VACUUM (SKIP_LOCKED) message_count_delta, message_count_folded, message_minute"
-)
 
 
 async def connect_broker(url: str) -> AbstractRobustConnection:
