@@ -1,41 +1,14 @@
 """The lease cap: how many messages to keep leased (queued in the broker or being sent): enough
-work for a while, never more than the senders drain before the lease expires.
+work for a while, never more than the senders drain before the lease expires. It follows the
+measured drain rate to hold `horizon_s` seconds of work, between `minimum` and `maximum`: short,
+because the send queue is FIFO and a new mailing's first jobs wait behind what it holds.
 
-(Not to be confused with a mailing's send window, the client's local hours in
-`shared.domain.send_window`. This was called the "send window" until it was renamed.)
-
-A fixed cap is wrong both ways: too small starves fast senders, too large leaves jobs
-waiting in the queue past their lease, so the reaper re-publishes messages that were never
-lost. The cap follows the measured drain rate (live leases that ended per second) and holds
-`horizon_s` seconds of work, between `minimum` and `maximum`.
-
-The horizon is short (a couple of seconds, `cap_horizon_s`): the send queue is FIFO, so a
-new mailing's first jobs wait behind whatever the cap holds of the others' work.
-
-A cap the senders empty measures only what it let through, not what the senders could
-take: measured as is, a cap too small would shrink itself further. So when a full cap
-drains (almost) dry between two looks, it doubles instead, up to `maximum`.
-
-Before any rate is measured the cap is `initial` (the scheduler starts it at a couple of
-thousand, not at the minimum): a short mailing on a freshly started system would otherwise
-go out in rounds of the minimum while the cap learns the senders' pace. The first samples move
-the rate away from the one the initial cap stands for (`initial / horizon_s`) by the time they
-cover, like any other: the first look, milliseconds after the first lease, sees nothing drained
-yet, and when it replaced the rate outright the cap fell to its minimum and a 2,000-client
-mailing's last 20 messages waited 1.6 s for room (docs/BENCHMARKS.md).
-
-Two ways the measured rate ran ahead of the senders (the chaos test of a window drained
-slower than its lease, which once saw 3,190 re-publishes for 5,000 messages):
-- The scheduler looks again within milliseconds while it is topping up, and results land in
-  batches: 20 messages finished in the 10 ms between two looks is a sample of 2,000/s. Each
-  sample used to weigh the same, so one such look lifted the cap from 230 to about 1,000 at
-  185 sends/s: more than the 5 s lease's worth, so its tail lapsed in the queue. A sample
-  now weighs by the time it covers (`time_constant_s`).
-- A lease that lapsed unclaimed left the live count as if a sender had finished it, so the
-  lapses the oversized cap caused counted as drain and kept it oversized (and a whole cap
-  lapsing looked like a cap drained dry, which doubles it). The drain is now measured on the
-  outstanding leases (queued or sending, lapsed or not) and the messages newly leased, not
-  on the live ones: re-publishing a lapsed lease neither adds nor drains.
+- A cap the senders empty measures only what it let through: a full cap drained (almost) dry
+  between two looks doubles instead of trusting the rate.
+- Before any rate is known the cap is `initial`; samples move the rate by the time they cover
+  (`time_constant_s`), so a look milliseconds after a lease cannot swing it.
+- The drain is measured on outstanding leases (lapsed ones too), so a lapse never reads as a
+  sender finishing work. (Why, with the figures: docs/benchmarks/ and the commit history.)
 """
 
 from __future__ import annotations
