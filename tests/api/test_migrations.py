@@ -25,6 +25,8 @@ APP_TABLES = {
     "message_minute",
     "console_session",
     "provider_status",
+    "message_receipt_pending",
+    "message_reply",
 }
 
 

@@ -62,7 +62,8 @@ def truncate_all(database: str) -> None:
     with psycopg.connect(_server_dsn(database), autocommit=True) as conn:
         conn.execute(
             "TRUNCATE audit_log, client_import_rejection, client_import, message_count_folded,"
-            " message_count_delta, message_minute, provider_status, message, mailing, client"
+            " message_count_delta, message_minute, provider_status, message, mailing, client,"
+            " message_receipt_pending, message_reply"
             " RESTART IDENTITY CASCADE"
         )
 
