@@ -16,6 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -200,6 +201,14 @@ class Message(Base):
         ),
         Index("ix_message_mailing_id_status_id", "mailing_id", "status", "id"),
         Index("ix_message_mailing_id_id", "mailing_id", "id"),
+        # The last hour's outcomes per provider (GET /api/v1/providers, migration 0016).
+        Index(
+            "ix_message_provider_recent",
+            "updated_at",
+            postgresql_where=sql(
+                "provider IS NOT NULL AND status IN ('sent', 'delivered', 'undelivered')"
+            ),
+        ),
         # What the scheduler leases next: pending messages whose time has come.
         Index(
             "ix_message_due",
@@ -431,6 +440,24 @@ class MessageReply(Base):
     stop: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (Index("ix_message_reply_mailing_id_id", "mailing_id", "id"),)
+
+
+class ProviderState(Base):
+    """Each sender replica's view of each provider (binds, breaker, rate), reported every few
+    seconds (shared/provider_state.py, migration 0016), for GET /api/v1/providers."""
+
+    __tablename__ = "provider_state"
+
+    instance: Mapped[str] = mapped_column(Text, primary_key=True)  # host:pid of the sender
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    can_take: Mapped[bool] = mapped_column(Boolean)
+    binds_up: Mapped[int | None] = mapped_column(Integer)  # smpp only
+    binds: Mapped[int | None] = mapped_column(Integer)
+    breaker_state: Mapped[str] = mapped_column(Text, server_default="closed")
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    rate: Mapped[float] = mapped_column(Float, server_default="0")  # messages/s it sends there
+    reported_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
 
 
 class ConsoleSession(Base):

@@ -27,6 +27,7 @@ APP_TABLES = {
     "provider_status",
     "message_receipt_pending",
     "message_reply",
+    "provider_state",
 }
 
 
