@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
@@ -37,7 +38,7 @@ from services.sender.kannel import (
     KannelReceipt,
     parse_callback,
 )
-from shared.providers import KannelProvider
+from shared.providers import KannelProvider, ProvidersConfig
 from shared.receipts import Receipt, apply_receipts
 
 log = structlog.get_logger("api.receipts")
@@ -149,9 +150,7 @@ UNKNOWN = {
 }
 
 
-@router.api_route(
-    "/kannel/{provider}",
-    methods=["GET", "POST"],
+ROUTE: dict[str, Any] = dict(
     response_model=ReceiptAnswer,
     responses={
         400: MALFORMED,
@@ -179,11 +178,27 @@ UNKNOWN = {
         ],
     },
 )
+
+
+@router.get("/kannel/{provider}", **ROUTE)
 async def kannel_receipt(provider: str, request: Request, config: ProvidersDep) -> ReceiptAnswer:
     """The receipt of one message, called by Kannel at the dlr-url the sender gave it (no
     bearer token: the URL's signature under the provider's `callback_secret` proves it).
     Final types (1 delivered, 2 undelivered, 16 refused by the SMSC) are stored before the
     answer; intermediate ones (4, 8) change nothing."""
+    return await _receipt(provider, request, config)
+
+
+@router.post("/kannel/{provider}", **ROUTE)
+async def post_kannel_receipt(
+    provider: str, request: Request, config: ProvidersDep
+) -> ReceiptAnswer:
+    """As GET, for a gateway set to POST its dlr-url calls (the same query; or, without
+    one, the same fields as a form)."""
+    return await _receipt(provider, request, config)
+
+
+async def _receipt(provider: str, request: Request, config: ProvidersConfig) -> ReceiptAnswer:
     kannel = config.providers.get(provider)
     if not isinstance(kannel, KannelProvider):
         KANNEL_CALLBACKS.labels("unknown", "unknown_provider").inc()
