@@ -73,7 +73,11 @@ def create_app(
         if isinstance(publisher, AmqpEvents):
             await publisher.start()
         # The delivery-rate gauges of the MailingProviderDeliveryRateLow alert.
-        gauges = asyncio.create_task(provider_metrics.keep_fresh(app.state.session_factory))
+        gauges = asyncio.create_task(
+            provider_metrics.keep_fresh(
+                app.state.session_factory, lambda: app.state.providers.current.providers
+            )
+        )
         pruning = None
         if settings.audit_retention_days is not None:
             pruning = asyncio.create_task(

@@ -12,10 +12,12 @@ import httpx
 import psycopg
 import pytest
 from asgi_lifespan import LifespanManager
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api.app import create_app
 from services.api.events import NoEvents
+from services.api.providers import metrics as provider_metrics
 from services.sender.kannel import callback_signature, dlr_url
 from shared.provider_state import ProviderReport, report_provider_states
 from shared.providers import KannelProvider, load_providers_file
@@ -348,3 +350,25 @@ async def test_replies_are_listed_per_mailing_with_keyset_pages(
     )
     assert [(r["text"], r["stop"]) for r in second.json()["items"]] == [("STOP", True)]
     assert_error(await client.get("/mailings/999999/replies"), 404, "not found")
+
+
+async def test_delivery_gauges_follow_the_receipts(
+    client: httpx.AsyncClient,
+    db: psycopg.Connection,
+    gateway: KannelProvider,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    mailing = insert_mailing(db, status="running")
+    ids = sent_through(db, mailing, insert_clients(db, 4), "gateway")
+    for message_id, kind in zip(ids, (1, 1, 1, 2), strict=True):
+        assert (await client.get(callback(gateway, message_id, kind))).status_code == 200
+    async with sessions() as session:
+        await provider_metrics.refresh(session, ["gateway", "stub"])
+
+    def value(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    assert value("mailing_provider_delivery_ratio", provider="gateway") == 0.75
+    assert value("mailing_provider_receipts_recent", provider="gateway", outcome="delivered") == 3
+    assert value("mailing_provider_receipts_recent", provider="stub", outcome="delivered") == 0
+    assert value("mailing_provider_delivery_ratio", provider="stub") is None  # no receipts

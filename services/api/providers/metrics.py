@@ -9,6 +9,7 @@ so the alert takes `max by (provider)`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 import structlog
@@ -37,8 +38,11 @@ DELIVERY_RATIO = Gauge(
 _shown: set[str] = set()  # providers with gauges: one gone quiet drops to 0 / no ratio
 
 
-async def refresh(session: AsyncSession) -> None:
+async def refresh(session: AsyncSession, configured: Iterable[str] = ()) -> None:
+    """Set the gauges from the last WINDOW; every configured provider gets its receipt
+    gauges (0 without messages), the ratio only once it has receipts."""
     recent = await recent_outcomes(session, WINDOW)
+    _shown.update(configured)
     for name in _shown - set(recent):
         for outcome in ("delivered", "undelivered", "awaiting_receipt"):
             RECEIPTS.labels(name, outcome).set(0)
@@ -63,13 +67,15 @@ def _drop_ratio(name: str) -> None:
 
 
 async def keep_fresh(
-    sessions: async_sessionmaker[AsyncSession], every_s: float = REFRESH_S
+    sessions: async_sessionmaker[AsyncSession],
+    configured: Callable[[], Iterable[str]],
+    every_s: float = REFRESH_S,
 ) -> None:
     """A task of the api: refresh now and every `every_s` until cancelled."""
     while True:
         try:
             async with sessions() as session:
-                await refresh(session)
+                await refresh(session, configured())
         except Exception as exc:
             log.warning("could not refresh the delivery gauges", error=str(exc)[:200])
         await asyncio.sleep(every_s)
