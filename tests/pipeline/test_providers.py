@@ -1,0 +1,155 @@
+"""The sender with a providers file: each message goes where its operator code routes it.
+
+Real peers: the SMSC simulator (scripts/smsc-sim, SMPP) and the provider stub (the task's API).
+Operator 900 routes to the simulator (`aggregator`) with the stub after it; every other code
+to the stub. Receipts move the simulator's messages to delivered / undelivered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pipeline.conftest import Pipeline
+from tests.support.smsc import PASSWORD, SYSTEM_ID, Smsc, running_smsc
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.pipeline
+
+MAX_TPS = 40
+
+
+@pytest.fixture(scope="module")
+def smsc_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Smsc]:
+    with running_smsc(tmp_path_factory.mktemp("smsc")) as smsc:
+        yield smsc
+
+
+@pytest.fixture
+def smsc(smsc_process: Smsc) -> Iterator[Smsc]:
+    smsc_process.reset()
+    yield smsc_process
+    smsc_process.reset()
+
+
+def providers_file(path: Path, smsc: Smsc, stub_url: str) -> Path:
+    path.write_text(
+        f"""
+providers:
+  - name: stub
+    kind: fabrique
+    url: {stub_url}
+    token: stub-token
+  - name: aggregator
+    kind: smpp
+    host: 127.0.0.1
+    port: {smsc.port}
+    system_id: {SYSTEM_ID}
+    password: {PASSWORD}
+    source_addr: MAILING
+    max_tps: {MAX_TPS}
+routes:
+  - operators: ["900"]
+    via: [aggregator, stub]
+  - operators: ["*"]
+    via: [stub]
+"""
+    )
+    return path
+
+
+def by_provider(pipeline: Pipeline, mailing_id: int) -> dict[tuple[str | None, str], int]:
+    with pipeline.db() as conn:
+        rows = conn.execute(
+            "SELECT m.provider, m.status, count(*) FROM message m"
+            " WHERE m.mailing_id = %s GROUP BY 1, 2",
+            [mailing_id],
+        ).fetchall()
+    return {(provider, status): n for provider, status, n in rows}
+
+
+def counters_agree(pipeline: Pipeline, mailing_id: int) -> dict[str, int]:
+    """The status counters (the message_count view) agree with the messages."""
+    with pipeline.db() as conn:
+        view = dict(
+            conn.execute(
+                "SELECT status, count FROM message_count WHERE mailing_id = %s AND count <> 0",
+                [mailing_id],
+            ).fetchall()
+        )
+    truth = pipeline.message_counts(mailing_id)
+    assert view == truth
+    return truth
+
+
+async def test_messages_go_where_their_code_routes_and_receipts_settle_them(
+    pipeline: Pipeline, smsc: Smsc, tmp_path: Path
+) -> None:
+    pipeline.seed_clients(200, operator_code="900")
+    pipeline.seed_clients(50, first=1001, operator_code="901")
+    undeliverable = [f"79{n:09d}" for n in range(1, 11)]
+    smsc.faults(undeliverable_numbers=undeliverable)
+    path = providers_file(tmp_path / "providers.yaml", smsc, pipeline.stub.url)
+    await pipeline.start(providers_file=path)
+
+    mailing = await pipeline.create_mailing(text="Sale today")
+
+    async def settled() -> dict[str, int] | None:
+        c = pipeline.message_counts(mailing["id"])
+        receipts = c.get("delivered", 0) + c.get("undelivered", 0)
+        return c if receipts == 200 and c.get("sent", 0) == 50 else None
+
+    counts: dict[str, Any] = await wait_until(
+        settled, timeout=60, message="200 receipts in and 50 sent to the stub"
+    )
+    assert counts == {"delivered": 190, "undelivered": 10, "sent": 50}
+    assert by_provider(pipeline, mailing["id"]) == {
+        ("aggregator", "delivered"): 190,
+        ("aggregator", "undelivered"): 10,
+        ("stub", "sent"): 50,
+    }
+    # The stub got exactly the other code's messages; the SMSC the 900's, each once.
+    stub_phones = {int(d["phone"]) for d in pipeline.deliveries().values()}
+    assert stub_phones == {int(f"79{n:09d}") for n in range(1001, 1051)}
+    assert len(pipeline.deliveries()) == 50
+    phones = sorted(m["to"] for m in smsc.messages())
+    assert phones == [f"79{n:09d}" for n in range(1, 201)]
+    # Validity: the mailing's end time reached the SMSC.
+    assert all(m["validity"] for m in smsc.messages())
+    # max_tps held at the SMSC: no second over max_tps + 10 %.
+    assert smsc.stats()["max_per_second"] <= MAX_TPS * 1.1
+    await pipeline.wait_completed(mailing["id"])
+    counters_agree(pipeline, mailing["id"])
+
+
+async def test_failover_to_the_next_provider_while_the_smsc_refuses_binds(
+    pipeline: Pipeline, smsc: Smsc, tmp_path: Path
+) -> None:
+    pipeline.seed_clients(60, operator_code="900")
+    smsc.faults(refuse_binds=True)
+    path = providers_file(tmp_path / "providers.yaml", smsc, pipeline.stub.url)
+    await pipeline.start(providers_file=path)
+
+    first = await pipeline.create_mailing(text="one")
+    counts = await pipeline.wait_terminal(first["id"], 60, timeout=60)
+    assert counts == {"sent": 60}
+    assert by_provider(pipeline, first["id"]) == {("stub", "sent"): 60}
+    assert smsc.stats()["submits"] == 0
+
+    # The SMSC takes binds again: the next mailing goes to it.
+    smsc.faults(refuse_binds=False)
+
+    async def bound() -> bool:
+        return smsc.bound() > 0
+
+    await wait_until(bound, timeout=30, message="the sender binds again")
+    second = await pipeline.create_mailing(text="two")
+
+    async def delivered() -> bool:
+        return pipeline.message_counts(second["id"]).get("delivered") == 60
+
+    await wait_until(delivered, timeout=60, message="60 delivered through the SMSC")
+    assert by_provider(pipeline, second["id"]) == {("aggregator", "delivered"): 60}
+    counters_agree(pipeline, second["id"])
