@@ -153,3 +153,87 @@ async def test_failover_to_the_next_provider_while_the_smsc_refuses_binds(
     await wait_until(delivered, timeout=60, message="60 delivered through the SMSC")
     assert by_provider(pipeline, second["id"]) == {("aggregator", "delivered"): 60}
     counters_agree(pipeline, second["id"])
+
+
+async def test_binds_dropped_mid_mailing_the_rest_goes_to_the_stub(
+    pipeline: Pipeline, smsc: Smsc, tmp_path: Path
+) -> None:
+    pipeline.seed_clients(200, operator_code="900")
+    path = providers_file(tmp_path / "providers.yaml", smsc, pipeline.stub.url)
+    await pipeline.start(providers_file=path)
+
+    async def bound() -> bool:
+        return smsc.bound() > 0
+
+    await wait_until(bound, timeout=30, message="the sender bound")
+    mailing = await pipeline.create_mailing(text="Sale today")
+
+    async def some_submitted() -> bool:
+        return int(smsc.stats()["submits"]) >= 40
+
+    await wait_until(some_submitted, timeout=30, message="40 messages at the SMSC")
+    smsc.faults(refuse_binds=True)
+    assert smsc.drop_binds() >= 1
+    counts = await pipeline.wait_terminal(mailing["id"], 200, timeout=60)
+    assert set(counts) <= {"delivered", "sent"}, counts
+    providers = by_provider(pipeline, mailing["id"])
+    at_smsc = {m["to"] for m in smsc.messages()}
+    at_stub = {str(d["phone"]) for d in pipeline.deliveries().values()}
+    assert providers[("stub", "sent")] > 0
+    # Nothing lost: every phone reached one of them; a phone at both is one of the requests
+    # in flight when the binds dropped (no answer: retried), within the window.
+    assert at_smsc | at_stub == {f"79{n:09d}" for n in range(1, 201)}
+    assert len(at_smsc & at_stub) <= 32
+    # The SMSC keeps the receipts of what it took until a bind is back: none is lost.
+    smsc.faults(refuse_binds=False)
+    took = sum(n for (p, _), n in providers.items() if p == "aggregator")
+
+    async def receipts_in() -> bool:
+        now = by_provider(pipeline, mailing["id"])
+        return now.get(("aggregator", "delivered"), 0) == took
+
+    await wait_until(receipts_in, timeout=30, message="every receipt in after the rebind")
+    counters_agree(pipeline, mailing["id"])
+
+
+async def test_early_and_duplicate_receipts_count_once_and_a_stop_reply_opts_out(
+    pipeline: Pipeline, smsc: Smsc, tmp_path: Path
+) -> None:
+    pipeline.seed_clients(50, operator_code="900")
+    smsc.faults(receipt_before_response=True, duplicate_receipts=True)
+    path = providers_file(tmp_path / "providers.yaml", smsc, pipeline.stub.url)
+    await pipeline.start(providers_file=path)
+
+    mailing = await pipeline.create_mailing(text="Sale today")
+
+    async def delivered() -> bool:
+        return pipeline.message_counts(mailing["id"]).get("delivered") == 50
+
+    await wait_until(delivered, timeout=60, message="50 delivered")
+    counters_agree(pipeline, mailing["id"])
+
+    # A reply that is exactly a stop word opts the client out; another text is only kept.
+    smsc.mo("79000000001", " stop ")
+    smsc.mo("79000000002", "when does it end?")
+
+    async def replies() -> list[tuple[Any, ...]] | None:
+        with pipeline.db() as conn:
+            rows = conn.execute(
+                "SELECT phone, client_id, mailing_id, stop FROM message_reply ORDER BY phone"
+            ).fetchall()
+        return rows if len(rows) == 2 else None
+
+    rows = await wait_until(replies, timeout=30, message="two replies stored")
+    assert rows == [
+        ("79000000001", 1, mailing["id"], True),
+        ("79000000002", 2, mailing["id"], False),
+    ]
+    with pipeline.db() as conn:
+        opted = conn.execute(
+            "SELECT id FROM client WHERE opted_out_at IS NOT NULL ORDER BY id"
+        ).fetchall()
+        audit = conn.execute(
+            "SELECT actor_name, target_id FROM audit_log WHERE target_type = 'client'"
+        ).fetchall()
+    assert opted == [(1,)]
+    assert audit == [("sms:aggregator", "1")]
