@@ -36,13 +36,14 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.sender import outcome, smpp
+from services.sender import outcome, smpp, status_report
 from services.sender.breaker import Breaker
 from services.sender.curl import CurlMulti
 from services.sender.kannel import KannelClient
 from services.sender.provider import Outcome, ProviderClient, SendResult, TokenSource
 from services.sender.rate import TokenBucket
 from services.sender.store import Claimed, Result
+from shared import metrics
 from shared.domain import best_route
 from shared.domain.end_time import END_REACHED
 from shared.domain.sms_text import segment_count, split_sms
@@ -211,7 +212,10 @@ class Router:
         self.slots = slots
         return [slot for name, slot in old.items() if slots.get(name) is not slot]
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """The clients (binds start connecting) and the tasks; the live senders are counted
+        first, so no bucket starts at the whole max_tps beside other replicas."""
+        await self._count_senders()
         self.configure(self.source.current)
         self._tasks = [
             asyncio.create_task(self.receipts.run(), name="receipts"),
@@ -239,21 +243,28 @@ class Router:
     def _share(self, slot: Slot) -> None:
         if slot.bucket is not None and slot.provider.max_tps:
             slot.bucket.rate = slot.provider.max_tps / max(self.live_senders, 1)
+            metrics.PROVIDER_RATE_SHARE.labels(slot.name).set(slot.bucket.rate)
+
+    async def _count_senders(self) -> None:
+        try:
+            async with self.sessions() as session:
+                live = await session.scalar(
+                    LIVE_SENDERS,
+                    {"ttl": self.settings.sender_heartbeat_ttl_s, "me": status_report.INSTANCE},
+                )
+        except Exception as exc:
+            # The last count stays: a share too small or too large for a moment, not a stop.
+            log.warning("could not count live senders", error=str(exc)[:200])
+            return
+        self.live_senders = max(int(live or 0), 1)
+        for slot in self.slots.values():
+            self._share(slot)
 
     async def _watch_senders(self) -> None:
         """max_tps / live senders: each replica's share (docs/PROVIDERS.md)."""
         while True:
-            try:
-                async with self.sessions() as session:
-                    live = await session.scalar(
-                        LIVE_SENDERS, {"ttl": self.settings.sender_heartbeat_ttl_s}
-                    )
-                self.live_senders = max(int(live or 0), 1)
-                for slot in self.slots.values():
-                    self._share(slot)
-            except Exception as exc:
-                log.warning("could not count live senders", error=str(exc)[:200])
             await asyncio.sleep(1.0)
+            await self._count_senders()
 
     async def _match_pending(self) -> None:
         while True:

@@ -98,7 +98,7 @@ class Sender:
 
     async def run(self) -> None:
         if self.router is not None:
-            self.router.start()
+            await self.router.start()
         self._tasks = [
             asyncio.create_task(self.intake.run(), name="batcher"),
             asyncio.create_task(self._watch_breaker(), name="breaker"),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.pipeline.conftest import Pipeline
@@ -237,3 +238,34 @@ async def test_early_and_duplicate_receipts_count_once_and_a_stop_reply_opts_out
         ).fetchall()
     assert opted == [(1,)]
     assert audit == [("sms:aggregator", "1")]
+
+
+async def test_max_tps_is_shared_by_two_senders(
+    pipeline: Pipeline, smsc: Smsc, tmp_path: Path
+) -> None:
+    pipeline.seed_clients(240, operator_code="900")
+    path = providers_file(tmp_path / "providers.yaml", smsc, pipeline.stub.url)
+    senders = (await pipeline.start(senders=2, providers_file=path))[1:]
+
+    async def halved() -> bool:
+        async with httpx.AsyncClient(timeout=5) as client:
+            for sender in senders:
+                text = (await client.get(f"{sender.metrics_url}/metrics")).text
+                if (
+                    f'mailing_provider_rate_share{{provider="aggregator"}} {MAX_TPS / 2}'
+                    not in text
+                ):
+                    return False
+        return True
+
+    await wait_until(halved, timeout=30, message="each sender at half of max_tps")
+    mailing = await pipeline.create_mailing(text="Sale today")
+
+    async def delivered() -> bool:
+        return pipeline.message_counts(mailing["id"]).get("delivered") == 240
+
+    await wait_until(delivered, timeout=90, message="240 delivered")
+    stats = smsc.stats()
+    assert stats["max_per_second"] <= MAX_TPS * 1.1, stats["per_second"]
+    # The capacity is used: the busiest seconds come close to max_tps.
+    assert stats["max_per_second"] >= MAX_TPS * 0.8, stats["per_second"]
