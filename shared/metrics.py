@@ -145,3 +145,8 @@ REPLIES = Counter(
     "Texts from phones stored (shared/replies.py); kind stop: an exact stop word that opted out",
     ["provider", "kind"],
 )
+PROVIDER_RATE_SHARE = Gauge(
+    "mailing_provider_rate_share",
+    "This sender's share of a provider's max_tps (max_tps / live senders), messages per second",
+    ["provider"],
+)

@@ -22,6 +22,7 @@ from services.sender.breaker import Breaker, State
 from services.sender.dead_letters import DeadLetters
 from services.sender.intake import Intake
 from services.sender.provider import ProviderClient
+from services.sender.routing import Router
 from services.sender.sending import ClaimAndSend, claim_budget
 from shared import metrics
 from shared.loop_lag import LoopLag
@@ -49,13 +50,15 @@ class Sender:
         session_factory: async_sessionmaker[AsyncSession],
         connection: AbstractRobustConnection,
         provider: ProviderClient,
+        router: Router | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = session_factory
         self.connection = connection
         self.provider = provider
+        self.router = router
         self.topology: Topology | None = None
-        self.sending = ClaimAndSend(settings, session_factory, provider)
+        self.sending = ClaimAndSend(settings, session_factory, provider, router=router)
         self.dead_letters = DeadLetters(
             session_factory, self._topology, margin_s=settings.end_safety_margin_s
         )
@@ -94,6 +97,8 @@ class Sender:
         await self._start_consuming()
 
     async def run(self) -> None:
+        if self.router is not None:
+            await self.router.start()
         self._tasks = [
             asyncio.create_task(self.intake.run(), name="batcher"),
             asyncio.create_task(self._watch_breaker(), name="breaker"),
@@ -108,6 +113,9 @@ class Sender:
         """Stop taking jobs, finish the batches in hand; unacked jobs return to the queue."""
         await self._stop_consuming()
         await self.intake.drain(self.settings.provider_timeout_s + 5)
+        if self.router is not None:
+            # The windows drain (the batches above are done), then every bind unbinds.
+            await self.router.close(self.settings.provider_timeout_s)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
