@@ -36,7 +36,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.sender import outcome, smpp, status_report
+from services.sender import outcome, provider_report, smpp, status_report
 from services.sender.breaker import Breaker
 from services.sender.curl import CurlMulti
 from services.sender.kannel import KannelClient
@@ -223,6 +223,8 @@ class Router:
             asyncio.create_task(self._match_pending(), name="match-pending"),
             asyncio.create_task(self._watch(), name="providers-watch"),
             asyncio.create_task(self._watch_senders(), name="live-senders"),
+            # provider_state for GET /api/v1/providers (services/sender/provider_report.py)
+            asyncio.create_task(provider_report.Reporter(self).run(), name="provider-report"),
         ]
         log.info("routing by providers file", providers=sorted(self.slots))
 

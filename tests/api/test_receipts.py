@@ -372,3 +372,19 @@ async def test_delivery_gauges_follow_the_receipts(
     assert value("mailing_provider_receipts_recent", provider="gateway", outcome="delivered") == 3
     assert value("mailing_provider_receipts_recent", provider="stub", outcome="delivered") == 0
     assert value("mailing_provider_delivery_ratio", provider="stub") is None  # no receipts
+
+
+async def test_without_a_providers_file_default_shows_the_senders_breaker(
+    api: httpx.AsyncClient, db: psycopg.Connection
+) -> None:
+    """The session's app has no PROVIDERS_FILE: `default`, whose state is the breaker the
+    senders report in provider_status."""
+    assert [p["state"] for p in (await api.get("/providers")).json()] == ["unknown"]
+    db.execute(
+        "INSERT INTO provider_status (instance, breaker_state, reason)"
+        " VALUES ('sender-a:1', 'open', 'provider failing'), ('sender-b:2', 'closed', '')"
+    )
+    (default,) = (await api.get("/providers")).json()
+    assert (default["name"], default["kind"], default["max_tps"]) == ("default", "fabrique", None)
+    assert (default["state"], default["breaker"], default["senders"]) == ("degraded", "open", 2)
+    assert default["reason"] == "provider failing"

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.mailings.delivery import delivery_rate
 from shared.domain.statuses import MessageStatus
-from shared.models import Client, Message, ProviderState
+from shared.models import Client, Message, ProviderState, ProviderStatus
 from shared.provider_state import FRESH_S
-from shared.providers import ProvidersConfig
+from shared.providers import DEFAULT_NAME, ProvidersConfig
 
 WINDOW = timedelta(hours=1)
 RECENT = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
@@ -119,10 +119,36 @@ def state_of(rows: list[ProviderState]) -> dict[str, object]:
     }
 
 
+async def legacy_states(session: AsyncSession) -> list[ProviderState]:
+    """Without PROVIDERS_FILE a sender reports only its breaker, in `provider_status`: read
+    as the state of `default`."""
+    rows = await session.scalars(
+        select(ProviderStatus).where(
+            ProviderStatus.reported_at >= func.now() - timedelta(seconds=FRESH_S)
+        )
+    )
+    return [
+        ProviderState(
+            instance=row.instance,
+            provider=DEFAULT_NAME,
+            kind="fabrique",
+            can_take=row.breaker_state != "open",
+            breaker_state=row.breaker_state,
+            reason=row.reason,
+            rate=0.0,
+        )
+        for row in rows
+    ]
+
+
 async def providers_overview(
     session: AsyncSession, config: ProvidersConfig
 ) -> list[dict[str, object]]:
     states = await reported_states(session)
+    if config.source == "PROVIDER_URL" and DEFAULT_NAME not in states:
+        legacy = await legacy_states(session)
+        if legacy:
+            states[DEFAULT_NAME] = legacy
     recent = await recent_outcomes(session)
     answer = []
     for name, provider in sorted(config.providers.items()):
