@@ -69,6 +69,17 @@ class ApiSettings(BaseServiceSettings):
 
     # The providers the api shows and takes Kannel receipts for (docs/PROVIDERS.md).
     providers_file: Path | None = None
+    # Replies through Kannel's sms-service that opt a client out (as the sender's STOP_WORDS).
+    stop_words: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["STOP", "СТОП", "ОТПИСКА"]
+    )
+
+    @field_validator("stop_words", mode="before")
+    @classmethod
+    def _split_stop_words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""Kannel's delivery receipts: `GET|POST /api/v1/receipts/kannel/{provider}` (docs/PROVIDERS.md).
+"""Kannel's delivery receipts and replies: `GET|POST /api/v1/receipts/kannel/{provider}`
+(docs/PROVIDERS.md).
 
 Each message the sender hands to Kannel carries a dlr-url with our message id and a signature
 (HMAC-SHA256 under the provider's `callback_secret`, services/sender/kannel.py): the gateway,
@@ -10,6 +11,10 @@ Kannel's dlr types: 1 delivered, 2 undelivered, 16 refused by the SMSC are final
 `Receipt` (our message id is the provider message id the sender stored); 4 (queued) and 8
 (accepted by the SMSC) are intermediate and answered 200 without a change.
 
+Replies (MO): smsbox's `sms-service` forwards what phones send to
+`GET /api/v1/receipts/kannel/{provider}/replies?sig=…&from=%p&text=%a` (`mo_url()`); the
+signature there is fixed per provider (`provider:mo` under the same secret).
+
 Receipts are written in groups: while one group's `apply_receipts` runs, the calls that arrive
 queue up and the next one writes them all in one statement; each call answers once its own
 receipt has committed, so Kannel never gets a 200 for a receipt that was not stored.
@@ -18,6 +23,7 @@ receipt has committed, so Kannel never gets a 200 for a receipt that was not sto
 from __future__ import annotations
 
 import asyncio
+import hmac
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -36,17 +42,19 @@ from services.sender.kannel import (
     DLR_SMSC_NACK,
     DLR_UNDELIVERED,
     KannelReceipt,
+    callback_signature,
     parse_callback,
 )
 from shared.providers import KannelProvider, ProvidersConfig
 from shared.receipts import Receipt, apply_receipts
+from shared.replies import Reply, record_replies
 
 log = structlog.get_logger("api.receipts")
 
 KANNEL_CALLBACKS = Counter(
     "mailing_kannel_callbacks_total",
     "Kannel dlr-url calls to the api, by provider and result "
-    "(applied, intermediate, forged, malformed, unknown_provider)",
+    "(applied, intermediate, forged, malformed, unknown_provider, reply)",
     ["provider", "result"],
 )
 
@@ -219,6 +227,97 @@ async def _receipt(provider: str, request: Request, config: ProvidersConfig) -> 
     if receipt is None:
         KANNEL_CALLBACKS.labels(provider, "intermediate").inc()
         return ReceiptAnswer(result="intermediate")
-    await _writer(request).apply(receipt)
+    try:
+        await _writer(request).apply(receipt)
+    except Exception as exc:
+        raise ApiError(503, "could not store the receipt; try again") from exc
     KANNEL_CALLBACKS.labels(provider, "applied").inc()
     return ReceiptAnswer(result="applied")
+
+
+# --- replies (MO) through Kannel's sms-service -------------------------------------------------
+
+MO_SUBJECT = "mo"  # what the sms-service URL's signature signs, in place of a message id
+
+
+def mo_signature(provider: KannelProvider) -> str:
+    """The `sig` of the sms-service get-url: fixed per provider (Kannel fills in only the
+    sender and the text), HMAC-SHA256 of `provider:mo` under the callback secret."""
+    return callback_signature(
+        provider.callback_secret.get_secret_value(), provider.name, MO_SUBJECT
+    )
+
+
+def mo_url(provider: KannelProvider) -> str:
+    """The get-url for smsbox's `sms-service` (docs/PROVIDERS.md)."""
+    base = provider.callback_base_url.rstrip("/")
+    return (
+        f"{base}/api/v1/receipts/kannel/{provider.name}/replies"
+        f"?sig={mo_signature(provider)}&from=%p&text=%a"
+    )
+
+
+class ReplyAnswer(BaseModel):
+    result: str = Field(
+        description="stored: the reply was kept (a stop word opted its client out)",
+        examples=["stored"],
+    )
+
+
+REPLY_ROUTE: dict[str, Any] = dict(
+    response_model=ReplyAnswer,
+    responses={
+        400: {
+            "model": ErrorResponse,
+            "description": "No sender or text; nothing was changed",
+            "content": {"application/json": {"example": {"detail": "from and text are required"}}},
+        },
+        403: FORBIDDEN,
+        404: UNKNOWN,
+        422: {"model": ErrorResponse, "description": "Invalid input; nothing was changed"},
+        503: {"model": ErrorResponse, "description": "The database is unavailable; retry"},
+    },
+    openapi_extra={
+        "x-required-role": "none",
+        "parameters": [
+            {
+                "name": n,
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": d,
+            }
+            for n, d in (
+                ("sig", "The sms-service URL's signature (`mo_url`)"),
+                ("from", "The phone that sent it (Kannel's %p)"),
+                ("text", "Its text (Kannel's %a)"),
+            )
+        ],
+    },
+)
+
+
+@router.get("/kannel/{provider}/replies", **REPLY_ROUTE)
+async def kannel_reply(provider: str, request: Request, config: ProvidersDep) -> ReplyAnswer:
+    """An SMS a phone sent back, forwarded by Kannel's `sms-service` (its get-url carries a
+    fixed signature under the provider's `callback_secret`; no bearer token). Stored with
+    its client and mailing; an exact stop word (STOP_WORDS) opts the client out."""
+    kannel = config.providers.get(provider)
+    if not isinstance(kannel, KannelProvider):
+        raise ApiError(404, f"kannel provider {provider[:40]} not found")
+    params = request.query_params
+    if not hmac.compare_digest(params.get("sig", ""), mo_signature(kannel)):
+        KANNEL_CALLBACKS.labels(provider, "forged").inc()
+        raise ApiError(403, "reply signature invalid")
+    phone, text = params.get("from", "").strip(), params.get("text", "")
+    if not phone or not text.strip() or len(text) > 2000 or len(phone) > 32:
+        raise ApiError(400, "from and text are required (text up to 2000 characters)")
+    settings = request.app.state.settings
+    try:
+        async with request.app.state.session_factory() as session:
+            await record_replies(session, [Reply(provider, phone, text)], settings.stop_words)
+    except Exception as exc:
+        log.exception("could not store a reply", provider=provider)
+        raise ApiError(503, "could not store the reply; try again") from exc
+    KANNEL_CALLBACKS.labels(provider, "reply").inc()
+    return ReplyAnswer(result="stored")

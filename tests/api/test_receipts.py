@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.api.app import create_app
 from services.api.events import NoEvents
 from services.api.providers import metrics as provider_metrics
+from services.api.receipts import mo_signature, mo_url
 from services.sender.kannel import callback_signature, dlr_url
 from shared.provider_state import ProviderReport, report_provider_states
 from shared.providers import KannelProvider, load_providers_file
@@ -388,3 +389,32 @@ async def test_without_a_providers_file_default_shows_the_senders_breaker(
     assert (default["name"], default["kind"], default["max_tps"]) == ("default", "fabrique", None)
     assert (default["state"], default["breaker"], default["senders"]) == ("degraded", "open", 2)
     assert default["reason"] == "provider failing"
+
+
+async def test_replies_through_kannel_are_stored_and_a_stop_word_opts_out(
+    client: httpx.AsyncClient, db: psycopg.Connection, gateway: KannelProvider
+) -> None:
+    mailing = insert_mailing(db, status="running")
+    clients = insert_clients(db, 2, operator_code="905")
+    sent_through(db, mailing, clients, "gateway")
+    phones = [r[0] for r in db.execute("SELECT phone FROM client ORDER BY id").fetchall()]
+    url = mo_url(gateway).removeprefix("http://api.test/api/v1")
+    good = url.replace("from=%p", f"from=%2B{phones[0]}").replace("text=%a", "text=stop")
+    answer = await client.get(good, headers={"Authorization": ""})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"result": "stored"}
+    opted = db.execute("SELECT opted_out_at FROM client WHERE id = %s", (clients[0],)).fetchone()
+    assert opted is not None and opted[0] is not None
+    replies = (await client.get(f"/mailings/{mailing}/replies")).json()["items"]
+    assert [(r["client_id"], r["text"], r["stop"]) for r in replies] == [(clients[0], "stop", True)]
+
+    forged = good.replace(f"sig={mo_signature(gateway)}", "sig=" + "0" * 32)
+    other_message = good.replace(
+        f"sig={mo_signature(gateway)}", "sig=" + callback_signature(SECRET, "gateway", "1")
+    )
+    with db_unchanged(db):
+        assert_error(await client.get(forged), 403, "signature")
+        assert_error(await client.get(other_message), 403, "signature")
+        empty = url.replace("from=%p", f"from={phones[1]}").replace("text=%a", "text=")
+        assert_error(await client.get(empty), 400, "text")
+    assert db.execute("SELECT count(*) FROM message_reply").fetchone() == (1,)
