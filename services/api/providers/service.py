@@ -5,7 +5,8 @@ the last hour's messages say.
   provider): binds up summed, the worst breaker, the rates summed.
 - Outcomes: the messages a provider took whose row changed in the last hour, through
   `ix_message_provider_recent` (migration 0016), by provider, operator code and status: the
-  cost grows with the hour's receipts (about 80 ms per 100 000), never with the table. The console's Providers page and the delivery-rate gauges read the same query.
+  cost grows with the hour's receipts (about 80 ms per 100 000), never with the table. The
+  console's Providers page and the delivery-rate gauges read the same query.
 """
 
 from __future__ import annotations
