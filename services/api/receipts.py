@@ -109,6 +109,7 @@ class ReceiptWriter:
         self.sessions = sessions
         self.pending: list[_Waiting] = []
         self.lock = asyncio.Lock()
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def apply(self, receipt: Receipt) -> None:
         waiting = _Waiting(receipt, asyncio.get_running_loop().create_future())
@@ -116,7 +117,12 @@ class ReceiptWriter:
         async with self.lock:
             if not waiting.done.done():
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
-                await self._write(batch)
+                # Shielded: a caller that goes away mid-write must not leave the others of
+                # its group waiting for an answer that never comes.
+                write = asyncio.create_task(self._write(batch))
+                self._writes.add(write)
+                write.add_done_callback(self._writes.discard)
+                await asyncio.shield(write)
         await waiting.done
 
     async def _write(self, batch: list[_Waiting]) -> None:
