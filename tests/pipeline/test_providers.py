@@ -14,7 +14,14 @@ import httpx
 import pytest
 
 from tests.pipeline.conftest import Pipeline
-from tests.support.smsc import PASSWORD, SYSTEM_ID, Smsc, running_smsc
+from tests.support.smsc import (
+    PASSWORD,
+    SECOND_PASSWORD,
+    SECOND_SYSTEM_ID,
+    SYSTEM_ID,
+    Smsc,
+    running_smsc,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.pipeline
@@ -269,3 +276,61 @@ async def test_max_tps_is_shared_by_two_senders(
     assert stats["max_per_second"] <= MAX_TPS * 1.1, stats["per_second"]
     # The capacity is used: the busiest seconds come close to max_tps.
     assert stats["max_per_second"] >= MAX_TPS * 0.8, stats["per_second"]
+
+
+async def test_best_route_sends_most_to_the_provider_that_delivers(
+    pipeline: Pipeline, smsc: Smsc, tmp_path: Path
+) -> None:
+    pipeline.seed_clients(400, operator_code="900")
+    smsc.faults(
+        receipt_delay_ms=20,
+        undelivered_ratio_by_account={SYSTEM_ID: 0.02, SECOND_SYSTEM_ID: 0.8},
+    )
+    path = tmp_path / "providers.yaml"
+    path.write_text(
+        f"""
+providers:
+  - name: good
+    kind: smpp
+    host: 127.0.0.1
+    port: {smsc.port}
+    system_id: {SYSTEM_ID}
+    password: {PASSWORD}
+    source_addr: MAILING
+    max_tps: 100
+  - name: poor
+    kind: smpp
+    host: 127.0.0.1
+    port: {smsc.port}
+    system_id: {SECOND_SYSTEM_ID}
+    password: {SECOND_PASSWORD}
+    source_addr: MAILING
+    max_tps: 100
+routes:
+  - operators: ["*"]
+    via: best [poor, good]   # written worse first: the receipts must reorder them
+"""
+    )
+    await pipeline.start(providers_file=path)
+
+    async def bound() -> bool:
+        return smsc.bound(SYSTEM_ID) > 0 and smsc.bound(SECOND_SYSTEM_ID) > 0
+
+    await wait_until(bound, timeout=30, message="both accounts bound")
+    mailing = await pipeline.create_mailing(text="Sale today")
+    counts = await pipeline.wait_terminal(mailing["id"], 400, timeout=90)
+    assert set(counts) <= {"delivered", "undelivered", "sent"}
+    by = by_provider(pipeline, mailing["id"])
+    good = sum(n for (p, _), n in by.items() if p == "good")
+    poor = sum(n for (p, _), n in by.items() if p == "poor")
+    assert good + poor == 400
+    assert good > poor, by
+    assert poor > 0, "the other provider keeps a scouting share"
+    # Once receipts are in, the traffic follows them: of the last half sent, nearly all went
+    # to the provider that delivers (the rest: the 5 % scouting share).
+    with pipeline.db() as conn:
+        last = conn.execute(
+            "SELECT provider FROM message WHERE mailing_id = %s ORDER BY sent_at DESC LIMIT 200",
+            [mailing["id"]],
+        ).fetchall()
+    assert sum(p == "good" for (p,) in last) >= 0.85 * 200, by
