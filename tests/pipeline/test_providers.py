@@ -12,9 +12,21 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from pydantic import SecretStr
 
+from scripts.kannel import Kannel, KannelAccount, running_kannel
+from services.sender.kannel import parse_callback
+from shared.db import create_engine, create_session_factory
+from shared.providers import KannelProvider
+from shared.receipts import Receipt, apply_receipts
+from shared.settings import BaseServiceSettings
 from tests.pipeline.conftest import Pipeline
+from tests.support import database
+from tests.support.rig.processes import free_port
 from tests.support.smsc import (
+    KANNEL_PASSWORD,
+    KANNEL_SYSTEM_ID,
     PASSWORD,
     SECOND_PASSWORD,
     SECOND_SYSTEM_ID,
@@ -27,6 +39,7 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.pipeline
 
 MAX_TPS = 40
+KANNEL_USERNAME, KANNEL_WEB_PASSWORD, CALLBACK_SECRET = "mailing", "kannel-secret", "cb-secret"
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +347,106 @@ routes:
             [mailing["id"]],
         ).fetchall()
     assert sum(p == "good" for (p,) in last) >= 0.85 * 200, by
+
+
+@pytest.fixture(scope="module")
+def kannel(smsc_process: Smsc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kannel]:
+    account = KannelAccount(
+        "127.0.0.1",
+        smsc_process.port,
+        KANNEL_SYSTEM_ID,
+        KANNEL_PASSWORD,
+        KANNEL_USERNAME,
+        KANNEL_WEB_PASSWORD,
+    )
+    with running_kannel(account, tmp_path_factory.mktemp("kannel")) as rig:
+        yield rig
+
+
+async def test_kannel_route_sends_through_the_gateway_and_its_receipts_settle(
+    pipeline: Pipeline, smsc: Smsc, kannel: Kannel, tmp_path: Path
+) -> None:
+    """Operator 905 through Kannel (in front of the simulator). Kannel's receipts come to a
+    stand-in of the api's receipt endpoint here, which checks them (`parse_callback`) and
+    stores them with `shared.receipts.apply_receipts`, as the endpoint does."""
+    pipeline.seed_clients(30, operator_code="905")
+    port = free_port()
+    provider = KannelProvider(
+        name="gateway",
+        url=kannel.sendsms_url,
+        username=KANNEL_USERNAME,
+        password=SecretStr(KANNEL_WEB_PASSWORD),
+        source_addr="MAILING",
+        callback_base_url=f"http://127.0.0.1:{port}",
+        callback_secret=SecretStr(CALLBACK_SECRET),
+    )
+    engine = create_engine(
+        BaseServiceSettings(database_url=database.sqlalchemy_url(pipeline.db_name), db_pool_size=2)
+    )
+    sessions = create_session_factory(engine)
+
+    async def receipt(request: web.Request) -> web.Response:
+        found = parse_callback(provider, dict(request.query))
+        if found is None or request.match_info["provider"] != provider.name:
+            return web.Response(status=403)
+        if found.final:
+            async with sessions() as session:
+                await apply_receipts(
+                    session, [Receipt(found.provider, found.message_id, found.delivered)]
+                )
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/receipts/kannel/{provider}", receipt)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        path = tmp_path / "providers.yaml"
+        path.write_text(
+            f"""
+providers:
+  - name: stub
+    kind: fabrique
+    url: {pipeline.stub.url}
+    token: stub-token
+  - name: gateway
+    kind: kannel
+    url: {kannel.sendsms_url}
+    username: {KANNEL_USERNAME}
+    password: {KANNEL_WEB_PASSWORD}
+    callback_secret: {CALLBACK_SECRET}
+    source_addr: MAILING
+    callback_base_url: http://127.0.0.1:{port}
+routes:
+  - operators: ["905"]
+    via: [gateway, stub]
+  - operators: ["*"]
+    via: [stub]
+"""
+        )
+
+        async def bound() -> bool:
+            return smsc.bound(KANNEL_SYSTEM_ID) >= 1
+
+        await wait_until(bound, timeout=30, message="Kannel bound to the simulator")
+        await pipeline.start(providers_file=path)
+        mailing = await pipeline.create_mailing(text="Привет из шлюза")
+
+        async def delivered() -> bool:
+            return pipeline.message_counts(mailing["id"]).get("delivered") == 30
+
+        await wait_until(delivered, timeout=60, message="30 delivered through Kannel")
+        with pipeline.db() as conn:
+            rows = conn.execute(
+                "SELECT id, provider, provider_message_id FROM message WHERE mailing_id = %s",
+                [mailing["id"]],
+            ).fetchall()
+        # Kannel's receipts come back by our id: it is the provider's id for the message.
+        assert {(p, pid == str(i)) for i, p, pid in rows} == {("gateway", True)}
+        assert not pipeline.deliveries()
+        assert {m["to"] for m in smsc.messages()} == {f"79{n:09d}" for n in range(1, 31)}
+        counters_agree(pipeline, mailing["id"])
+    finally:
+        await runner.cleanup()
+        await engine.dispose()
