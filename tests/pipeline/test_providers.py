@@ -450,3 +450,34 @@ routes:
     finally:
         await runner.cleanup()
         await engine.dispose()
+
+
+async def test_sigterm_drains_the_window_then_unbinds(
+    pipeline: Pipeline, smsc: Smsc, tmp_path: Path
+) -> None:
+    pipeline.seed_clients(300, operator_code="900")
+    smsc.faults(response_delay_ms=400)  # submits stay outstanding a while
+    path = providers_file(tmp_path / "providers.yaml", smsc, pipeline.stub.url)
+    (sender,) = (await pipeline.start(providers_file=path))[1:]
+    mailing = await pipeline.create_mailing(text="Sale today")
+
+    async def outstanding() -> bool:
+        return int(smsc.stats()["submits"]) >= 20
+
+    await wait_until(outstanding, timeout=30, message="submits under way")
+    sender.terminate()
+    assert sender.wait_stopped(timeout=30) == 0
+    stats = smsc.stats()
+    assert stats["unbinds"] >= 1, stats
+    # Every submit the SMSC took was answered before the unbind and its result written: the
+    # messages it holds are all recorded as sent by the aggregator (none left unknown).
+    with pipeline.db() as conn:
+        recorded = {
+            phone
+            for (phone,) in conn.execute(
+                "SELECT c.phone FROM message m JOIN client c ON c.id = m.client_id"
+                " WHERE m.mailing_id = %s AND m.provider = 'aggregator'",
+                [mailing["id"]],
+            ).fetchall()
+        }
+    assert {m["to"] for m in smsc.messages()} == recorded
