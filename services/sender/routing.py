@@ -46,7 +46,7 @@ from services.sender.store import Claimed, Result
 from shared import metrics
 from shared.domain import best_route
 from shared.domain.end_time import END_REACHED
-from shared.domain.sms_text import segment_count, split_sms
+from shared.domain.sms_text import SmsParts, split_sms
 from shared.domain.statuses import MessageStatus
 from shared.providers import (
     FabriqueProvider,
@@ -322,23 +322,44 @@ class Router:
 
     # --- sending -------------------------------------------------------------------------------
 
-    def order(self, config: ProvidersConfig, code: str) -> list[Slot]:
+    def order(self, config: ProvidersConfig, code: str) -> tuple[list[Slot], bool]:
+        """The route's providers in the order to try them, and whether that order is a best
+        route's ranking (not a scouting pick nor a written order) to check again later."""
         route = config.route_of(code)
         if route is None:
-            return []
+            return [], False
         names = list(route.via)
+        ranked = False
         if route.best:
             names = best_route.choose(names, code, self.rates, rng=self.rng)
-        return [self.slots[n] for n in names if n in self.slots]
+            ranked = names == best_route.rank(list(route.via), code, self.rates)
+        return [self.slots[n] for n in names if n in self.slots], ranked
 
     async def send(self, c: Claimed, policy: outcome.Policy) -> Result:
         """Send one claimed message by its route; the result to write."""
         tried: list[str] = []
-        for slot in self.order(self.source.current, c.operator_code):
+        slots, ranked = self.order(self.source.current, c.operator_code)
+        parts = split_sms(c.text)
+        while slots:
+            slot = slots.pop(0)
             if self._closing or not slot.can_take():
                 continue
+            if slot.bucket is not None:
+                await slot.bucket.acquire(parts.count)
+                if ranked and slots:
+                    # A best route's choice is made again after the wait: receipts that came
+                    # meanwhile may have ranked another provider first (its turn is then
+                    # taken from its own rate; this one's is left unused).
+                    now_best = max(
+                        [slot, *slots], key=lambda s: self.rates.rate(s.name, c.operator_code)
+                    )
+                    if now_best is not slot and now_best.can_take():
+                        slots.remove(now_best)
+                        slots[:0] = [now_best, slot]
+                        ranked = False
+                        continue
             tried.append(slot.name)
-            result = await self._send_via(slot, c, policy)
+            result = await self._send_via(slot, c, policy, parts)
             if result is not None:
                 return result
         log.info(
@@ -349,14 +370,13 @@ class Router:
         )
         return outcome.released(c, NO_PROVIDER_DELAY_S)
 
-    async def _send_via(self, slot: Slot, c: Claimed, policy: outcome.Policy) -> Result | None:
-        """The result of sending through `slot`, or None when it could not take the message
-        (the next provider of the route should)."""
+    async def _send_via(
+        self, slot: Slot, c: Claimed, policy: outcome.Policy, parts: SmsParts
+    ) -> Result | None:
+        """The result of sending through `slot` (its rate already waited for), or None when it
+        could not take the message (the next provider of the route should)."""
         if slot.fabrique is not None:
             return await self._fabrique(slot, c, policy)
-        parts = split_sms(c.text) if slot.smpp is not None else None
-        if slot.bucket is not None:
-            await slot.bucket.acquire(parts.count if parts else segment_count(c.text))
         now = time.monotonic()
         unsent = outcome.before_request(c, now=now, policy=policy)
         if unsent is not None:
@@ -411,8 +431,6 @@ class Router:
 
     async def _fabrique(self, slot: Slot, c: Claimed, policy: outcome.Policy) -> Result | None:
         assert slot.fabrique is not None
-        if slot.bucket is not None:
-            await slot.bucket.acquire()
         now = time.monotonic()
         unsent = outcome.before_request(c, now=now, policy=policy)
         if unsent is not None:

@@ -33,6 +33,8 @@ log = structlog.get_logger("sender")
 
 __all__ = ["Sender", "claim_budget", "prefetch_jobs"]
 
+BIND_WAIT_S = 3.0
+
 
 def prefetch_jobs(settings: SenderSettings) -> int:
     """The broker's prefetch count: PREFETCH messages in jobs of MESSAGES_PER_JOB, but no more
@@ -83,6 +85,12 @@ class Sender:
         return self.topology
 
     async def setup(self) -> None:
+        if self.router is not None:
+            # The providers before the first job: binds up (or given a few seconds), so the
+            # first messages are not failed over or held only because a bind was still coming.
+            await self.router.start()
+            if not await self.router.wait_bound(BIND_WAIT_S):
+                log.warning("smpp binds not all up yet; their routes fail over meanwhile")
         channel = await self.connection.channel(publisher_confirms=True)
         # PREFETCH counts messages; the broker counts jobs.
         await channel.set_qos(prefetch_count=prefetch_jobs(self.settings))
@@ -97,8 +105,6 @@ class Sender:
         await self._start_consuming()
 
     async def run(self) -> None:
-        if self.router is not None:
-            await self.router.start()
         self._tasks = [
             asyncio.create_task(self.intake.run(), name="batcher"),
             asyncio.create_task(self._watch_breaker(), name="breaker"),

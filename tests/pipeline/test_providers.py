@@ -12,14 +12,34 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from pydantic import SecretStr
 
+from scripts.kannel import Kannel, KannelAccount, running_kannel
+from services.sender.kannel import parse_callback
+from shared.db import create_engine, create_session_factory
+from shared.providers import KannelProvider
+from shared.receipts import Receipt, apply_receipts
+from shared.settings import BaseServiceSettings
 from tests.pipeline.conftest import Pipeline
-from tests.support.smsc import PASSWORD, SYSTEM_ID, Smsc, running_smsc
+from tests.support import database
+from tests.support.rig.processes import free_port
+from tests.support.smsc import (
+    KANNEL_PASSWORD,
+    KANNEL_SYSTEM_ID,
+    PASSWORD,
+    SECOND_PASSWORD,
+    SECOND_SYSTEM_ID,
+    SYSTEM_ID,
+    Smsc,
+    running_smsc,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.pipeline
 
 MAX_TPS = 40
+KANNEL_USERNAME, KANNEL_WEB_PASSWORD, CALLBACK_SECRET = "mailing", "kannel-secret", "cb-secret"
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +289,195 @@ async def test_max_tps_is_shared_by_two_senders(
     assert stats["max_per_second"] <= MAX_TPS * 1.1, stats["per_second"]
     # The capacity is used: the busiest seconds come close to max_tps.
     assert stats["max_per_second"] >= MAX_TPS * 0.8, stats["per_second"]
+
+
+async def test_best_route_sends_most_to_the_provider_that_delivers(
+    pipeline: Pipeline, smsc: Smsc, tmp_path: Path
+) -> None:
+    pipeline.seed_clients(400, operator_code="900")
+    smsc.faults(
+        receipt_delay_ms=20,
+        undelivered_ratio_by_account={SYSTEM_ID: 0.02, SECOND_SYSTEM_ID: 0.8},
+    )
+    path = tmp_path / "providers.yaml"
+    path.write_text(
+        f"""
+providers:
+  - name: good
+    kind: smpp
+    host: 127.0.0.1
+    port: {smsc.port}
+    system_id: {SYSTEM_ID}
+    password: {PASSWORD}
+    source_addr: MAILING
+    max_tps: 100
+  - name: poor
+    kind: smpp
+    host: 127.0.0.1
+    port: {smsc.port}
+    system_id: {SECOND_SYSTEM_ID}
+    password: {SECOND_PASSWORD}
+    source_addr: MAILING
+    max_tps: 100
+routes:
+  - operators: ["*"]
+    via: best [poor, good]   # written worse first: the receipts must reorder them
+"""
+    )
+    await pipeline.start(providers_file=path)
+
+    async def bound() -> bool:
+        return smsc.bound(SYSTEM_ID) > 0 and smsc.bound(SECOND_SYSTEM_ID) > 0
+
+    await wait_until(bound, timeout=30, message="both accounts bound")
+    mailing = await pipeline.create_mailing(text="Sale today")
+    counts = await pipeline.wait_terminal(mailing["id"], 400, timeout=90)
+    assert set(counts) <= {"delivered", "undelivered", "sent"}
+    by = by_provider(pipeline, mailing["id"])
+    good = sum(n for (p, _), n in by.items() if p == "good")
+    poor = sum(n for (p, _), n in by.items() if p == "poor")
+    assert good + poor == 400
+    assert good > poor, by
+    assert poor > 0, "the other provider keeps a scouting share"
+    # Once receipts are in, the traffic follows them: of the last half sent, nearly all went
+    # to the provider that delivers (the rest: the 5 % scouting share).
+    with pipeline.db() as conn:
+        last = conn.execute(
+            "SELECT provider FROM message WHERE mailing_id = %s ORDER BY sent_at DESC LIMIT 200",
+            [mailing["id"]],
+        ).fetchall()
+    assert sum(p == "good" for (p,) in last) >= 0.85 * 200, by
+
+
+@pytest.fixture(scope="module")
+def kannel(smsc_process: Smsc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kannel]:
+    account = KannelAccount(
+        "127.0.0.1",
+        smsc_process.port,
+        KANNEL_SYSTEM_ID,
+        KANNEL_PASSWORD,
+        KANNEL_USERNAME,
+        KANNEL_WEB_PASSWORD,
+    )
+    with running_kannel(account, tmp_path_factory.mktemp("kannel")) as rig:
+        yield rig
+
+
+async def test_kannel_route_sends_through_the_gateway_and_its_receipts_settle(
+    pipeline: Pipeline, smsc: Smsc, kannel: Kannel, tmp_path: Path
+) -> None:
+    """Operator 905 through Kannel (in front of the simulator). Kannel's receipts come to a
+    stand-in of the api's receipt endpoint here, which checks them (`parse_callback`) and
+    stores them with `shared.receipts.apply_receipts`, as the endpoint does."""
+    pipeline.seed_clients(30, operator_code="905")
+    port = free_port()
+    provider = KannelProvider(
+        name="gateway",
+        url=kannel.sendsms_url,
+        username=KANNEL_USERNAME,
+        password=SecretStr(KANNEL_WEB_PASSWORD),
+        source_addr="MAILING",
+        callback_base_url=f"http://127.0.0.1:{port}",
+        callback_secret=SecretStr(CALLBACK_SECRET),
+    )
+    engine = create_engine(
+        BaseServiceSettings(database_url=database.sqlalchemy_url(pipeline.db_name), db_pool_size=2)
+    )
+    sessions = create_session_factory(engine)
+
+    async def receipt(request: web.Request) -> web.Response:
+        found = parse_callback(provider, dict(request.query))
+        if found is None or request.match_info["provider"] != provider.name:
+            return web.Response(status=403)
+        if found.final:
+            async with sessions() as session:
+                await apply_receipts(
+                    session, [Receipt(found.provider, found.message_id, found.delivered)]
+                )
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/receipts/kannel/{provider}", receipt)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        path = tmp_path / "providers.yaml"
+        path.write_text(
+            f"""
+providers:
+  - name: stub
+    kind: fabrique
+    url: {pipeline.stub.url}
+    token: stub-token
+  - name: gateway
+    kind: kannel
+    url: {kannel.sendsms_url}
+    username: {KANNEL_USERNAME}
+    password: {KANNEL_WEB_PASSWORD}
+    callback_secret: {CALLBACK_SECRET}
+    source_addr: MAILING
+    callback_base_url: http://127.0.0.1:{port}
+routes:
+  - operators: ["905"]
+    via: [gateway, stub]
+  - operators: ["*"]
+    via: [stub]
+"""
+        )
+
+        async def bound() -> bool:
+            return smsc.bound(KANNEL_SYSTEM_ID) >= 1
+
+        await wait_until(bound, timeout=30, message="Kannel bound to the simulator")
+        await pipeline.start(providers_file=path)
+        mailing = await pipeline.create_mailing(text="Привет из шлюза")
+
+        async def delivered() -> bool:
+            return pipeline.message_counts(mailing["id"]).get("delivered") == 30
+
+        await wait_until(delivered, timeout=60, message="30 delivered through Kannel")
+        with pipeline.db() as conn:
+            rows = conn.execute(
+                "SELECT id, provider, provider_message_id FROM message WHERE mailing_id = %s",
+                [mailing["id"]],
+            ).fetchall()
+        # Kannel's receipts come back by our id: it is the provider's id for the message.
+        assert {(p, pid == str(i)) for i, p, pid in rows} == {("gateway", True)}
+        assert not pipeline.deliveries()
+        assert {m["to"] for m in smsc.messages()} == {f"79{n:09d}" for n in range(1, 31)}
+        counters_agree(pipeline, mailing["id"])
+    finally:
+        await runner.cleanup()
+        await engine.dispose()
+
+
+async def test_sigterm_drains_the_window_then_unbinds(
+    pipeline: Pipeline, smsc: Smsc, tmp_path: Path
+) -> None:
+    pipeline.seed_clients(300, operator_code="900")
+    smsc.faults(response_delay_ms=400)  # submits stay outstanding a while
+    path = providers_file(tmp_path / "providers.yaml", smsc, pipeline.stub.url)
+    (sender,) = (await pipeline.start(providers_file=path))[1:]
+    mailing = await pipeline.create_mailing(text="Sale today")
+
+    async def outstanding() -> bool:
+        return int(smsc.stats()["submits"]) >= 20
+
+    await wait_until(outstanding, timeout=30, message="submits under way")
+    sender.terminate()
+    assert sender.wait_stopped(timeout=30) == 0
+    stats = smsc.stats()
+    assert stats["unbinds"] >= 1, stats
+    # Every submit the SMSC took was answered before the unbind and its result written: the
+    # messages it holds are all recorded as sent by the aggregator (none left unknown).
+    with pipeline.db() as conn:
+        recorded = {
+            phone
+            for (phone,) in conn.execute(
+                "SELECT c.phone FROM message m JOIN client c ON c.id = m.client_id"
+                " WHERE m.mailing_id = %s AND m.provider = 'aggregator'",
+                [mailing["id"]],
+            ).fetchall()
+        }
+    assert {m["to"] for m in smsc.messages()} == recorded
