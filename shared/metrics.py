@@ -133,3 +133,20 @@ PROVIDER_DELIVERIES = Counter(
     "deliver_sm received over SMPP: receipts by outcome, replies, unreadable ones",
     ["provider", "kind"],
 )
+RECEIPTS = Counter(
+    "mailing_receipts_total",
+    "Delivery receipts stored (shared/receipts.py): matched to a sent message (at once or from"
+    " the pending ones), early (kept until their message is known), duplicate (their message"
+    " had its receipt already), unknown (no message after the hold: dropped)",
+    ["provider", "outcome"],
+)
+REPLIES = Counter(
+    "mailing_replies_total",
+    "Texts from phones stored (shared/replies.py); kind stop: an exact stop word that opted out",
+    ["provider", "kind"],
+)
+PROVIDER_RATE_SHARE = Gauge(
+    "mailing_provider_rate_share",
+    "This sender's share of a provider's max_tps (max_tps / live senders), messages per second",
+    ["provider"],
+)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -187,6 +188,10 @@ class Message(Base):
     queued_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
     sent_at: Mapped[datetime | None] = mapped_column(TimestampTZ)
     updated_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    # Which provider took it and that provider's id for it (migration 0015): receipts are
+    # matched by both. A long SMPP text: its first part's SMSC id (shared/receipts.py).
+    provider: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("mailing_id", "client_id"),
@@ -200,6 +205,14 @@ class Message(Base):
         ),
         Index("ix_message_mailing_id_status_id", "mailing_id", "status", "id"),
         Index("ix_message_mailing_id_id", "mailing_id", "id"),
+        # The last hour's outcomes per provider (GET /api/v1/providers, migration 0016).
+        Index(
+            "ix_message_provider_recent",
+            "updated_at",
+            postgresql_where=sql(
+                "provider IS NOT NULL AND status IN ('sent', 'delivered', 'undelivered')"
+            ),
+        ),
         # What the scheduler leases next: pending messages whose time has come.
         Index(
             "ix_message_due",
@@ -218,6 +231,12 @@ class Message(Base):
             "ix_message_client_id_open",
             "client_id",
             postgresql_where=sql(f"status IN ({OPEN_STATUSES_SQL})"),
+        ),
+        # Receipts find their message by the provider's id.
+        Index(
+            "ix_message_provider_message_id",
+            "provider_message_id",
+            postgresql_where=sql("provider_message_id IS NOT NULL"),
         ),
         {"postgresql_partition_by": "RANGE (mailing_id)"},
     )
@@ -402,6 +421,57 @@ class ProviderStatus(Base):
     instance: Mapped[str] = mapped_column(Text, primary_key=True)  # host:pid of the sender
     breaker_state: Mapped[str] = mapped_column(Text)  # closed | half_open | open
     reason: Mapped[str] = mapped_column(Text, server_default="")
+    reported_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+
+
+class MessageReceiptPending(Base):
+    """A delivery receipt whose message is not known (yet): it came before the sender wrote
+    the provider's id, or for an id never sent. `shared.receipts.match_pending` applies it
+    once the message is known, or drops it as unknown after a while (migration 0015)."""
+
+    __tablename__ = "message_receipt_pending"
+
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    provider_message_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    delivered: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+
+
+class MessageReply(Base):
+    """A text from a phone (an SMPP deliver_sm that is not a receipt), migration 0015. The
+    client is the live client with that phone, the mailing that client's latest message's;
+    `stop`: the text was exactly a stop word and opted the client out."""
+
+    __tablename__ = "message_reply"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    provider: Mapped[str] = mapped_column(Text)
+    phone: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
+    client_id: Mapped[int | None] = mapped_column(BigInteger)
+    mailing_id: Mapped[int | None] = mapped_column(BigInteger)
+    stop: Mapped[bool] = mapped_column(Boolean, server_default=false())
+
+    __table_args__ = (Index("ix_message_reply_mailing_id_id", "mailing_id", "id"),)
+
+
+class ProviderState(Base):
+    """Each sender replica's view of each provider (binds, breaker, rate), reported every few
+    seconds (shared/provider_state.py, migration 0016), for GET /api/v1/providers."""
+
+    __tablename__ = "provider_state"
+
+    instance: Mapped[str] = mapped_column(Text, primary_key=True)  # host:pid of the sender
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    can_take: Mapped[bool] = mapped_column(Boolean)
+    binds_up: Mapped[int | None] = mapped_column(Integer)  # smpp only
+    binds: Mapped[int | None] = mapped_column(Integer)
+    breaker_state: Mapped[str] = mapped_column(Text, server_default="closed")
+    reason: Mapped[str] = mapped_column(Text, server_default="")
+    rate: Mapped[float] = mapped_column(Float, server_default="0")  # messages/s it sends there
     reported_at: Mapped[datetime] = mapped_column(TimestampTZ, server_default=func.now())
 
 

@@ -81,6 +81,17 @@ class ApiSettings(BaseServiceSettings):
 
     # The providers the api shows and takes Kannel receipts for (docs/PROVIDERS.md).
     providers_file: Path | None = None
+    # Replies through Kannel's sms-service that opt a client out (as the sender's STOP_WORDS).
+    stop_words: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["STOP", "СТОП", "ОТПИСКА"]
+    )
+
+    @field_validator("stop_words", mode="before")
+    @classmethod
+    def _split_stop_words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("api_tokens", mode="before")
     @classmethod
@@ -231,6 +242,23 @@ class SenderSettings(BaseServiceSettings):
     # sender's messages stall: must exceed twice the timeout (a claimed message may wait for
     # one request ahead of it, then runs its own). Unset: 2 x PROVIDER_TIMEOUT_S + 2 s.
     sending_lease_s: float = Field(2 * 10.0 + SENDING_LEASE_SLACK_S, gt=0)
+    # Replies by SMS that opt a client out: exactly one of these, case and spaces ignored.
+    stop_words: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["STOP", "СТОП", "ОТПИСКА"]
+    )
+    # Receipts that came before their message's provider id was written wait this long for it,
+    # then count as unknown; `match_pending` runs every RECEIPT_MATCH_INTERVAL_S.
+    receipt_hold_s: float = Field(3600.0, gt=0)
+    receipt_match_interval_s: float = Field(2.0, gt=0)
+    # max_tps is shared among the senders whose provider_status heartbeat is this recent.
+    sender_heartbeat_ttl_s: float = Field(6.0, gt=0)
+
+    @field_validator("stop_words", mode="before")
+    @classmethod
+    def _split_words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("retry_delays_s", mode="before")
     @classmethod

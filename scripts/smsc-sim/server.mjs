@@ -86,6 +86,7 @@ function resetState() {
   stats = {
     binds: 0,
     bind_failures: 0,
+    unbinds: 0, // unbind requests from clients (a graceful close)
     submits: 0,
     messages: 0,
     parts: 0,
@@ -355,6 +356,7 @@ const server = smpp.createServer((session) => {
   session.on('bind_receiver', (pdu) => onBind(session, pdu, 'receiver'));
   session.on('enquire_link', (pdu) => session.send(pdu.response()));
   session.on('unbind', (pdu) => {
+    stats.unbinds += 1;
     session.bound = false;
     session.send(pdu.response(), () => session.close());
   });

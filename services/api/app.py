@@ -34,6 +34,10 @@ from services.api.mailings.router import router as mailings_router
 from services.api.mailings.test_send import router as test_send_router
 from services.api.observability import RequestObservability
 from services.api.openapi import operation_id
+from services.api.providers import metrics as provider_metrics
+from services.api.providers.router import router as providers_router
+from services.api.providers.state import ApiProviders
+from services.api.receipts import router as receipts_router
 from services.api.swagger import docs_router
 from services.api.ui import mount_console
 from shared import tracing
@@ -68,6 +72,12 @@ def create_app(
         app.state.session_factory = create_session_factory(engine)
         if isinstance(publisher, AmqpEvents):
             await publisher.start()
+        # The delivery-rate gauges of the MailingProviderDeliveryRateLow alert.
+        gauges = asyncio.create_task(
+            provider_metrics.keep_fresh(
+                app.state.session_factory, lambda: app.state.providers.current.providers
+            )
+        )
         pruning = None
         if settings.audit_retention_days is not None:
             pruning = asyncio.create_task(
@@ -81,6 +91,9 @@ def create_app(
             yield
         finally:
             await app.state.import_tasks.close()
+            gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauges
             if pruning is not None:
                 pruning.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -106,6 +119,8 @@ def create_app(
     app.state.import_tasks = ImportTasks()
     app.state.bulk_slots = BulkSlots(settings.bulk_limit)
     app.state.failed_auth = FailedAuthLimiter(settings.auth_failures_per_minute)
+    # PROVIDERS_FILE: an invalid file stops the api here, as it stops the sender.
+    app.state.providers = ApiProviders(settings)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(docs_router(title=app.title, openapi_url=app.openapi_url or ""))
@@ -117,6 +132,9 @@ def create_app(
     app.include_router(resend_router, prefix="/api/v1")
     app.include_router(test_send_router, prefix="/api/v1")
     app.include_router(audit_router, prefix="/api/v1")
+    app.include_router(providers_router, prefix="/api/v1")
+    # No bearer token: the gateway proves a receipt by its dlr-url's signature.
+    app.include_router(receipts_router, prefix="/api/v1")
     mount_console(app, settings)
     app.add_middleware(
         BodySizeLimit,

@@ -11,12 +11,14 @@ import uvloop
 
 from services.sender.breaker import State
 from services.sender.provider import ProviderClient, TokenSource
+from services.sender.routing import Router
 from services.sender.service import Sender
 from shared import tracing
 from shared.db import create_engine, create_session_factory, database_ready
 from shared.logging import configure_logging
 from shared.messaging import RECONNECT_INTERVAL_S
 from shared.ops_server import start_ops_server
+from shared.providers import providers_source
 from shared.settings import SenderSettings
 
 log = structlog.get_logger("sender")
@@ -40,7 +42,14 @@ async def main() -> None:
         timeout_s=settings.provider_timeout_s,
         max_connections=settings.max_connections,
     )
-    sender = Sender(settings, create_session_factory(engine), connection, provider)
+    sessions = create_session_factory(engine)
+    # PROVIDERS_FILE: routes and providers of every kind; without it, today's one provider.
+    router = (
+        Router(settings, providers_source(settings), sessions)
+        if settings.providers_file is not None
+        else None
+    )
+    sender = Sender(settings, sessions, connection, provider, router)
     await sender.setup()
 
     async def readiness() -> dict[str, bool]:

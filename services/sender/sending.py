@@ -14,6 +14,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 
 import structlog
 from aiolimiter import AsyncLimiter
@@ -27,10 +28,12 @@ from services.sender.intake import Message, finish
 from services.sender.limit import ConcurrencyLimit
 from services.sender.provider import Outcome, ProviderClient, SendResult
 from services.sender.results import ResultWriter
+from services.sender.routing import Router
 from shared import metrics, tracing
 from shared.domain.retry import JITTER
 from shared.domain.statuses import MessageStatus
 from shared.messaging import Job, Topology, delay_ms, jobs_message, packed, publish_many
+from shared.providers import DEFAULT_NAME
 from shared.settings import SenderSettings
 
 log = structlog.get_logger("sender")
@@ -55,10 +58,14 @@ class ClaimAndSend:
         sessions: async_sessionmaker[AsyncSession],
         provider: ProviderClient,
         topology: Topology | None = None,
+        router: Router | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.provider = provider
+        # PROVIDERS_FILE: each message by its route (services.sender.routing), each provider
+        # with its own breaker; this one's breaker then stays closed.
+        self.router = router
         self.topology = topology
         self.policy = outcome.Policy.from_settings(settings)
         self.breaker = Breaker(
@@ -204,6 +211,9 @@ class ClaimAndSend:
         await asyncio.gather(*(send_and_finish(m) for m in sending))
 
     async def _send_one(self, m: Message) -> store.Result:
+        if self.router is not None:
+            # Each provider bounds its own requests (an SMPP window, the curl pool).
+            return await self._send_now(m)
         # Wait for a connection here, not in the HTTP pool, so the end-time check below is made
         # when the request really starts.
         await self.connections.acquire()
@@ -222,6 +232,8 @@ class ClaimAndSend:
         if stopped is not None:
             metrics.JOBS_DROPPED.labels(stopped).inc()
             return outcome.stopped(c, stopped)
+        if self.router is not None:
+            return await self.router.send(c, self.policy)
         if self.limiter is not None:
             await self.limiter.acquire()
         now = time.monotonic()
@@ -259,6 +271,9 @@ class ClaimAndSend:
                 "lease_lapsing" if result.why == "lease_lapsing" else "not_written"
             ).inc()
         self._log(m, answer, result, latency_ms)
+        if result.status is S.SENT:
+            # The one `default` provider; its id for the message is ours.
+            return replace(result, provider=DEFAULT_NAME, provider_message_id=str(c.message_id))
         return result
 
     def _request_span(self, m: Message) -> tracing.SpanScope:

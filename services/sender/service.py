@@ -22,6 +22,7 @@ from services.sender.breaker import Breaker, State
 from services.sender.dead_letters import DeadLetters
 from services.sender.intake import Intake
 from services.sender.provider import ProviderClient
+from services.sender.routing import Router
 from services.sender.sending import ClaimAndSend, claim_budget
 from shared import metrics
 from shared.loop_lag import LoopLag
@@ -31,6 +32,8 @@ from shared.settings import SenderSettings
 log = structlog.get_logger("sender")
 
 __all__ = ["Sender", "claim_budget", "prefetch_jobs"]
+
+BIND_WAIT_S = 3.0
 
 
 def prefetch_jobs(settings: SenderSettings) -> int:
@@ -49,13 +52,15 @@ class Sender:
         session_factory: async_sessionmaker[AsyncSession],
         connection: AbstractRobustConnection,
         provider: ProviderClient,
+        router: Router | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = session_factory
         self.connection = connection
         self.provider = provider
+        self.router = router
         self.topology: Topology | None = None
-        self.sending = ClaimAndSend(settings, session_factory, provider)
+        self.sending = ClaimAndSend(settings, session_factory, provider, router=router)
         self.dead_letters = DeadLetters(
             session_factory, self._topology, margin_s=settings.end_safety_margin_s
         )
@@ -80,6 +85,12 @@ class Sender:
         return self.topology
 
     async def setup(self) -> None:
+        if self.router is not None:
+            # The providers before the first job: binds up (or given a few seconds), so the
+            # first messages are not failed over or held only because a bind was still coming.
+            await self.router.start()
+            if not await self.router.wait_bound(BIND_WAIT_S):
+                log.warning("smpp binds not all up yet; their routes fail over meanwhile")
         channel = await self.connection.channel(publisher_confirms=True)
         # PREFETCH counts messages; the broker counts jobs.
         await channel.set_qos(prefetch_count=prefetch_jobs(self.settings))
@@ -108,6 +119,9 @@ class Sender:
         """Stop taking jobs, finish the batches in hand; unacked jobs return to the queue."""
         await self._stop_consuming()
         await self.intake.drain(self.settings.provider_timeout_s + 5)
+        if self.router is not None:
+            # The windows drain (the batches above are done), then every bind unbinds.
+            await self.router.close(self.settings.provider_timeout_s)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

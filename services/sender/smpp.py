@@ -697,14 +697,16 @@ class SmppClient:
         source = _address(self.provider.source_addr, source=True)
         target = _address(destination, source=False)
 
-        def submit_sm(body: bytes, part_text: str) -> SubmitSm:
+        def submit_sm(body: bytes, part_text: str, first: bool) -> SubmitSm:
             submit = SubmitSm(
                 short_message=part_text or " ",  # for aiosmpplib's checks and logs only
                 source=source,
                 destination=target,
                 esm_class=ESM_UDHI if multipart else 0,
                 validity_period=valid_until,
-                registered_delivery=1,  # a receipt for every part
+                # A receipt for the first part only (as Kannel asks): the message is known by
+                # that part's id, one receipt per message (shared/receipts.py).
+                registered_delivery=1 if first else 0,
                 encoding="ucs2" if sms.encoding == "UCS-2" else None,  # None: data_coding 0
                 auto_message_payload=True,  # never used: the part is encoded already
             )
@@ -713,8 +715,12 @@ class SmppClient:
 
         answers = await asyncio.gather(
             *(
-                self._submit_part(bind, functools.partial(submit_sm, body, part_text), multipart)
-                for body, part_text in zip(sms.short_messages(reference), sms.texts, strict=True)
+                self._submit_part(
+                    bind, functools.partial(submit_sm, body, part_text, index == 0), multipart
+                )
+                for index, (body, part_text) in enumerate(
+                    zip(sms.short_messages(reference), sms.texts, strict=True)
+                )
             )
         )
         ids = tuple(detail for outcome, _, detail in answers if outcome == SubmitOutcome.ACCEPTED)

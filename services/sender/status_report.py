@@ -22,7 +22,9 @@ from shared.models import ProviderStatus
 
 log = structlog.get_logger("sender.status")
 
-REPORT_EVERY_S = 10.0
+# Also the heartbeat that shares each provider's max_tps among the live senders
+# (services.sender.routing): well under SENDER_HEARTBEAT_TTL_S.
+REPORT_EVERY_S = 2.0
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 

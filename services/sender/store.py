@@ -98,7 +98,9 @@ CLAIM = text(f"""
             END AS next_status,
             {_NEXT_OPEN} AS next_open, {_OPTED_OUT_ANY} AS opted_out, {_CANCELLED} AS stopped,
             coalesce(m.phone, c.phone) AS phone, mg.text,
-            {seconds_to_end_sql(_END_AT)} AS seconds_to_end
+            {seconds_to_end_sql(_END_AT)} AS seconds_to_end,
+            -- The route key (PROVIDERS_FILE); a test send: the code of its phone.
+            coalesce(c.operator_code, substr(m.phone, 2, 3)) AS operator_code
         FROM message m
         JOIN job ON job.id = m.id AND job.token = m.token
         JOIN mailing mg ON mg.id = m.mailing_id
@@ -124,7 +126,7 @@ CLAIM = text(f"""
     FROM target t
     WHERE m.id = t.id AND {_OF_MAILINGS}
     RETURNING m.id, t.job_token AS token, m.status, m.mailing_id, m.client_id, m.attempts,
-              t.phone, t.text, t.seconds_to_end, m.is_test
+              t.phone, t.text, t.seconds_to_end, m.is_test, t.operator_code
 """)
 
 # `sent` is a fact and lands on any message not sent or failed (DELIVERY_LANDS_ON); every
@@ -133,8 +135,9 @@ WRITE_RESULTS = text(f"""
     WITH r AS (
         SELECT * FROM unnest(
             CAST(:ids AS bigint[]), CAST(:tokens AS bigint[]), CAST(:statuses AS text[]),
-            CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:attempted AS int[])
-        ) AS r(id, token, status, error, delay_s, attempted)
+            CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:attempted AS int[]),
+            CAST(:providers AS text[]), CAST(:provider_ids AS text[])
+        ) AS r(id, token, status, error, delay_s, attempted, provider, provider_message_id)
         ORDER BY id
     )
     UPDATE message m SET
@@ -147,6 +150,10 @@ WRITE_RESULTS = text(f"""
         attempts = m.attempts + r.attempted,
         last_error = coalesce(r.error, m.last_error),
         sent_at = CASE WHEN r.status = {sql(S.SENT)} THEN now() ELSE m.sent_at END,
+        -- Who took it and their id for it (receipts match by both); kept when not sent.
+        provider = CASE WHEN r.status = {sql(S.SENT)} THEN r.provider ELSE m.provider END,
+        provider_message_id = CASE WHEN r.status = {sql(S.SENT)} THEN r.provider_message_id
+                                   ELSE m.provider_message_id END,
         updated_at = now()
     FROM r
     WHERE m.id = r.id AND {_OF_MAILINGS}
@@ -211,6 +218,7 @@ class Claimed:
     )
     claimed_at: float  # time.monotonic() when the claim was sent (before the database's now())
     is_test: bool = False
+    operator_code: str = ""  # the client's (a test send: its phone's), for the route
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +231,10 @@ class Result:
     delay_s: float = 0.0
     attempted: int = 1
     why: str = ""  # for logs and metrics only: which branch of the outcome policy
+    # A sent message: the provider that took it and its id there (a long SMPP text: the first
+    # part's). Without PROVIDERS_FILE: `default` and our own id.
+    provider: str | None = None
+    provider_message_id: str | None = None
 
 
 # The two statements of every micro-batch (the claim, the result write) go to psycopg directly,
@@ -283,6 +295,7 @@ async def claim(
             float(r.seconds_to_end),
             now,
             r.is_test,
+            r.operator_code or "",
         )
         for r in rows
     ]
@@ -304,6 +317,8 @@ async def write_results(
             "errors": [r.error for r in results],
             "delays": [r.delay_s for r in results],
             "attempted": [r.attempted for r in results],
+            "providers": [r.provider for r in results],
+            "provider_ids": [r.provider_message_id for r in results],
             "mailing_ids": sorted({r.mailing_id for r in results}),
             "lease": lease_s,
         },

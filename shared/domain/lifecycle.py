@@ -17,6 +17,8 @@
     sweep        open, not held by a sender  -> cancelled | expired   scheduler.sweep
     opt-out      open, not held by a sender  -> cancelled        api.clients.optout
                  (a client's delete too: the same statement, without the reason)
+    receipt      sent                        -> delivered | undelivered   shared.receipts
+                 (a provider's delivery receipt, matched by its message id)
     retry failed failed                      -> pending          api.mailings.resend
                  (an admin's explicit resend: the one way out of a terminal status)
     test send    (none)                      -> pending          api.mailings.test_send
@@ -60,6 +62,7 @@ class Mover(StrEnum):
     TEST_SEND = "test send"
     TEST_LEASE = "test lease"
     UNPUBLISHED = "unpublished"
+    RECEIPT = "receipt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,9 @@ MOVES: tuple[Move, ...] = (
     _move(Mover.TEST_LEASE, (S.PENDING, *REAPABLE), [S.QUEUED]),
     # A lease whose job the broker refused goes back at once, not when its lease lapses.
     _move(Mover.UNPUBLISHED, [S.QUEUED], [S.PENDING]),
+    # A delivery receipt: only a `sent` message (one receipt counts once; a second finds it
+    # delivered already and changes nothing).
+    _move(Mover.RECEIPT, [S.SENT], [S.DELIVERED, S.UNDELIVERED]),
 )
 
 # What a sender's result may say about a message it held.

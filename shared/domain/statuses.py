@@ -24,10 +24,21 @@ class MessageStatus(StrEnum):
     FAILED = "failed"  # the provider refused it for good, or retries ran out
     EXPIRED = "expired"  # the mailing's end time came before it could be sent
     CANCELLED = "cancelled"  # its mailing or client was deleted
+    # After `sent`, from the provider's delivery receipt (SMPP, Kannel; the fabrique kind has
+    # none, so its messages stay `sent`): `sent` means "accepted, receipt not yet in".
+    DELIVERED = "delivered"  # the receipt says the phone got it
+    UNDELIVERED = "undelivered"  # the receipt says it was not delivered (expired, rejected…)
 
 
 MESSAGE_TERMINAL_STATUSES = frozenset(
-    {MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.EXPIRED, MessageStatus.CANCELLED}
+    {
+        MessageStatus.SENT,
+        MessageStatus.FAILED,
+        MessageStatus.EXPIRED,
+        MessageStatus.CANCELLED,
+        MessageStatus.DELIVERED,
+        MessageStatus.UNDELIVERED,
+    }
 )
 MESSAGE_OPEN_STATUSES = tuple(s for s in MessageStatus if s not in MESSAGE_TERMINAL_STATUSES)
 MAILING_FINAL_STATUSES = frozenset({MailingStatus.COMPLETED, MailingStatus.CANCELLED})

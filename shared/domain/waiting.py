@@ -12,7 +12,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from shared.domain.send_window import SendWindow, is_window_open, next_window_open
-from shared.domain.statuses import MailingStatus, MessageStatus
+from shared.domain.statuses import MESSAGE_TERMINAL_STATUSES, MailingStatus, MessageStatus
 
 
 class WaitReason(StrEnum):
@@ -43,9 +43,7 @@ def message_wait(
     now: datetime,
 ) -> Wait | None:
     """Why a message is not delivered yet; None for a message that no longer waits."""
-    if status in (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.EXPIRED):
-        return None
-    if status is MessageStatus.CANCELLED:
+    if status in MESSAGE_TERMINAL_STATUSES:  # sent, delivered, undelivered, failed, …
         return None
     if mailing_status is MailingStatus.PAUSED:
         return Wait(WaitReason.PAUSED)

@@ -26,6 +26,8 @@ MESSAGE_STATUSES = (
     "failed",
     "expired",
     "cancelled",
+    "delivered",
+    "undelivered",
 )
 MAILING_STATUSES = ("scheduled", "awaiting_approval", "running", "paused", "completed", "cancelled")
 

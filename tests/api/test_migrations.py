@@ -26,6 +26,9 @@ APP_TABLES = {
     "console_session",
     "provider_status",
     "client_contact",
+    "message_receipt_pending",
+    "message_reply",
+    "provider_state",
 }
 
 

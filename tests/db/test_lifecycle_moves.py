@@ -19,6 +19,7 @@ from services.api.mailings import resend, test_send
 from services.api.principal import Actor, Role
 from services.scheduler import fanout, leasing, sweep
 from services.sender import store
+from shared import receipts
 from shared.db import create_engine, create_session_factory
 from shared.domain.lifecycle import Mover, movers
 from shared.domain.statuses import MessageStatus
@@ -228,6 +229,20 @@ async def test_every_status_change_is_a_move_of_the_lifecycle_table(
             db.status(m)
             for (m,) in db.execute("SELECT id FROM message WHERE client_id = %s", [client])
         } == {S.CANCELLED}
+
+    # Delivery receipts: sent messages delivered and undelivered, matched by the provider's id.
+    receipted = db.mailing()
+    for i in range(2):
+        db.execute(
+            "UPDATE message SET provider = 'agg', provider_message_id = %s WHERE id = %s",
+            [f"r{i}", db.message(receipted, status=S.SENT)],
+        )
+    await run(
+        Mover.RECEIPT,
+        lambda s: receipts.apply_receipts(
+            s, [receipts.Receipt("agg", "r0", True), receipts.Receipt("agg", "r1", False)]
+        ),
+    )
 
     # An admin's retry of the failed messages.
     retried = db.mailing()

@@ -63,7 +63,7 @@ def truncate_all(database: str) -> None:
         conn.execute(
             "TRUNCATE audit_log, client_import_rejection, client_import, message_count_folded,"
             " message_count_delta, message_minute, provider_status, message, mailing, client,"
-            " client_contact"
+            " client_contact, message_receipt_pending, message_reply, provider_state"
             " RESTART IDENTITY CASCADE"
         )
 

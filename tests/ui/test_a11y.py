@@ -29,6 +29,24 @@ def seed(conn: psycopg.Connection) -> dict[str, int]:
     insert_messages(conn, running, clients)
     conn.execute("UPDATE message SET status = 'sent', sent_at = now() WHERE client_id = ANY(%s)",
                  [clients[:26]])  # fmt: skip
+    # Receipts (issue 19): most delivered, a few not, the last ones still awaiting one.
+    conn.execute("UPDATE message SET provider = 'default', provider_message_id = id::text"
+                 " WHERE client_id = ANY(%s)", [clients[:26]])  # fmt: skip
+    conn.execute("UPDATE message SET status = 'delivered' WHERE client_id = ANY(%s)",
+                 [clients[:20]])  # fmt: skip
+    conn.execute("UPDATE message SET status = 'undelivered', last_error = 'UNDELIV err:011'"
+                 " WHERE client_id = ANY(%s)", [clients[20:23]])  # fmt: skip
+    conn.execute(
+        "INSERT INTO message_reply (provider, phone, text, client_id, mailing_id, stop)"
+        " SELECT 'default', phone, t, id, %s, t = 'STOP' FROM client"
+        " JOIN (VALUES (0, 'Спасибо, приду!'), (1, 'STOP')) AS r(n, t) ON client.id = %s + r.n",
+        [running, clients[0]],
+    )
+    conn.execute(
+        "INSERT INTO provider_state (instance, provider, kind, can_take, breaker_state, rate)"
+        " VALUES ('sender-7d9f:1', 'default', 'fabrique', true, 'closed', 41.5),"
+        " ('sender-7d9f:2', 'default', 'fabrique', true, 'closed', 38.0)"
+    )
     conn.execute("UPDATE message SET status = 'failed', attempts = 1, last_error = 'HTTP 400'"
                  " WHERE client_id = ANY(%s)", [clients[26:28]])  # fmt: skip
     conn.execute(
@@ -98,6 +116,7 @@ def pages(ids: dict[str, int]) -> list[str]:
         "/ui/imports",
         f"/ui/imports/{ids['import']}",
         "/ui/audit",
+        "/ui/providers",
     ]
 
 
@@ -144,7 +163,7 @@ async def test_screenshots(
     console_context: ConsoleContext, clean_db: str, locale: str, scheme: str
 ) -> None:
     """docs/screenshots/ (English) and docs/screenshots/ru/: the dashboard, a running mailing,
-    an import with rejected rows and the audit log, light and dark."""
+    an import with rejected rows, the audit log and the providers, light and dark."""
     with database.connect(clean_db) as conn:
         ids = seed(conn)
     folder = SCREENSHOTS if locale.startswith("en") else SCREENSHOTS / "ru"
@@ -165,3 +184,6 @@ async def test_screenshots(
     await page.screenshot(path=folder / f"import-{scheme}.png", full_page=True)
     await page.goto("/ui/audit")
     await page.screenshot(path=folder / f"audit-{scheme}.png", full_page=True)
+    await page.goto("/ui/providers")
+    await page.locator("table.providers").wait_for()
+    await page.screenshot(path=folder / f"providers-{scheme}.png", full_page=True)

@@ -22,6 +22,7 @@ PAGES = [
     "/ui/clients/new",
     "/ui/imports",
     "/ui/audit",
+    "/ui/providers",
 ]
 
 

@@ -27,7 +27,7 @@ def test_who_makes_each_move(before: S | None, after: S, by: set[Mover]) -> None
     assert movers(before, after) == by
 
 
-def test_nothing_leaves_a_terminal_status_but_a_delivery_or_an_admins_retry_of_failed() -> None:
+def test_nothing_leaves_a_terminal_status_but_a_delivery_a_receipt_or_a_retry_of_failed() -> None:
     for status in MESSAGE_TERMINAL_STATUSES:
         for after in S:
             if (status, after) == (S.FAILED, S.PENDING):
@@ -36,6 +36,9 @@ def test_nothing_leaves_a_terminal_status_but_a_delivery_or_an_admins_retry_of_f
                 # The sweep or an opt-out ended it while a request was under way (the sender
                 # had lost its lease): the provider has it, so it is sent.
                 assert movers(status, after) == {Mover.RESULT}
+            elif status is S.SENT and after in (S.DELIVERED, S.UNDELIVERED):
+                # `sent` is "accepted, receipt not yet in": the receipt settles it, once.
+                assert movers(status, after) == {Mover.RECEIPT}
             else:
                 assert not may_follow(status, after), (status, after)
 

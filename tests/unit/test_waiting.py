@@ -48,3 +48,11 @@ def test_retry_paused_scheduled_in_line_and_done() -> None:
     assert wait(status=MessageStatus.SENDING) == Wait(WaitReason.SENDING)
     assert wait(status=MessageStatus.SENT) is None
     assert wait(status=MessageStatus.CANCELLED) is None
+
+
+def test_a_message_with_its_receipt_waits_for_nothing() -> None:
+    """Delivered and undelivered (issue 19) are done, even with the send window closed or
+    the mailing paused."""
+    for status in (MessageStatus.DELIVERED, MessageStatus.UNDELIVERED):
+        assert wait(status=status, window=SendWindow(time(9), time(21))) is None
+        assert wait(status=status, mailing_status=MailingStatus.PAUSED) is None

@@ -10,20 +10,9 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.domain.lifecycle import S, open_not_held_sql, sql
-from shared.domain.opt_out import OPTED_OUT_REASON
-
-
-def cancel_undelivered_sql(client_ids: str, *, reason: str | None = OPTED_OUT_REASON) -> str:
-    """An UPDATE of the undelivered messages of the clients the subquery `client_ids` yields;
-    `reason` (an SQL literal's text, or None to keep the last error) goes to `last_error`."""
-    last_error = f"'{reason}'" if reason is not None else "m.last_error"
-    return f"""
-        UPDATE message m SET status = {sql(S.CANCELLED)}, last_error = {last_error},
-            token = NULL, lease_until = NULL, updated_at = now()
-        WHERE m.client_id IN ({client_ids}) AND {open_not_held_sql("m")}
-    """
-
+# The builder lives in shared.domain.opt_out: an opt-out by SMS reply (shared/replies.py) runs
+# the same statement.
+from shared.domain.opt_out import cancel_undelivered_sql
 
 _OPT_OUT_ONE = text(cancel_undelivered_sql("CAST(:client_id AS bigint)"))
 _DELETE_ONE = text(cancel_undelivered_sql("CAST(:client_id AS bigint)", reason=None))

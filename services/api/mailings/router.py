@@ -6,7 +6,7 @@ from fastapi import Query, Response, status
 
 from services.api.deps import AdminActorDep, EventsDep, SessionDep, SettingsDep
 from services.api.idempotency import key_header
-from services.api.mailings import check, service, stats
+from services.api.mailings import check, delivery, service, stats
 from services.api.mailings.schemas import (
     MailingCheck,
     MailingChecked,
@@ -18,6 +18,7 @@ from services.api.mailings.schemas import (
     MailingStatsDetail,
     MessageOut,
     PreviewOut,
+    ReplyOut,
     StatsPage,
 )
 from services.api.openapi import api_router
@@ -291,9 +292,11 @@ async def clone_mailing(
 
 @router.get("/{mailing_id}/stats", response_model=MailingStatsDetail)
 async def get_mailing_stats(mailing_id: ResourceId, session: SessionDep) -> MailingStatsDetail:
-    """Counts by status, timings, and `waiting`: why undelivered messages wait (the mailing
+    """Counts by status, timings, `waiting`: why undelivered messages wait (the mailing
     is scheduled or paused, the client's send window is closed until a time in their zone,
-    a retry is due later, or they are due now and in line)."""
+    a retry is due later, or they are due now and in line), and `delivery`: the SMSCs'
+    receipts (delivered, undelivered, awaiting one, the delivery rate), in all and per
+    provider and operator code."""
     return await stats.mailing_stats(session, mailing_id)
 
 
@@ -311,4 +314,20 @@ async def list_mailing_messages(
     return Page[MessageOut](
         items=[MessageOut.model_validate(m, from_attributes=True) for m in messages],
         next_after_id=next_after_id([m.id for m in messages], limit),
+    )
+
+
+@router.get("/{mailing_id}/replies", response_model=Page[ReplyOut])
+async def list_mailing_replies(
+    mailing_id: ResourceId,
+    session: SessionDep,
+    limit: Limit = 100,
+    after_id: AfterId = 0,
+) -> Page[ReplyOut]:
+    """SMS the mailing's recipients sent back (MO), oldest first: a reply belongs to the
+    mailing of its client's latest message. `stop` marks an exact stop word (the client was
+    opted out, docs/PROVIDERS.md)."""
+    replies = await delivery.list_replies(session, mailing_id, limit=limit, after_id=after_id)
+    return Page[ReplyOut](
+        items=replies, next_after_id=next_after_id([r.id for r in replies], limit)
     )

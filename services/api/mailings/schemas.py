@@ -384,7 +384,55 @@ class WaitOut(BaseModel):
     detail: str = Field(examples=["send window closed until 09:00 in the client's zone"])
 
 
+class DeliveryCounts(BaseModel):
+    awaiting_receipt: int = Field(description="Accepted by a provider (`sent`), no receipt yet")
+    delivered: int = Field(description="The SMSC's receipt says delivered to the phone")
+    undelivered: int = Field(description="The SMSC's receipt says not delivered (or refused)")
+    delivery_rate: float | None = Field(
+        description="delivered / (delivered + undelivered), 0 to 1; null before any receipt",
+        examples=[0.9667],
+    )
+
+
+class DeliveryGroup(DeliveryCounts):
+    provider: str = Field(description="The provider that took the messages", examples=["gateway"])
+    operator_code: str = Field(description="The clients' operator code", examples=["905"])
+
+
+class DeliveryOut(DeliveryCounts):
+    """Receipts of the mailing's messages, in all and per provider and operator code."""
+
+    by_route: list[DeliveryGroup] = Field(
+        description="Per provider and operator code, for the messages past sending",
+        examples=[
+            [
+                {
+                    "provider": "gateway",
+                    "operator_code": "905",
+                    "awaiting_receipt": 2,
+                    "delivered": 29,
+                    "undelivered": 1,
+                    "delivery_rate": 0.9667,
+                }
+            ]
+        ],
+    )
+
+
+class ReplyOut(BaseModel):
+    """An SMS a recipient sent back (MO) after the mailing's message."""
+
+    id: int
+    received_at: datetime
+    provider: str = Field(examples=["aggregator"])
+    client_id: int | None = Field(description="The live client with that phone, if any")
+    phone: str = Field(examples=["79001234567"])
+    text: str = Field(examples=["STOP"])
+    stop: bool = Field(description="An exact stop word: the client was opted out")
+
+
 class MailingStatsDetail(MailingStats):
+    delivery: DeliveryOut = Field(description="Receipts: delivered, undelivered, awaiting")
     created_at: datetime
     started_at: datetime | None
     fanout_done_at: datetime | None

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api.mailings import delivery
 from services.api.mailings.schemas import MailingStats, MailingStatsDetail, StatsPage, WaitOut
 from services.api.mailings.service import get_mailing
 from services.api.pagination import next_after_id
@@ -78,8 +79,14 @@ async def stats_page(session: AsyncSession, *, limit: int, after_id: int) -> Sta
 
 
 async def mailing_stats(
-    session: AsyncSession, mailing_id: int, now: datetime | None = None
+    session: AsyncSession,
+    mailing_id: int,
+    now: datetime | None = None,
+    *,
+    delivery_groups: bool = True,
 ) -> MailingStatsDetail:
+    """`delivery_groups=False` leaves `delivery.by_route` empty (a query over the mailing's
+    sent messages): the console's live part, refreshed every second, shows the totals only."""
     mailing = await get_mailing(session, mailing_id)
     counts = await counts_by_mailing(session, [mailing_id])
     waiting = await waiting_reasons(session, mailing, counts[mailing_id], now or datetime.now(UTC))
@@ -91,6 +98,9 @@ async def mailing_stats(
             "fanout_done_at": mailing.fanout_done_at,
             "completed_at": mailing.completed_at,
             "waiting": waiting,
+            "delivery": await delivery.delivery(
+                session, mailing_id, counts[mailing_id], groups=delivery_groups
+            ),
         }
     )
 

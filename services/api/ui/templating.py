@@ -138,6 +138,7 @@ STATUS_WORDS = (
     N_("scheduled"), N_("awaiting_approval"), N_("running"), N_("paused"), N_("completed"),
     N_("cancelled"), N_("pending"), N_("queued"), N_("sending"), N_("sent"), N_("retrying"),
     N_("failed"), N_("expired"), N_("done"), N_("admin"), N_("viewer"),
+    N_("delivered"), N_("undelivered"), N_("closed"), N_("half_open"), N_("open"),
 )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from tests.support.rows import aseed_clients, seed_clients
 
 __all__ = ["aseed_clients", "seed_clients"]
 
-TERMINAL = frozenset({"sent", "failed", "expired", "cancelled"})
+TERMINAL = frozenset({"sent", "failed", "expired", "cancelled", "delivered", "undelivered"})
 
 # A mailing's messages; its test sends (`is_test`) are not among them, as for its counters.
 COUNTS_BY_MESSAGES = (

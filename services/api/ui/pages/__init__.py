@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.ui.pages import audit, clients, dashboard, imports, mailings, test_sends
+from services.api.ui.pages import (
+    audit,
+    clients,
+    dashboard,
+    imports,
+    mailings,
+    providers,
+    test_sends,
+)
 from services.api.ui.pages.common import static_router
 
 routers: list[APIRouter] = [
@@ -14,5 +22,6 @@ routers: list[APIRouter] = [
     test_sends.router,
     clients.router,
     imports.router,
+    providers.router,
     audit.router,
 ]

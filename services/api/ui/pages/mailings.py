@@ -22,7 +22,7 @@ from services.api import exports
 from services.api.deps import EventsDep, SessionDep, SettingsDep
 from services.api.errors import ApiError
 from services.api.events import EventPublisher
-from services.api.mailings import check, resend, service, stats
+from services.api.mailings import check, delivery, resend, service, stats
 from services.api.mailings.schemas import (
     MailingCheckIn,
     MailingClone,
@@ -113,10 +113,16 @@ async def current_rate(session: Any, mailing: Mailing, now: datetime) -> float:
 
 
 async def _detail_context(
-    request: Request, session: Any, mailing_id: int, msg_status: str | None, msg_after: int
+    request: Request,
+    session: Any,
+    mailing_id: int,
+    msg_status: str | None,
+    msg_after: int,
+    *,
+    delivery_groups: bool = True,
 ) -> dict[str, Any]:
     mailing = await service.get_mailing(session, mailing_id)
-    detail = await stats.mailing_stats(session, mailing_id)
+    detail = await stats.mailing_stats(session, mailing_id, delivery_groups=delivery_groups)
     counts = {str(k): v for k, v in detail.counts.items()}
     progress = progress_of(counts)
     now = datetime.now(UTC)
@@ -204,8 +210,12 @@ async def mailing_page(
     settings: SettingsDep,
     msg_status: str | None = None,
     msg_after: int = Query(0, ge=0, le=2**63 - 1),
+    reply_after: int = Query(0, ge=0, le=2**63 - 1),
 ) -> HTMLResponse:
     context = await _detail_context(request, session, mailing_id, msg_status, msg_after)
+    replies = await delivery.list_replies(
+        session, mailing_id, limit=PAGE_SIZE, after_id=reply_after
+    )
     if context["mailing"].status == MailingStatus.AWAITING_APPROVAL:
         context["check"] = await check.presend_check(
             session,
@@ -223,6 +233,9 @@ async def mailing_page(
             **context,
             "messages": messages,
             "next_msg_after": next_after,
+            "replies": replies,
+            "reply_after": reply_after,
+            "next_reply_after": replies[-1].id if len(replies) == PAGE_SIZE else None,
             **await test_sends.tests_context(session, mailing_id),
             "clone_tz": admin_timezone(request),
             "timezones": timezone_names(),
@@ -235,7 +248,7 @@ async def mailing_live(
     request: Request, mailing_id: ResourceId, user: LiveUserDep, session: SessionDep
 ) -> HTMLResponse:
     """The live part of a mailing's page; it stops asking for itself once nothing runs."""
-    context = await _detail_context(request, session, mailing_id, None, 0)
+    context = await _detail_context(request, session, mailing_id, None, 0, delivery_groups=False)
     return render(request, "partials/mailing_live.html", {"user": user, **context})
 
 
