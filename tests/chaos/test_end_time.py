@@ -88,13 +88,15 @@ async def test_claims_held_up_across_the_end_send_nothing_after_it(
         mailing = await rig.create_mailing()
         end_at = await _end_soon(rig, mailing["id"], 4.0)
 
-        # From 1 s before the end to 0.4 s after it, every status change of the mailing's
-        # messages (the sender's claims among them) waits for the counter rows' lock.
+        # From 1 s before the end to 0.4 s after it, every claim of the mailing's messages
+        # waits for their row locks (the counters no longer share a row to lock: deltas).
         await asyncio.sleep(max(end_at - 1.0 - time.time(), 0))
         with rig.db() as lock, rig.db() as probe:
             lock.execute("BEGIN")
             lock.execute(
-                "SELECT 1 FROM message_count WHERE mailing_id = %s FOR UPDATE", [mailing["id"]]
+                "SELECT 1 FROM message WHERE mailing_id = %s AND status IN ('pending', 'queued')"
+                " FOR UPDATE",
+                [mailing["id"]],
             )
 
             def waiting() -> int:
