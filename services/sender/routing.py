@@ -295,7 +295,11 @@ class Router:
         if isinstance(delivery, smpp.Receipt):
             if not delivery.final:
                 return  # ENROUTE, ACCEPTD: nothing to record
-            error = None if delivery.delivered else f"{delivery.stat} err:{delivery.error_code}"
+            error = None
+            if not delivery.delivered:
+                error = delivery.stat  # UNDELIV, EXPIRED, REJECTD, DELETED (+ the SMSC's code)
+                if delivery.error_code:
+                    error = f"{error} err:{delivery.error_code}"
             await self.receipts.submit(
                 Receipt(delivery.provider, delivery.message_id, delivery.delivered, error)
             )

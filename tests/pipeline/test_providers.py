@@ -126,6 +126,13 @@ async def test_messages_go_where_their_code_routes_and_receipts_settle_them(
         settled, timeout=60, message="200 receipts in and 50 sent to the stub"
     )
     assert counts == {"delivered": 190, "undelivered": 10, "sent": 50}
+    with pipeline.db() as conn:
+        errors = conn.execute(
+            "SELECT DISTINCT split_part(last_error, ' ', 1) FROM message"
+            " WHERE mailing_id = %s AND status = 'undelivered'",
+            [mailing["id"]],
+        ).fetchall()
+    assert errors == [("UNDELIV",)]  # the receipt's state, in last_error
     assert by_provider(pipeline, mailing["id"]) == {
         ("aggregator", "delivered"): 190,
         ("aggregator", "undelivered"): 10,
