@@ -297,7 +297,11 @@ class Router:
         if isinstance(delivery, smpp.Receipt):
             if not delivery.final:
                 return  # ENROUTE, ACCEPTD: nothing to record
-            error = None if delivery.delivered else f"{delivery.stat} err:{delivery.error_code}"
+            error = None
+            if not delivery.delivered:
+                error = delivery.stat  # UNDELIV, EXPIRED, REJECTD, DELETED (+ the SMSC's code)
+                if delivery.error_code:
+                    error = f"{error} err:{delivery.error_code}"
             await self.receipts.submit(
                 Receipt(delivery.provider, delivery.message_id, delivery.delivered, error)
             )
@@ -421,13 +425,18 @@ class Router:
         else:  # transient, unknown: as a fabrique failure or timeout
             slot.breaker.record_failure()
             send = SendResult(Outcome.RETRY, answer.error)
-        return outcome.after_answer(
+        result = outcome.after_answer(
             c,
             send,
             now=time.monotonic(),
             policy=policy,
             jitter=random.uniform(0.8, 1.2),
         )
+        if answer.outcome is o.THROTTLED and result.status is S.RETRYING:
+            # The SMSC asked us to slow down, not refused the message: no attempt is spent,
+            # so a long throttle does not fail messages (the end time still expires them).
+            return replace(result, attempted=0)
+        return result
 
     async def _fabrique(self, slot: Slot, c: Claimed, policy: outcome.Policy) -> Result | None:
         assert slot.fabrique is not None

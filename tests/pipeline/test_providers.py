@@ -126,6 +126,13 @@ async def test_messages_go_where_their_code_routes_and_receipts_settle_them(
         settled, timeout=60, message="200 receipts in and 50 sent to the stub"
     )
     assert counts == {"delivered": 190, "undelivered": 10, "sent": 50}
+    with pipeline.db() as conn:
+        errors = conn.execute(
+            "SELECT DISTINCT split_part(last_error, ' ', 1) FROM message"
+            " WHERE mailing_id = %s AND status = 'undelivered'",
+            [mailing["id"]],
+        ).fetchall()
+    assert errors == [("UNDELIV",)]  # the receipt's state, in last_error
     assert by_provider(pipeline, mailing["id"]) == {
         ("aggregator", "delivered"): 190,
         ("aggregator", "undelivered"): 10,
@@ -481,3 +488,26 @@ async def test_sigterm_drains_the_window_then_unbinds(
             ).fetchall()
         }
     assert {m["to"] for m in smsc.messages()} == recorded
+
+
+async def test_throttling_retries_soon_and_spends_no_attempt(
+    pipeline: Pipeline, smsc: Smsc, tmp_path: Path
+) -> None:
+    pipeline.seed_clients(50, operator_code="900")
+    smsc.faults(throttle_next=20)
+    path = providers_file(tmp_path / "providers.yaml", smsc, pipeline.stub.url)
+    await pipeline.start(providers_file=path)
+    mailing = await pipeline.create_mailing(text="Sale today")
+
+    async def delivered() -> bool:
+        return pipeline.message_counts(mailing["id"]).get("delivered") == 50
+
+    await wait_until(delivered, timeout=60, message="50 delivered despite throttling")
+    assert smsc.stats()["throttled"] == 20
+    assert by_provider(pipeline, mailing["id"]) == {("aggregator", "delivered"): 50}
+    with pipeline.db() as conn:
+        attempts = conn.execute(
+            "SELECT DISTINCT attempts FROM message WHERE mailing_id = %s", [mailing["id"]]
+        ).fetchall()
+    assert attempts == [(1,)]  # the accepted request only
+    counters_agree(pipeline, mailing["id"])

@@ -83,6 +83,7 @@ def test_throttled_retries_soon_without_counting_against_the_provider(router: Ro
     answer = SubmitResult(Out.THROTTLED, error="ESME_RTHROTTLED", retry_after_s=0.2)
     result = router._after_submit(s, claimed(), answer, POLICY)
     assert result is not None and result.status is S.RETRYING
+    assert result.attempted == 0  # slowing down is not a failed attempt
     assert s.breaker.failures == 0
 
 
