@@ -28,6 +28,10 @@ KINDS: tuple[ProviderKind, ...] = ("fabrique", "smpp", "kannel")
 NAME_RE = re.compile(r"[a-z0-9-]{1,32}")
 OPERATOR_RE = re.compile(r"\d{3}")
 WILDCARD = "*"
+# ProvidersConfig.source without a file: PROVIDER_URL as the one `default` provider.
+FALLBACK_SOURCE = "PROVIDER_URL"
+# The currency of a price_per_segment given without one.
+DEFAULT_CURRENCY = "RUB"
 DEFAULT_NAME = "default"
 _BEST_RE = re.compile(r"best\s*\[(?P<names>[^\]]*)\]")
 
@@ -50,6 +54,8 @@ class FabriqueProvider:
     url: str
     token: SecretStr | None = None
     max_tps: float | None = None
+    price_per_segment: float | None = None  # for the pre-send check's cost
+    currency: str = DEFAULT_CURRENCY
     kind: Literal["fabrique"] = "fabrique"
 
 
@@ -68,6 +74,8 @@ class SmppProvider:
     max_tps: float | None = None
     system_type: str = ""
     enquire_link_s: float = 30.0
+    price_per_segment: float | None = None  # for the pre-send check's cost
+    currency: str = DEFAULT_CURRENCY
     kind: Literal["smpp"] = "smpp"
 
 
@@ -84,6 +92,8 @@ class KannelProvider:
     # Signs the dlr-url of each message, so only the gateway can report its receipts.
     callback_secret: SecretStr
     max_tps: float | None = None
+    price_per_segment: float | None = None  # for the pre-send check's cost
+    currency: str = DEFAULT_CURRENCY
     kind: Literal["kannel"] = "kannel"
 
 
@@ -244,7 +254,7 @@ class _Reader:
         return None
 
 
-_COMMON_KEYS = {"name", "kind", "max_tps"}
+_COMMON_KEYS = {"name", "kind", "max_tps", "price_per_segment", "currency"}
 _KEYS: dict[str, set[str]] = {
     "fabrique": _COMMON_KEYS | {"url", "token", "token_file"},
     "smpp": _COMMON_KEYS
@@ -259,9 +269,26 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "smpp": ("host", "system_id", "source_addr"),
     "kannel": ("url", "username", "source_addr", "callback_base_url"),
 }
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
 # SMPP 3.4's field sizes (C-octet strings, the terminating NUL not counted).
 _SMPP_SYSTEM_ID = re.compile(r"[\x21-\x7e]{1,15}")
 _SMPP_SOURCE_ADDR = re.compile(r"(\+?\d{1,20}|[\x20-\x7e]{1,11})")
+
+
+def _prices(reader: _Reader, entry: dict[str, Any], what: str) -> dict[str, Any]:
+    """`price_per_segment` (a number, 0 or more) and its `currency` (three letters)."""
+    prices: dict[str, Any] = {}
+    if "price_per_segment" in entry:
+        node = entry["price_per_segment"][1]
+        price = reader.scalar(node, f"{what}.price_per_segment")
+        if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
+            raise reader.fail(node, f"{what}.price_per_segment must be a number, 0 or more")
+        prices["price_per_segment"] = float(price)
+    if "currency" in entry:
+        prices["currency"] = reader.text(
+            entry["currency"][1], f"{what}.currency", pattern=_CURRENCY
+        ).upper()
+    return prices
 
 
 def _provider(reader: _Reader, node: yaml.Node, index: int) -> Provider:
@@ -288,12 +315,14 @@ def _provider(reader: _Reader, node: yaml.Node, index: int) -> Provider:
         return entry[key][1]
 
     max_tps = reader.positive(value("max_tps"), f"{what}.max_tps") if "max_tps" in entry else None
+    prices = _prices(reader, entry, what)
     if kind == "fabrique":
         return FabriqueProvider(
             name=name,
             url=reader.url(value("url"), f"{what}.url"),
             token=reader.secret(entry, "token", what, node, required=False),
             max_tps=max_tps,
+            **prices,
         )
     if kind == "smpp":
         password = reader.secret(entry, "password", what, node, required=True)
@@ -323,6 +352,7 @@ def _provider(reader: _Reader, node: yaml.Node, index: int) -> Provider:
             enquire_link_s=reader.positive(value("enquire_link_s"), f"{what}.enquire_link_s")
             if "enquire_link_s" in entry
             else 30.0,
+            **prices,
         )
     password = reader.secret(entry, "password", what, node, required=True)
     callback_secret = reader.secret(entry, "callback_secret", what, node, required=True)
@@ -336,6 +366,7 @@ def _provider(reader: _Reader, node: yaml.Node, index: int) -> Provider:
         callback_base_url=reader.url(value("callback_base_url"), f"{what}.callback_base_url"),
         callback_secret=callback_secret,
         max_tps=max_tps,
+        **prices,
     )
 
 
@@ -439,7 +470,7 @@ def default_providers(url: str, token: SecretStr | None) -> ProvidersConfig:
     return ProvidersConfig(
         {DEFAULT_NAME: provider},
         (Route((WILDCARD,), (DEFAULT_NAME,)),),
-        "PROVIDER_URL",
+        FALLBACK_SOURCE,
     )
 
 

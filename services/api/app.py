@@ -29,6 +29,7 @@ from services.api.events import AmqpEvents, EventPublisher
 from services.api.exports import router as exports_router
 from services.api.imports.router import router as imports_router
 from services.api.imports.service import ImportTasks
+from services.api.mailings import check
 from services.api.mailings.resend import router as resend_router
 from services.api.mailings.router import router as mailings_router
 from services.api.mailings.test_send import router as test_send_router
@@ -121,6 +122,7 @@ def create_app(
     app.state.failed_auth = FailedAuthLimiter(settings.auth_failures_per_minute)
     # PROVIDERS_FILE: an invalid file stops the api here, as it stops the sender.
     app.state.providers = ApiProviders(settings)
+    app.add_middleware(check.ProvidersContext, current=lambda: app.state.providers.current)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(docs_router(title=app.title, openapi_url=app.openapi_url or ""))

@@ -268,12 +268,27 @@ class ApprovalCheck(BaseModel):
     )
 
 
+class CostCheck(BaseModel):
+    currency: str = Field(examples=["RUB"], description="The providers' `currency`")
+    amount: float = Field(
+        examples=[1457.5], description="Segments x price_per_segment, over the priced recipients"
+    )
+    recipients: int = Field(
+        examples=[1238], description="Recipients whose provider has a price in this currency"
+    )
+
+
 class MailingCheck(BaseModel):
     """The pre-send check (docs/GUARDRAILS.md)."""
 
     recipients: RecipientsCheck
     text: TextCheck | None = Field(description="null when the body has no text")
     routes: list[RouteCheck]
+    cost: list[CostCheck] | None = Field(
+        None,
+        description="Per currency, when the providers file gives a provider's"
+        " price_per_segment (null: no price known, or no text)",
+    )
     approval: ApprovalCheck
 
 
