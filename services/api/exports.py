@@ -32,8 +32,10 @@ CLIENTS_CSV = (
     "2026-12-01T10:00:00+00:00\n"
 )
 MESSAGES_CSV = (
-    "message_id,client_id,phone,status,attempts,last_error,created_at,sent_at\n"
-    "101,1,79123456789,sent,1,,2026-12-01T10:00:00+00:00,2026-12-01T10:00:01+00:00\n"
+    "message_id,client_id,phone,status,attempts,last_error,created_at,sent_at,provider,"
+    "provider_message_id\n"
+    "101,1,79123456789,delivered,1,,2026-12-01T10:00:00+00:00,2026-12-01T10:00:01+00:00,"
+    "aggregator,0A1B2C3D\n"
 )
 
 
@@ -141,7 +143,7 @@ async def export_messages(
         conditions.append(sql.SQL("m.status = {}").format(sql.Literal(status.value)))
     query = sql.SQL(
         "SELECT m.id AS message_id, m.client_id, {}, m.status, m.attempts, {},"
-        " {} AS created_at, {} AS sent_at"
+        " {} AS created_at, {} AS sent_at, {}, {}"
         " FROM message m JOIN client c ON c.id = m.client_id"
         " WHERE {} ORDER BY m.id"
     ).format(
@@ -149,6 +151,8 @@ async def export_messages(
         neutralise_sql("m.last_error"),
         iso("m.created_at"),
         iso("m.sent_at"),
+        neutralise_sql("m.provider"),
+        neutralise_sql("m.provider_message_id"),
         sql.SQL(" AND ").join(conditions),
     )
     filters = {"status": status.value} if status is not None else {}

@@ -88,7 +88,8 @@ async def test_message_export(api: httpx.AsyncClient, db: psycopg.Connection) ->
         "UPDATE message SET status = 'failed', last_error = 'HTTP 400', attempts = 1 WHERE id = %s",
         (ids[1],),
     )
-    response = await api.get(f"/mailings/{mailing}/messages/export")
+    export_path = f"/mailings/{mailing}/messages/export"
+    response = await api.get(export_path)
     assert response.status_code == 200
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert list(rows[0]) == [
@@ -100,6 +101,8 @@ async def test_message_export(api: httpx.AsyncClient, db: psycopg.Connection) ->
         "last_error",
         "created_at",
         "sent_at",
+        "provider",
+        "provider_message_id",
     ]
     assert [(int(r["message_id"]), r["status"], r["last_error"]) for r in rows] == [
         (ids[0], "sent", ""),
@@ -107,6 +110,16 @@ async def test_message_export(api: httpx.AsyncClient, db: psycopg.Connection) ->
         (ids[2], "pending", ""),
     ]
     assert rows[0]["phone"] == "79120000000" and rows[0]["sent_at"]
+    # Which provider took each message, and its id there: in the export and the list.
+    db.execute(
+        "UPDATE message SET provider = 'aggregator', provider_message_id = '0A1B' WHERE id = %s",
+        (ids[0],),
+    )
+    exported = list(csv.DictReader(io.StringIO((await api.get(export_path)).text)))
+    assert (exported[0]["provider"], exported[0]["provider_message_id"]) == ("aggregator", "0A1B")
+    assert exported[1]["provider"] == ""
+    listed = (await api.get(f"/mailings/{mailing}/messages")).json()["items"]
+    assert (listed[0]["provider"], listed[0]["provider_message_id"]) == ("aggregator", "0A1B")
     failed = await api.get(f"/mailings/{mailing}/messages/export?status=failed")
     assert len(failed.text.splitlines()) == 2
     assert_error(await api.get("/mailings/999/messages/export"), 404, "mailing 999")

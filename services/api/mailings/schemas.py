@@ -487,3 +487,9 @@ class MessageOut(BaseModel):
     queued_at: datetime | None
     sent_at: datetime | None
     updated_at: datetime
+    provider: str | None = Field(
+        None, description="The provider that took it (PROVIDERS_FILE's name)", examples=["stub"]
+    )
+    provider_message_id: str | None = Field(
+        None, description="That provider's id for it (its receipts name it)", examples=["4711"]
+    )
