@@ -239,7 +239,9 @@ class Bench:
 
     async def reset_messages(self, *, clients: bool = False) -> None:
         """Empty the tables; services may still be connected (a deadlock is retried)."""
-        tables = "message_count, message, mailing" + (", client" if clients else "")
+        tables = "message_count_folded, message_count_delta, message, mailing" + (
+            ", client" if clients else ""
+        )
         for attempt in range(10):
             try:
                 await self.sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")

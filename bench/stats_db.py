@@ -208,7 +208,7 @@ def seed(name: str, layout: Layout, log: Any = print) -> float:
         conn.execute("SELECT setval(pg_get_serial_sequence('message', 'id'), %s)", [layout.rows])
         conn.execute(
             """
-            INSERT INTO message_count (mailing_id, status, count)
+            INSERT INTO message_count_folded (mailing_id, status, count)
             SELECT mailing_id, status, count(*) FROM message GROUP BY mailing_id, status
             """
         )

@@ -190,6 +190,8 @@ async def test_report_mails_the_days_numbers_per_mailing(
         "failed": 1,
         "expired": 0,
         "cancelled": 0,
+        "delivered": 0,
+        "undelivered": 0,
     }
     assert numbers[2]["sent_in_day"] == 1
     assert (numbers[2]["sent"], numbers[2]["expired"], numbers[2]["total"]) == (3, 1, 4)
