@@ -717,6 +717,8 @@ async def test_messages_list_with_status_filter_and_pagination(
         "queued_at",
         "sent_at",
         "updated_at",
+        "provider",
+        "provider_message_id",
     }
     none = (
         await api.get(f"/mailings/{mailing['id']}/messages", params={"status": "expired"})
