@@ -430,7 +430,25 @@ class SmppBind:
         return len(self._pending)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.esme.start(), name=f"smpp {self.name}")
+        self._task = asyncio.create_task(self._run(), name=f"smpp {self.name}")
+
+    async def _run(self) -> None:
+        """aiosmpplib's loop, started again if it dies (it can, when a transport closes under
+        it: uvloop refuses `set_write_buffer_limits` on a closed one), so a bind is never left
+        marked up with nobody reading it and every submit waiting out its response timeout."""
+        delay_s = 0.5
+        while not self._closing:
+            try:
+                await self.esme.start()
+            except Exception:
+                log.warning(
+                    "smpp client loop died; starting it again", bind=self.name, exc_info=True
+                )
+            self._down()
+            if self._closing:
+                return
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 10.0)
 
     async def wait_bound(self, timeout_s: float) -> bool:
         try:
